@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+
+/// Why an archive could not be read. Every variant names the archive, and the
+/// entry where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot read `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{path}` is empty")]
+    Empty { path: PathBuf },
+    #[error("`{path}` is not a tar archive{detail}")]
+    NotTar { path: PathBuf, detail: String },
+    #[error("`{path}` is {compression}-compressed; compressed archives are not supported yet")]
+    Compressed { path: PathBuf, compression: &'static str },
+    #[error("`{path}` is truncated: entry `{entry}` needs {needed} bytes but the file has {available}")]
+    Truncated { path: PathBuf, entry: String, needed: u64, available: u64 },
+    #[error("`{path}` has no `manifest.json`, so it is not a `docker save` archive")]
+    NoManifest { path: PathBuf },
+    #[error("`{path}`: entry `{entry}` is not valid: {reason}")]
+    BadEntry { path: PathBuf, entry: String, reason: String },
+    #[error("`{path}`: `{entry}` is referenced but not in the archive")]
+    MissingEntry { path: PathBuf, entry: String },
+    #[error("`{path}`: image {image} is inconsistent: {reason}")]
+    Inconsistent { path: PathBuf, image: usize, reason: String },
+    #[error("`{path}` holds no images")]
+    NoImages { path: PathBuf },
+}
+
+impl ArchiveError {
+    /// A next step for the user, where one helps.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Io { .. } => "check the path and that you can read it".into(),
+            Self::Empty { .. } | Self::Truncated { .. } => {
+                "the archive was cut short; write it again (`docker save -o FILE IMAGE`)".into()
+            }
+            Self::NotTar { .. } | Self::NoManifest { .. } => {
+                "give an archive written by `docker save`, `podman save` or `skopeo copy … docker-archive:`".into()
+            }
+            Self::Compressed { .. } => "decompress it first, e.g. `gunzip -k FILE` or `zstd -d FILE`".into(),
+            Self::BadEntry { .. } | Self::MissingEntry { .. } | Self::Inconsistent { .. } => {
+                "the archive is damaged or was not written by a known tool; save the image again".into()
+            }
+            Self::NoImages { .. } => "the archive's manifest.json lists no images; save at least one image".into(),
+        })
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
+}

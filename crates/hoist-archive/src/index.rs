@@ -1,0 +1,172 @@
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+use std::path::Path;
+
+use crate::ArchiveError;
+
+/// What a tar entry is, as far as an image reader cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    /// A symbolic link; the target is relative to the link's directory.
+    Symlink(String),
+    /// A hard link; the target is a path from the archive root.
+    HardLink(String),
+    /// Sparse files, devices, FIFOs: never a valid image member.
+    Other(String),
+}
+
+/// Where an entry's bytes lie in the archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TarEntry {
+    pub offset: u64,
+    pub size: u64,
+    pub kind: EntryKind,
+}
+
+/// Every entry of a tar, by normalised name, from one pass over the headers.
+#[derive(Debug, Default)]
+pub struct TarIndex {
+    entries: HashMap<String, TarEntry>,
+}
+
+const MAX_LINK_HOPS: usize = 32;
+
+impl TarIndex {
+    /// Reads the headers of a seekable tar, skipping every body with a seek.
+    /// `path` and `file_len` are for messages and the truncation check.
+    pub fn build<R: Read + Seek>(reader: R, path: &Path, file_len: u64) -> Result<Self, ArchiveError> {
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries_with_seek().map_err(|e| ArchiveError::io(path, e))?;
+        let mut index = Self::default();
+        for (position, entry) in entries.enumerate() {
+            let entry = entry.map_err(|e| {
+                if position == 0 {
+                    ArchiveError::NotTar { path: path.to_owned(), detail: format!(" ({e})") }
+                } else {
+                    ArchiveError::BadEntry {
+                        path: path.to_owned(),
+                        entry: format!("#{}", position + 1),
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+            let raw_name = entry.path().map_err(|e| ArchiveError::BadEntry {
+                path: path.to_owned(),
+                entry: format!("#{}", position + 1),
+                reason: e.to_string(),
+            })?;
+            let raw_name = raw_name.to_string_lossy().into_owned();
+            let Some(name) = normalize(&raw_name) else {
+                tracing::debug!(entry = %raw_name, "ignoring an entry whose name escapes the archive root");
+                continue;
+            };
+            let header = entry.header();
+            let link =
+                || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            let kind = match header.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+                tar::EntryType::Directory => EntryKind::Directory,
+                tar::EntryType::Symlink => EntryKind::Symlink(link()),
+                tar::EntryType::Link => EntryKind::HardLink(link()),
+                other => EntryKind::Other(format!("{other:?}")),
+            };
+            let offset = entry.raw_file_position();
+            let size = entry.size();
+            if kind == EntryKind::File && offset + size > file_len {
+                return Err(ArchiveError::Truncated {
+                    path: path.to_owned(),
+                    entry: name,
+                    needed: offset + size,
+                    available: file_len,
+                });
+            }
+            if index.entries.insert(name.clone(), TarEntry { offset, size, kind }).is_some() {
+                tracing::debug!(entry = %name, "duplicate entry name; the later one wins, as in tar");
+            }
+        }
+        if index.entries.is_empty() {
+            return Err(ArchiveError::NotTar { path: path.to_owned(), detail: " (it has no entries)".into() });
+        }
+        Ok(index)
+    }
+
+    /// The entry stored under `name` (normalised), without following links.
+    pub fn get(&self, name: &str) -> Option<&TarEntry> {
+        normalize(name).and_then(|n| self.entries.get(&n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Follows symbolic and hard links from `name` to a regular file.
+    /// Returns the final name and its entry.
+    pub fn resolve(&self, name: &str, archive: &Path) -> Result<(String, &TarEntry), ArchiveError> {
+        let bad = |entry: &str, reason: String| ArchiveError::BadEntry {
+            path: archive.to_owned(),
+            entry: entry.to_owned(),
+            reason,
+        };
+        let mut current = normalize(name).ok_or_else(|| bad(name, "the path escapes the archive root".into()))?;
+        for _ in 0..MAX_LINK_HOPS {
+            let entry = self
+                .entries
+                .get(&current)
+                .ok_or_else(|| ArchiveError::MissingEntry { path: archive.to_owned(), entry: current.clone() })?;
+            let next = match &entry.kind {
+                EntryKind::File => return Ok((current, entry)),
+                EntryKind::Symlink(target) => {
+                    let base = current.rsplit_once('/').map_or("", |(dir, _)| dir);
+                    let joined = if target.starts_with('/') { target.clone() } else { format!("{base}/{target}") };
+                    normalize(&joined)
+                        .ok_or_else(|| bad(&current, format!("its link target `{target}` escapes the archive root")))?
+                }
+                EntryKind::HardLink(target) => normalize(target)
+                    .ok_or_else(|| bad(&current, format!("its link target `{target}` escapes the archive root")))?,
+                EntryKind::Directory => return Err(bad(&current, "it is a directory, not a file".into())),
+                EntryKind::Other(kind) => {
+                    return Err(bad(&current, format!("it is a {kind} entry, not a regular file")));
+                }
+            };
+            current = next;
+        }
+        Err(bad(name, "its links form a loop".into()))
+    }
+}
+
+/// `./a//b/../c` → `a/c`; `None` if the path climbs above the root. A leading
+/// `/` is dropped, as tar does when extracting.
+pub(crate) fn normalize(name: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_strips_dots_and_refuses_escapes() {
+        assert_eq!(normalize("./manifest.json").as_deref(), Some("manifest.json"));
+        assert_eq!(normalize("a//b/./c").as_deref(), Some("a/b/c"));
+        assert_eq!(normalize("a/../b").as_deref(), Some("b"));
+        assert_eq!(normalize("../etc/passwd"), None);
+        assert_eq!(normalize("a/../../b"), None);
+        assert_eq!(normalize("."), None);
+    }
+}

@@ -1,0 +1,230 @@
+use std::fmt;
+
+use crate::RedactedUrl;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The registry could not be reached or the connection broke. Retryable.
+    Network,
+    /// 408, 429, 500, 502, 503, 504: the registry is busy or failing. Retryable.
+    Unavailable,
+    /// 401: credentials missing or refused.
+    Unauthorized,
+    /// 403 or DENIED: the credentials lack permission (or a quota is exhausted).
+    Denied,
+    /// 404: the repository, blob or manifest does not exist.
+    NotFound,
+    /// The registry refused what was sent (400, 413, 415, DIGEST_INVALID, MANIFEST_INVALID, …).
+    Rejected,
+    /// The registry answered in a way the protocol does not allow.
+    Protocol,
+}
+
+impl ErrorKind {
+    /// Whether trying the same operation again later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Network | Self::Unavailable)
+    }
+}
+
+/// One `{"code", "message"}` from a registry error body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorCode {
+    pub code: String,
+    pub message: String,
+}
+
+/// A failed registry operation: what was attempted, where, and why.
+#[derive(Debug)]
+pub struct RegistryError {
+    pub kind: ErrorKind,
+    /// What hoist was doing, e.g. "upload blob sha256:…".
+    pub action: String,
+    pub url: Option<RedactedUrl>,
+    pub status: Option<u16>,
+    pub codes: Vec<ErrorCode>,
+    /// The registry's body when it was not the JSON error shape (trimmed), or a transport error.
+    pub detail: Option<String>,
+}
+
+impl RegistryError {
+    pub(crate) fn new(kind: ErrorKind, action: impl Into<String>) -> Self {
+        Self { kind, action: action.into(), url: None, status: None, codes: Vec::new(), detail: None }
+    }
+
+    #[must_use]
+    pub(crate) fn with_url(mut self, url: &url::Url) -> Self {
+        self.url = Some(RedactedUrl::new(url.clone()));
+        self
+    }
+
+    #[must_use]
+    pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Builds the error for an unexpected HTTP answer from its status and body.
+    pub(crate) fn from_response(action: &str, url: &url::Url, status: u16, body: &[u8]) -> Self {
+        let codes = parse_error_body(body);
+        let kind = classify(status, &codes);
+        let detail = if codes.is_empty() && !body.is_empty() { Some(trim_body(body)) } else { None };
+        Self {
+            kind,
+            action: action.to_owned(),
+            url: Some(RedactedUrl::new(url.clone())),
+            status: Some(status),
+            codes,
+            detail,
+        }
+    }
+
+    /// Builds the error for a request that got no HTTP answer.
+    pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
+        Self::new(ErrorKind::Network, action).with_url(url).with_detail(transport_cause(error))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+
+    /// True when the registry said this code (e.g. `BLOB_UNKNOWN`).
+    pub fn has_code(&self, code: &str) -> bool {
+        self.codes.iter().any(|c| c.code == code)
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        let host = self.url.as_ref().and_then(|u| u.inner().host_str().map(str::to_owned)).unwrap_or_default();
+        Some(match self.kind {
+            ErrorKind::Network => format!(
+                "check that a registry is running at {host}{} and that the address is right",
+                self.url.as_ref().and_then(|u| u.inner().port()).map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            ErrorKind::Unavailable => "the registry is overloaded or failing; try again later".into(),
+            ErrorKind::Unauthorized => "log in with `--username` and `--password-stdin`, or `docker login`".into(),
+            ErrorKind::Denied => {
+                "the account lacks push permission for this repository, or a quota is exhausted".into()
+            }
+            ErrorKind::NotFound => {
+                "check the repository name; some registries (ECR, Harbor) need the repository or project created first"
+                    .into()
+            }
+            ErrorKind::Rejected if self.status == Some(413) => {
+                "a proxy in front of the registry limits request size".into()
+            }
+            ErrorKind::Rejected | ErrorKind::Protocol => return None,
+        })
+    }
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot {}", self.action)?;
+        if let Some(url) = &self.url {
+            write!(f, " ({url})")?;
+        }
+        match (self.status, self.codes.first()) {
+            (Some(status), Some(code)) => {
+                write!(f, ": HTTP {status} {}: {}", code.code, code.message)?;
+                for more in &self.codes[1..] {
+                    write!(f, "; {}: {}", more.code, more.message)?;
+                }
+            }
+            (Some(status), None) => write!(f, ": HTTP {status}")?,
+            (None, _) => {}
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+fn classify(status: u16, codes: &[ErrorCode]) -> ErrorKind {
+    let has = |c: &str| codes.iter().any(|e| e.code == c);
+    if has("DENIED") {
+        return ErrorKind::Denied;
+    }
+    if has("TOOMANYREQUESTS") {
+        return ErrorKind::Unavailable;
+    }
+    match status {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Denied,
+        404 => ErrorKind::NotFound,
+        408 | 429 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
+        400..=499 => ErrorKind::Rejected,
+        _ => ErrorKind::Protocol,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.errors.into_iter().map(|e| ErrorCode { code: e.code, message: e.message }).collect())
+        .unwrap_or_default()
+}
+
+fn trim_body(body: &[u8]) -> String {
+    const SHOWN: usize = 300;
+    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if body.len() > SHOWN { format!("{text}…") } else { text }
+}
+
+/// The innermost cause of a transport error, without the URL (which may hold
+/// secrets and is reported separately, redacted).
+fn transport_cause(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut last = None;
+    while let Some(cause) = source {
+        last = Some(cause.to_string());
+        source = cause.source();
+    }
+    let cause = last.unwrap_or_else(|| "the request failed".into());
+    if error.is_timeout() { format!("timed out ({cause})") } else { cause }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_error_bodies_are_parsed_and_classified() {
+        let url = url::Url::parse("http://r/v2/").unwrap();
+        let e = RegistryError::from_response(
+            "push",
+            &url,
+            403,
+            br#"{"errors":[{"code":"DENIED","message":"quota exceeded"}]}"#,
+        );
+        assert_eq!(e.kind(), ErrorKind::Denied);
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("DENIED: quota exceeded"));
+        let e = RegistryError::from_response("push", &url, 502, b"<html><body>Bad Gateway</body></html>");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.to_string().contains("Bad Gateway"));
+        let e = RegistryError::from_response("push", &url, 413, b"");
+        assert!(e.hint().unwrap().contains("proxy"));
+    }
+}

@@ -1,0 +1,240 @@
+use bytes::Bytes;
+use hoist_oci::{Digest, RawBlob};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use crate::{Client, ErrorKind, RegistryError};
+
+const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+const OCTET_STREAM: &str = "application/octet-stream";
+/// distribution refuses larger manifests; so should we, before sending.
+const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
+
+/// What [`Repository::push_blob`] had to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobPush {
+    /// The registry already had the blob.
+    Existed,
+    /// The blob was uploaded.
+    Uploaded,
+}
+
+/// One repository on one registry.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    client: Client,
+    base: Url,
+    name: String,
+}
+
+impl Repository {
+    pub(crate) fn new(client: Client, base: Url, name: String) -> Self {
+        Self { client, base, name }
+    }
+
+    /// The repository path, e.g. `team/app`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        self.base.join(&format!("v2/{}/{path}", self.name)).expect("repository names and digests are URL-safe")
+    }
+
+    /// HEAD the blob: `Some(size)` if the registry has it in this repository.
+    pub async fn blob_exists(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        let action = format!("check for blob {digest} in {}", self.name);
+        let url = self.endpoint(&format!("blobs/{digest}"));
+        let response = self.send(&action, &url, self.client.http.head(url.clone())).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(response.content_length().unwrap_or_default())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(error_from(&action, &url, response).await),
+        }
+    }
+
+    /// Uploads a blob whose bytes and digest are known, unless the registry
+    /// already has it: HEAD, then POST and a monolithic PUT.
+    pub async fn push_blob(&self, digest: &Digest, bytes: Bytes) -> Result<BlobPush, RegistryError> {
+        if self.blob_exists(digest).await?.is_some() {
+            return Ok(BlobPush::Existed);
+        }
+        self.start_upload().await?.commit_with(digest, bytes).await?;
+        Ok(BlobPush::Uploaded)
+    }
+
+    /// Opens an upload session (POST). A 202 is only a session: nothing is
+    /// stored until [`Upload::commit`] answers 201.
+    pub async fn start_upload(&self) -> Result<Upload, RegistryError> {
+        let action = format!("start a blob upload to {}", self.name);
+        let url = self.endpoint("blobs/uploads/");
+        let request = self.client.http.post(url.clone()).header(CONTENT_LENGTH, 0);
+        let response = self.send(&action, &url, request).await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(error_from(&action, &url, response).await);
+        }
+        let location = next_location(&action, &url, &response)?;
+        Ok(Upload { repository: self.clone(), location })
+    }
+
+    /// PUTs a manifest's exact bytes under `tag_or_digest` and returns the
+    /// digest, after checking the registry computed the same one.
+    pub async fn put_manifest(&self, tag_or_digest: &str, manifest: &RawBlob) -> Result<Digest, RegistryError> {
+        let action = format!("push manifest {} to {}:{tag_or_digest}", manifest.digest, self.name);
+        let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
+        if manifest.bytes.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::new(ErrorKind::Rejected, action).with_detail(format!(
+                "the manifest is {} bytes; registries accept at most 4 MiB",
+                manifest.bytes.len()
+            )));
+        }
+        let request =
+            self.client.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone());
+        let response = self.send(&action, &url, request).await?;
+        if !matches!(response.status(), StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED) {
+            return Err(error_from(&action, &url, response).await);
+        }
+        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST) {
+            if reported != manifest.digest.to_string() {
+                return Err(RegistryError::new(ErrorKind::Protocol, action)
+                    .with_url(&url)
+                    .with_detail(format!("the registry stored it as {reported}, not {}", manifest.digest)));
+            }
+        }
+        Ok(manifest.digest.clone())
+    }
+
+    async fn send(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
+        request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))
+    }
+}
+
+/// An open blob upload session. Always carries the newest `Location` the
+/// registry gave: distribution signs the offset into it.
+#[derive(Debug)]
+pub struct Upload {
+    repository: Repository,
+    location: Url,
+}
+
+impl Upload {
+    /// Sends `body` as one streamed PATCH (docker's way when the digest is
+    /// known only at the end). Returns the bytes the registry says it holds.
+    pub async fn send_stream(&mut self, body: reqwest::Body) -> Result<Option<u64>, RegistryError> {
+        let action = format!("upload a blob to {}", self.repository.name);
+        let url = self.location.clone();
+        let request = self
+            .repository
+            .client
+            .http
+            .request(Method::PATCH, url.clone())
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(body);
+        let response = self.repository.send(&action, &url, request).await?;
+        // ECR answers 201 where the spec says 202.
+        if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
+            return Err(error_from(&action, &url, response).await);
+        }
+        let stored = header_str(&response, "Range").and_then(|r| parse_range_end(&r)).map(|end| end + 1);
+        self.location = next_location(&action, &url, &response)?;
+        Ok(stored)
+    }
+
+    /// Closes the session with the digest of everything sent (empty PUT).
+    pub async fn commit(self, digest: &Digest) -> Result<(), RegistryError> {
+        self.put(digest, Bytes::new()).await
+    }
+
+    /// Closes the session by sending the whole blob in the PUT (monolithic).
+    pub async fn commit_with(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
+        self.put(digest, bytes).await
+    }
+
+    async fn put(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
+        let action = format!("commit blob {digest} to {}", self.repository.name);
+        let mut url = self.location.clone();
+        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let request = self
+            .repository
+            .client
+            .http
+            .put(url.clone())
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .header(CONTENT_LENGTH, bytes.len())
+            .body(bytes);
+        let response = self.repository.send(&action, &url, request).await?;
+        if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
+            return Err(error_from(&action, &url, response).await);
+        }
+        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST) {
+            if reported != digest.to_string() {
+                return Err(RegistryError::new(ErrorKind::Protocol, action)
+                    .with_url(&url)
+                    .with_detail(format!("the registry stored it as {reported}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Abandons the session (DELETE). Best effort: registries may refuse it
+    /// for lack of a `delete` scope, and the session expires anyway.
+    pub async fn cancel(self) {
+        let url = self.location.clone();
+        match self.repository.client.http.delete(url.clone()).send().await {
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload")
+            }
+            Err(error) => tracing::debug!(%error, "could not cancel upload"),
+        }
+    }
+}
+
+fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The session's next URL, resolved against the request that returned it
+/// (registries may answer with a relative or an absolute `Location`).
+fn next_location(action: &str, request_url: &Url, response: &reqwest::Response) -> Result<Url, RegistryError> {
+    let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        RegistryError::new(ErrorKind::Protocol, action)
+            .with_url(request_url)
+            .with_detail("the registry sent no Location header")
+    })?;
+    request_url.join(location).map_err(|e| {
+        RegistryError::new(ErrorKind::Protocol, action)
+            .with_url(request_url)
+            .with_detail(format!("its Location header is not a URL: {e}"))
+    })
+}
+
+/// `0-1023` or `bytes=0-1023` → 1023.
+fn parse_range_end(range: &str) -> Option<u64> {
+    let range = range.trim().trim_start_matches("bytes=");
+    range.split_once('-')?.1.trim().parse().ok()
+}
+
+async fn error_from(action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    RegistryError::from_response(action, url, status, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range_end;
+
+    #[test]
+    fn range_headers_are_read_tolerantly() {
+        assert_eq!(parse_range_end("0-1023"), Some(1023));
+        assert_eq!(parse_range_end("bytes=0-1023"), Some(1023));
+        assert_eq!(parse_range_end("garbage"), None);
+    }
+}

@@ -1,0 +1,269 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hoist_archive::{Archive, Layer};
+use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
+use hoist_registry::{BlobPush, Client, Repository};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::pipeline::{self, SentBlob};
+use crate::{PushError, Reporter};
+
+/// How to push.
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// Layers processed at once (each on its own thread and connection).
+    pub jobs: usize,
+    pub format: ManifestFormat,
+    /// gzip level (0–9) for layers stored uncompressed in the archive.
+    pub gzip_level: u32,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6 }
+    }
+}
+
+/// Where one image of the archive goes.
+#[derive(Clone, Debug)]
+pub struct PushPlan {
+    /// Index into [`Archive::images`].
+    pub image: usize,
+    pub destinations: Vec<Reference>,
+}
+
+/// What happened to one blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobAction {
+    Uploaded,
+    Existed,
+}
+
+impl BlobAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uploaded => "uploaded",
+            Self::Existed => "existed",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BlobReport {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub action: BlobAction,
+}
+
+/// One reference that now points at a pushed image.
+#[derive(Clone, Debug)]
+pub struct PushedImage {
+    /// The destination as given, e.g. `host/app:1`.
+    pub reference: Reference,
+    pub digest: Digest,
+    pub blobs: Vec<BlobReport>,
+}
+
+/// Pushes every planned image to every destination. Blobs go to all
+/// destinations first; manifests are put only once every blob everywhere is
+/// committed, so an error leaves every tag where it was.
+pub async fn push(
+    archive: Arc<Archive>,
+    client: &Client,
+    plans: &[PushPlan],
+    options: &PushOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Vec<PushedImage>, PushError> {
+    let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
+    // diff_id → what that layer became, so later repositories HEAD before compressing again.
+    let mut sent: HashMap<Digest, SentBlob> = HashMap::new();
+    let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
+
+    for (repository, images) in group_by_repository(plans) {
+        let repo = client.repository(&repository);
+        let layer_reports = push_layers(&archive, &repo, &images, &mut sent, options, &jobs, &reporter).await?;
+        for (image_index, tags) in images {
+            let image = &archive.images()[image_index];
+            let config = RawBlob {
+                media_type: options.format.config_media_type().to_owned(),
+                digest: image.config.digest.clone(),
+                bytes: image.config.bytes.clone(),
+            };
+            reporter.blob_started(&config.digest, repo.name(), config.size());
+            let action = match repo.push_blob(&config.digest, Bytes::from(config.bytes.clone())).await? {
+                BlobPush::Existed => BlobAction::Existed,
+                BlobPush::Uploaded => BlobAction::Uploaded,
+            };
+            reporter.blob_progress(&config.digest, config.size());
+            reporter.blob_finished(&config.digest, action, &config.digest);
+            let mut blobs = vec![BlobReport {
+                digest: config.digest.clone(),
+                size: config.size(),
+                media_type: config.media_type.clone(),
+                action,
+            }];
+            let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
+            for layer in &image.layers {
+                let report = layer_reports[&layer.diff_id].clone();
+                manifest = manifest.layer(Descriptor {
+                    media_type: report.media_type.clone(),
+                    digest: report.digest.clone(),
+                    size: report.size,
+                });
+                blobs.push(report);
+            }
+            let manifest = manifest.build();
+            for tag in tags {
+                ready.push((tag, manifest.clone(), blobs.clone()));
+            }
+        }
+    }
+
+    let mut pushed = Vec::with_capacity(ready.len());
+    for (reference, manifest, blobs) in ready {
+        let repo = client.repository(&reference);
+        let digest = repo.put_manifest(&reference.tag_or_digest(), &manifest).await?;
+        reporter.manifest_pushed(&reference, &digest);
+        pushed.push(PushedImage { reference, digest, blobs });
+    }
+    Ok(pushed)
+}
+
+/// Destinations grouped by repository, in first-seen order, each with the
+/// images (and their references) bound for it.
+fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, Vec<(usize, Vec<Reference>)>)> {
+    let mut groups: Vec<(Reference, Vec<(usize, Vec<Reference>)>)> = Vec::new();
+    for plan in plans {
+        for destination in &plan.destinations {
+            let position = groups.iter().position(|(r, _)| {
+                r.registry() == destination.registry() && r.repository() == destination.repository()
+            });
+            let group = match position {
+                Some(i) => &mut groups[i].1,
+                None => {
+                    groups.push((destination.clone(), Vec::new()));
+                    &mut groups.last_mut().expect("just pushed").1
+                }
+            };
+            match group.iter_mut().find(|(image, _)| *image == plan.image) {
+                Some((_, references)) => references.push(destination.clone()),
+                None => group.push((plan.image, vec![destination.clone()])),
+            }
+        }
+    }
+    groups
+}
+
+/// Sends every distinct layer of `images` to `repo`, `jobs` at a time.
+async fn push_layers(
+    archive: &Arc<Archive>,
+    repo: &Repository,
+    images: &[(usize, Vec<Reference>)],
+    sent: &mut HashMap<Digest, SentBlob>,
+    options: &PushOptions,
+    jobs: &Arc<Semaphore>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<HashMap<Digest, BlobReport>, PushError> {
+    let mut layers: Vec<Layer> = Vec::new();
+    for (image, _) in images {
+        for layer in &archive.images()[*image].layers {
+            if !layers.iter().any(|l| l.diff_id == layer.diff_id) {
+                layers.push(layer.clone());
+            }
+        }
+    }
+    let mut tasks = JoinSet::new();
+    for layer in layers {
+        let known = sent.get(&layer.diff_id).cloned();
+        let (archive, repo, jobs, reporter) =
+            (Arc::clone(archive), repo.clone(), Arc::clone(jobs), Arc::clone(reporter));
+        let (format, level) = (options.format, options.gzip_level);
+        tasks.spawn(async move {
+            let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
+            let diff_id = layer.diff_id.clone();
+            let result = push_layer(archive, &repo, layer, known, level, &reporter).await;
+            (diff_id, result.map(|(blob, action)| (blob.clone(), report(&blob, action, format))))
+        });
+    }
+    let mut reports = HashMap::new();
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (diff_id, result) = match joined {
+            Ok(done) => done,
+            Err(aborted) if aborted.is_cancelled() => continue,
+            Err(panicked) => {
+                first_error.get_or_insert(PushError::Internal(format!("a layer task failed: {panicked}")));
+                continue;
+            }
+        };
+        match result {
+            Ok((blob, report)) => {
+                sent.insert(diff_id.clone(), blob);
+                reports.insert(diff_id, report);
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+                tasks.abort_all();
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(reports),
+    }
+}
+
+fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat) -> BlobReport {
+    let media_type = if blob.zstd { media_type::OCI_LAYER_ZSTD } else { format.layer_media_type(blob.gzip) };
+    BlobReport { digest: blob.digest.clone(), size: blob.size, media_type: media_type.to_owned(), action }
+}
+
+async fn push_layer(
+    archive: Arc<Archive>,
+    repo: &Repository,
+    layer: Layer,
+    known: Option<SentBlob>,
+    gzip_level: u32,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(SentBlob, BlobAction), PushError> {
+    let id = layer.diff_id.clone();
+    reporter.blob_started(&id, repo.name(), layer.size);
+    if let Some(blob) = known {
+        if repo.blob_exists(&blob.digest).await?.is_some() {
+            reporter.blob_progress(&id, layer.size);
+            reporter.blob_finished(&id, BlobAction::Existed, &blob.digest);
+            return Ok((blob, BlobAction::Existed));
+        }
+    }
+    let mut upload = repo.start_upload().await?;
+    let progress_reporter = Arc::clone(reporter);
+    let progress_id = id.clone();
+    let progress = Box::new(move |bytes| progress_reporter.blob_progress(&progress_id, bytes));
+    let (body, pipeline) = pipeline::stream_layer(archive, layer, gzip_level, progress);
+    let sent = upload.send_stream(body).await;
+    let made = pipeline.await.unwrap_or_else(|e| Err(PushError::Internal(format!("the layer pipeline failed: {e}"))));
+    let blob = match (sent, made) {
+        (Ok(_), Ok(blob)) => blob,
+        (Err(registry), Err(PushError::LayerRead { source, .. }))
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            upload.cancel().await;
+            return Err(registry.into());
+        }
+        (_, Err(error)) => {
+            upload.cancel().await;
+            return Err(error);
+        }
+        (Err(registry), Ok(_)) => {
+            upload.cancel().await;
+            return Err(registry.into());
+        }
+    };
+    upload.commit(&blob.digest).await?;
+    reporter.blob_finished(&id, BlobAction::Uploaded, &blob.digest);
+    Ok((blob, BlobAction::Uploaded))
+}

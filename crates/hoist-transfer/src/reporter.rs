@@ -1,0 +1,27 @@
+use hoist_oci::{Digest, Reference};
+
+use crate::BlobAction;
+
+/// Identifies a blob in progress events: the layer's diff_id (or the config
+/// digest), which is known before any compressed digest is.
+pub type BlobId = Digest;
+
+/// Receives progress events from a push. Implemented once in the binary
+/// (bars, plain lines or JSON); every method defaults to doing nothing.
+/// Called from several threads at once.
+pub trait Reporter: Send + Sync {
+    /// A blob starts; `size` is what will be read from the archive.
+    fn blob_started(&self, _id: &BlobId, _repository: &str, _size: u64) {}
+    /// `bytes` more of the blob were read and processed.
+    fn blob_progress(&self, _id: &BlobId, _bytes: u64) {}
+    /// The blob is in the repository.
+    fn blob_finished(&self, _id: &BlobId, _action: BlobAction, _digest: &Digest) {}
+    /// A manifest was put under `reference`.
+    fn manifest_pushed(&self, _reference: &Reference, _digest: &Digest) {}
+}
+
+/// A reporter that ignores every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoReporter;
+
+impl Reporter for NoReporter {}

@@ -1,0 +1,13 @@
+//! One module per subcommand; each turns its flags into one library call.
+
+mod inspect;
+mod push;
+
+use crate::cli::{Cli, Command};
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Push(args) => push::exec(args, &cli.global).await,
+        Command::Inspect(args) => inspect::exec(&args),
+    }
+}

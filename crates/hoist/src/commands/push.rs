@@ -1,0 +1,147 @@
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hoist_archive::Archive;
+use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
+use hoist_registry::{Client, ClientOptions};
+use hoist_transfer::{NoReporter, PushOptions, PushPlan, Reporter};
+
+use crate::cli::{Format, GlobalArgs, PushArgs};
+use crate::failure::Usage;
+use crate::reporter::StderrReporter;
+
+pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    // Check every name before touching the archive or the network.
+    let destinations = args
+        .destinations
+        .iter()
+        .map(|d| {
+            Reference::parse(d).map_err(|e| {
+                Usage::new(
+                    e.to_string(),
+                    "write DEST as `host[:port]/path/name[:tag]`, e.g. `127.0.0.1:5000/team/app:1.0`",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = args
+        .registry
+        .as_deref()
+        .map(|r| {
+            RegistryTarget::parse(r)
+                .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
+        })
+        .transpose()?;
+    if target.is_some() && !destinations.is_empty() {
+        return Err(Usage::new(
+            "--registry re-homes RepoTags and cannot be combined with DEST",
+            "drop --registry, or drop DEST",
+        )
+        .into());
+    }
+
+    let path = args.archive.clone();
+    let archive = tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
+    let archive = Arc::new(archive);
+    let plans = plan(&archive, &args, destinations, target.as_ref())?;
+
+    let mut plain_http: Vec<String> = Vec::new();
+    if args.network.plain_http {
+        plain_http.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
+    }
+    if let Some(target) = target.as_ref().filter(|t| t.plain_http()) {
+        plain_http.push(target.registry().to_owned());
+    }
+    let client = Client::new(ClientOptions { plain_http, insecure: args.network.insecure, user_agent: None })?;
+    let options = PushOptions {
+        jobs: usize::from(args.jobs),
+        format: match args.format {
+            Format::Docker => ManifestFormat::Docker,
+            Format::Oci => ManifestFormat::Oci,
+        },
+        gzip_level: args.gzip_level,
+    };
+    let reporter: Arc<dyn Reporter> = if global.quiet { Arc::new(NoReporter) } else { Arc::new(StderrReporter::new()) };
+    let pushed = hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await?;
+
+    let mut stdout = std::io::stdout().lock();
+    for image in pushed {
+        writeln!(stdout, "{}@{}", image.reference, image.digest)?;
+    }
+    Ok(())
+}
+
+/// Decides which image goes where.
+fn plan(
+    archive: &Archive,
+    args: &PushArgs,
+    destinations: Vec<Reference>,
+    target: Option<&RegistryTarget>,
+) -> anyhow::Result<Vec<PushPlan>> {
+    let images = archive.images();
+    let chosen: Vec<usize> = match &args.image {
+        Some(choice) => vec![choose_image(archive, choice)?],
+        None => (0..images.len()).collect(),
+    };
+    if !destinations.is_empty() {
+        if chosen.len() > 1 {
+            return Err(Usage::new(
+                format!("`{}` holds {} images; a DEST names one", archive.path().display(), chosen.len()),
+                "choose one with `--image N` or `--image TAG`, or give no DEST to push every image to its RepoTags",
+            )
+            .into());
+        }
+        return Ok(vec![PushPlan { image: chosen[0], destinations }]);
+    }
+    chosen
+        .into_iter()
+        .map(|index| {
+            let tags = &images[index].tags;
+            if tags.is_empty() {
+                return Err(Usage::new(
+                    format!(
+                        "image {} in `{}` has no RepoTags, so it has no destination",
+                        index + 1,
+                        archive.path().display()
+                    ),
+                    "name one: `hoist push ARCHIVE HOST/REPOSITORY:TAG`",
+                )
+                .into());
+            }
+            let destinations = tags
+                .iter()
+                .map(|tag| {
+                    let reference =
+                        Reference::parse(tag).with_context(|| format!("RepoTag `{tag}` of image {}", index + 1))?;
+                    match target {
+                        Some(target) => Ok(target.rehome(&reference)?),
+                        None => Ok(reference),
+                    }
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(PushPlan { image: index, destinations })
+        })
+        .collect()
+}
+
+fn choose_image(archive: &Archive, choice: &str) -> anyhow::Result<usize> {
+    let images = archive.images();
+    if let Ok(number) = choice.parse::<usize>() {
+        if (1..=images.len()).contains(&number) {
+            return Ok(number - 1);
+        }
+        return Err(Usage::new(
+            format!("--image {number}: the archive holds {} images", images.len()),
+            "number images from 1; `hoist inspect ARCHIVE` lists them",
+        )
+        .into());
+    }
+    images.iter().position(|image| image.tags.iter().any(|t| t == choice)).ok_or_else(|| {
+        Usage::new(
+            format!("no image in the archive is tagged `{choice}`"),
+            "`hoist inspect ARCHIVE` lists the images and their tags",
+        )
+        .into()
+    })
+}
