@@ -1,1 +1,29 @@
-//! placeholder
+//! Test support for hoist: real things to test against.
+//!
+//! - [`TestRegistry`] runs a real CNCF distribution registry (Debian's
+//!   `docker-registry`) on a free loopback port with a generated config and
+//!   throwaway storage, and stops it when dropped.
+//! - [`fixtures`] builds image archives in memory, layout by layout.
+//! - [`tools`] wraps the independent checkers: skopeo and the Docker Engine.
+//!
+//! Missing tools fail the test with one line naming the package to install;
+//! nothing is skipped silently.
+
+#![allow(clippy::missing_panics_doc, clippy::print_stderr)] // test support panics on setup failure by design
+
+pub mod fixtures;
+mod registry;
+pub mod tools;
+
+pub use registry::TestRegistry;
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The bare hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,128 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tools::require;
+
+/// A real distribution registry on `127.0.0.1:<free port>`, killed on drop.
+#[derive(Debug)]
+pub struct TestRegistry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const START_ATTEMPTS: usize = 5;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl TestRegistry {
+    /// Starts an anonymous registry over plain HTTP.
+    pub fn start() -> Self {
+        require("docker-registry", "docker-registry");
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::tempdir().expect("temp dir for the registry");
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            std::fs::write(&config, config_yaml(&dir.path().join("storage"), port)).expect("write registry config");
+            let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn docker-registry");
+            let mut registry = Self { child, port, dir };
+            if registry.wait_ready() {
+                return registry;
+            }
+            last_log = std::fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default();
+            // Another process may have taken the port between probe and bind: try another.
+        }
+        panic!("docker-registry did not start after {START_ATTEMPTS} attempts; its log:\n{last_log}");
+    }
+
+    /// `127.0.0.1:<port>`: the registry part of a reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Where the registry keeps its blobs and manifests.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// A plain `GET` on a path of the registry; returns status and body.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(self.port, path).expect("registry GET")
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok((200, _)) = http_get(self.port, "/v2/") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
+}
+
+fn config_yaml(storage: &Path, port: u16) -> String {
+    // Listens on loopback only; never the packaged config, which listens on all interfaces.
+    format!(
+        "version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: hoist-test-secret
+",
+        storage.display()
+    )
+}
+
+/// A minimal HTTP/1.0 GET, enough to probe a loopback registry without
+/// pulling an HTTP client into the testkit.
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..text_end]);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.get(text_end + 4..).unwrap_or_default().to_vec();
+    Ok((status, body))
+}
