@@ -230,13 +230,13 @@ fn read_image(
     let inconsistent = |reason: String| ArchiveError::Inconsistent { path: archive.to_owned(), image: number, reason };
     let config_bytes = read_member(archive, file, index, &entry.config)?;
     let config = RawBlob::new(media_type::DOCKER_CONFIG, config_bytes);
-    if let Some(named) = digest_in_name(&entry.config) {
-        if named != config.digest {
-            return Err(inconsistent(format!(
-                "config `{}` hashes to {}, not to the digest in its name",
-                entry.config, config.digest
-            )));
-        }
+    if let Some(named) = digest_in_name(&entry.config)
+        && named != config.digest
+    {
+        return Err(inconsistent(format!(
+            "config `{}` hashes to {}, not to the digest in its name",
+            entry.config, config.digest
+        )));
     }
     let view = ImageConfig::parse(&config.bytes).map_err(|e| ArchiveError::BadEntry {
         path: archive.to_owned(),

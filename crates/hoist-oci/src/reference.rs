@@ -238,14 +238,10 @@ fn validate_registry(registry: &str) -> Result<(), String> {
             return Err(format!("`{host}` is not a valid registry host name"));
         }
     }
-    if let Some(port) = port {
-        if port.is_empty()
-            || port.len() > 5
-            || !port.bytes().all(|b| b.is_ascii_digit())
-            || port.parse::<u32>().unwrap_or(0) > 65535
-        {
-            return Err(format!("`{port}` is not a valid port"));
-        }
+    if let Some(port) = port
+        && (!port.bytes().all(|b| b.is_ascii_digit()) || !port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        return Err(format!("`{port}` is not a valid port"));
     }
     Ok(())
 }

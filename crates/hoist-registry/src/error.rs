@@ -36,8 +36,13 @@ pub struct ErrorCode {
 }
 
 /// A failed registry operation: what was attempted, where, and why.
+/// Boxed, so that `Result`s carrying it stay small.
 #[derive(Debug)]
-pub struct RegistryError {
+pub struct RegistryError(Box<Details>);
+
+/// The parts of a [`RegistryError`].
+#[derive(Debug)]
+pub struct Details {
     pub kind: ErrorKind,
     /// What hoist was doing, e.g. "upload blob sha256:…".
     pub action: String,
@@ -50,19 +55,31 @@ pub struct RegistryError {
 
 impl RegistryError {
     pub(crate) fn new(kind: ErrorKind, action: impl Into<String>) -> Self {
-        Self { kind, action: action.into(), url: None, status: None, codes: Vec::new(), detail: None }
+        Self(Box::new(Details {
+            kind,
+            action: action.into(),
+            url: None,
+            status: None,
+            codes: Vec::new(),
+            detail: None,
+        }))
     }
 
     #[must_use]
     pub(crate) fn with_url(mut self, url: &url::Url) -> Self {
-        self.url = Some(RedactedUrl::new(url.clone()));
+        self.0.url = Some(RedactedUrl::new(url.clone()));
         self
     }
 
     #[must_use]
     pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
+    }
+
+    /// Everything known about the failure.
+    pub fn details(&self) -> &Details {
+        &self.0
     }
 
     /// Builds the error for an unexpected HTTP answer from its status and body.
@@ -70,14 +87,14 @@ impl RegistryError {
         let codes = parse_error_body(body);
         let kind = classify(status, &codes);
         let detail = if codes.is_empty() && !body.is_empty() { Some(trim_body(body)) } else { None };
-        Self {
+        Self(Box::new(Details {
             kind,
             action: action.to_owned(),
             url: Some(RedactedUrl::new(url.clone())),
             status: Some(status),
             codes,
             detail,
-        }
+        }))
     }
 
     /// Builds the error for a request that got no HTTP answer.
@@ -86,25 +103,31 @@ impl RegistryError {
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
+    }
+
+    /// The HTTP status, when the registry answered.
+    pub fn status(&self) -> Option<u16> {
+        self.0.status
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.kind.is_retryable()
+        self.0.kind.is_retryable()
     }
 
     /// True when the registry said this code (e.g. `BLOB_UNKNOWN`).
     pub fn has_code(&self, code: &str) -> bool {
-        self.codes.iter().any(|c| c.code == code)
+        self.0.codes.iter().any(|c| c.code == code)
     }
 
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
-        let host = self.url.as_ref().and_then(|u| u.inner().host_str().map(str::to_owned)).unwrap_or_default();
-        Some(match self.kind {
+        let d = &*self.0;
+        let host = d.url.as_ref().and_then(|u| u.inner().host_str().map(str::to_owned)).unwrap_or_default();
+        Some(match d.kind {
             ErrorKind::Network => format!(
                 "check that a registry is running at {host}{} and that the address is right",
-                self.url.as_ref().and_then(|u| u.inner().port()).map(|p| format!(":{p}")).unwrap_or_default()
+                d.url.as_ref().and_then(|u| u.inner().port()).map(|p| format!(":{p}")).unwrap_or_default()
             ),
             ErrorKind::Unavailable => "the registry is overloaded or failing; try again later".into(),
             ErrorKind::Unauthorized => "log in with `--username` and `--password-stdin`, or `docker login`".into(),
@@ -115,7 +138,7 @@ impl RegistryError {
                 "check the repository name; some registries (ECR, Harbor) need the repository or project created first"
                     .into()
             }
-            ErrorKind::Rejected if self.status == Some(413) => {
+            ErrorKind::Rejected if d.status == Some(413) => {
                 "a proxy in front of the registry limits request size".into()
             }
             ErrorKind::Rejected | ErrorKind::Protocol => return None,
@@ -125,21 +148,22 @@ impl RegistryError {
 
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot {}", self.action)?;
-        if let Some(url) = &self.url {
+        let d = &*self.0;
+        write!(f, "cannot {}", d.action)?;
+        if let Some(url) = &d.url {
             write!(f, " ({url})")?;
         }
-        match (self.status, self.codes.first()) {
+        match (d.status, d.codes.first()) {
             (Some(status), Some(code)) => {
                 write!(f, ": HTTP {status} {}: {}", code.code, code.message)?;
-                for more in &self.codes[1..] {
+                for more in &d.codes[1..] {
                     write!(f, "; {}: {}", more.code, more.message)?;
                 }
             }
             (Some(status), None) => write!(f, ": HTTP {status}")?,
             (None, _) => {}
         }
-        if let Some(detail) = &self.detail {
+        if let Some(detail) = &d.detail {
             write!(f, ": {detail}")?;
         }
         Ok(())

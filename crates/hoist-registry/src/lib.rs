@@ -22,6 +22,6 @@ mod redact;
 mod repository;
 
 pub use client::{Client, ClientOptions};
-pub use error::{ErrorKind, RegistryError};
+pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};

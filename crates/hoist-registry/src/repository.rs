@@ -95,12 +95,12 @@ impl Repository {
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED) {
             return Err(error_from(&action, &url, response).await);
         }
-        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST) {
-            if reported != manifest.digest.to_string() {
-                return Err(RegistryError::new(ErrorKind::Protocol, action)
-                    .with_url(&url)
-                    .with_detail(format!("the registry stored it as {reported}, not {}", manifest.digest)));
-            }
+        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST)
+            && reported != manifest.digest.to_string()
+        {
+            return Err(RegistryError::new(ErrorKind::Protocol, action)
+                .with_url(&url)
+                .with_detail(format!("the registry stored it as {reported}, not {}", manifest.digest)));
         }
         Ok(manifest.digest.clone())
     }
@@ -173,12 +173,12 @@ impl Upload {
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
             return Err(error_from(&action, &url, response).await);
         }
-        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST) {
-            if reported != digest.to_string() {
-                return Err(RegistryError::new(ErrorKind::Protocol, action)
-                    .with_url(&url)
-                    .with_detail(format!("the registry stored it as {reported}")));
-            }
+        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST)
+            && reported != digest.to_string()
+        {
+            return Err(RegistryError::new(ErrorKind::Protocol, action)
+                .with_url(&url)
+                .with_detail(format!("the registry stored it as {reported}")));
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ impl Upload {
         let url = self.location.clone();
         match self.repository.client.http.delete(url.clone()).send().await {
             Ok(response) => {
-                tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload")
+                tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
             }
             Err(error) => tracing::debug!(%error, "could not cancel upload"),
         }

@@ -133,10 +133,12 @@ pub async fn push(
     Ok(pushed)
 }
 
-/// Destinations grouped by repository, in first-seen order, each with the
-/// images (and their references) bound for it.
-fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, Vec<(usize, Vec<Reference>)>)> {
-    let mut groups: Vec<(Reference, Vec<(usize, Vec<Reference>)>)> = Vec::new();
+/// Images bound for one repository, each with its references there.
+type RepositoryGroup = Vec<(usize, Vec<Reference>)>;
+
+/// Destinations grouped by repository, in first-seen order.
+fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> {
+    let mut groups: Vec<(Reference, RepositoryGroup)> = Vec::new();
     for plan in plans {
         for destination in &plan.destinations {
             let position = groups.iter().position(|(r, _)| {
@@ -232,12 +234,12 @@ async fn push_layer(
 ) -> Result<(SentBlob, BlobAction), PushError> {
     let id = layer.diff_id.clone();
     reporter.blob_started(&id, repo.name(), layer.size);
-    if let Some(blob) = known {
-        if repo.blob_exists(&blob.digest).await?.is_some() {
-            reporter.blob_progress(&id, layer.size);
-            reporter.blob_finished(&id, BlobAction::Existed, &blob.digest);
-            return Ok((blob, BlobAction::Existed));
-        }
+    if let Some(blob) = known
+        && repo.blob_exists(&blob.digest).await?.is_some()
+    {
+        reporter.blob_progress(&id, layer.size);
+        reporter.blob_finished(&id, BlobAction::Existed, &blob.digest);
+        return Ok((blob, BlobAction::Existed));
     }
     let mut upload = repo.start_upload().await?;
     let progress_reporter = Arc::clone(reporter);

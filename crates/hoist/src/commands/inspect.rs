@@ -35,7 +35,7 @@ pub(crate) fn exec(args: &InspectArgs) -> anyhow::Result<()> {
         writeln!(out, "\nimage {}: {tags}", number + 1)?;
         writeln!(out, "  platform: {}", image.platform)?;
         writeln!(out, "  config:   {}", image.config.digest)?;
-        writeln!(out, "  {:<3} {:<71} {:>12}  {}", "#", "DIFF ID", "SIZE", "COMPRESSION")?;
+        writeln!(out, "  {:<3} {:<71} {:>12}  COMPRESSION", "#", "DIFF ID", "SIZE")?;
         for (i, layer) in image.layers.iter().enumerate() {
             writeln!(out, "  {:<3} {:<71} {:>12}  {}", i + 1, layer.diff_id, layer.size, layer.compression.name())?;
         }

@@ -8,7 +8,7 @@ use crate::support::{hoist_run, path_str};
 fn two_layer_image() -> ImageFixture {
     ImageFixture::new()
         .tag("app:1.0")
-        .layer(layer_tar(&[("etc/os-release", b"ID=hoist\n"), ("bin/tool", &[7u8; 300_000])]))
+        .layer(layer_tar(&[("etc/os-release", b"ID=hoist\n"), ("bin/tool", &vec![7u8; 300_000])]))
         .layer(incompressible_layer(1, 2 * 1024 * 1024 + 17))
 }
 
