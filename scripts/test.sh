@@ -13,9 +13,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doctests; run them first so its summary closes the output.
+  cargo test --workspace --locked --doc --quiet
   cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doctests.
-  cargo test --workspace --locked --doc
 else
   cargo test --workspace --locked --no-fail-fast
 fi
