@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoist_archive::{Archive, Layer};
@@ -54,9 +55,12 @@ impl BlobAction {
 #[derive(Clone, Debug)]
 pub struct BlobReport {
     pub digest: Digest,
+    /// Bytes as stored in the registry (compressed).
     pub size: u64,
     pub media_type: String,
     pub action: BlobAction,
+    /// Wall time from the blob's start to its commit (or existence check).
+    pub elapsed: Duration,
 }
 
 /// One reference that now points at a pushed image.
@@ -79,11 +83,14 @@ pub async fn push(
     reporter: Arc<dyn Reporter>,
 ) -> Result<Vec<PushedImage>, PushError> {
     let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let groups = group_by_repository(plans);
+    let (blob_count, byte_count) = planned_work(&archive, &groups);
+    reporter.push_planned(blob_count, byte_count);
     // diff_id → what that layer became, so later repositories HEAD before compressing again.
     let mut sent: HashMap<Digest, SentBlob> = HashMap::new();
     let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
 
-    for (repository, images) in group_by_repository(plans) {
+    for (repository, images) in groups {
         let repo = client.repository(&repository);
         let layer_reports = push_layers(&archive, &repo, &images, &mut sent, options, &jobs, &reporter).await?;
         for (image_index, tags) in images {
@@ -93,6 +100,7 @@ pub async fn push(
                 digest: image.config.digest.clone(),
                 bytes: image.config.bytes.clone(),
             };
+            let started = Instant::now();
             reporter.blob_started(&config.digest, repo.name(), config.size());
             let action = match repo.push_blob(&config.digest, Bytes::from(config.bytes.clone())).await? {
                 BlobPush::Existed => BlobAction::Existed,
@@ -105,6 +113,7 @@ pub async fn push(
                 size: config.size(),
                 media_type: config.media_type.clone(),
                 action,
+                elapsed: started.elapsed(),
             }];
             let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
             for layer in &image.layers {
@@ -131,6 +140,31 @@ pub async fn push(
         pushed.push(PushedImage { reference, digest, blobs });
     }
     Ok(pushed)
+}
+
+/// How many blobs and archive bytes `groups` will process: each distinct
+/// layer and config once per repository.
+fn planned_work(archive: &Archive, groups: &[(Reference, RepositoryGroup)]) -> (usize, u64) {
+    let (mut blobs, mut bytes) = (0, 0);
+    for (_, images) in groups {
+        let mut seen: Vec<&Digest> = Vec::new();
+        for (image, _) in images {
+            let image = &archive.images()[*image];
+            for layer in &image.layers {
+                if !seen.contains(&&layer.diff_id) {
+                    seen.push(&layer.diff_id);
+                    blobs += 1;
+                    bytes += layer.size;
+                }
+            }
+            if !seen.contains(&&image.config.digest) {
+                seen.push(&image.config.digest);
+                blobs += 1;
+                bytes += image.config.size();
+            }
+        }
+    }
+    (blobs, bytes)
 }
 
 /// Images bound for one repository, each with its references there.
@@ -187,8 +221,9 @@ async fn push_layers(
         tasks.spawn(async move {
             let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
             let diff_id = layer.diff_id.clone();
+            let started = Instant::now();
             let result = push_layer(archive, &repo, layer, known, level, &reporter).await;
-            (diff_id, result.map(|(blob, action)| (blob.clone(), report(&blob, action, format))))
+            (diff_id, result.map(|(blob, action)| (blob.clone(), report(&blob, action, format, started.elapsed()))))
         });
     }
     let mut reports = HashMap::new();
@@ -219,9 +254,9 @@ async fn push_layers(
     }
 }
 
-fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat) -> BlobReport {
+fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: Duration) -> BlobReport {
     let media_type = if blob.zstd { media_type::OCI_LAYER_ZSTD } else { format.layer_media_type(blob.gzip) };
-    BlobReport { digest: blob.digest.clone(), size: blob.size, media_type: media_type.to_owned(), action }
+    BlobReport { digest: blob.digest.clone(), size: blob.size, media_type: media_type.to_owned(), action, elapsed }
 }
 
 async fn push_layer(

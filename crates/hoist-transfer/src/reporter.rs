@@ -10,6 +10,8 @@ pub type BlobId = Digest;
 /// (bars, plain lines or JSON); every method defaults to doing nothing.
 /// Called from several threads at once.
 pub trait Reporter: Send + Sync {
+    /// The push is planned: `blobs` blobs of `bytes` (as read from the archive) in all.
+    fn push_planned(&self, _blobs: usize, _bytes: u64) {}
     /// A blob starts; `size` is what will be read from the archive.
     fn blob_started(&self, _id: &BlobId, _repository: &str, _size: u64) {}
     /// `bytes` more of the blob were read and processed.

@@ -58,8 +58,29 @@ pub(crate) struct PushArgs {
     /// gzip level (1-9) for layers stored uncompressed.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub(crate) gzip_level: u32,
+    /// How to show progress on stderr: bars on a terminal, periodic lines otherwise (auto), or NDJSON events.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub(crate) progress: ProgressMode,
+    /// What to print on stdout: `REF@DIGEST` lines, or one JSON summary.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProgressMode {
+    Auto,
+    Bars,
+    Plain,
+    Json,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

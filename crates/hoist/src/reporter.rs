@@ -1,65 +1,211 @@
-//! The binary's one implementation of the library's progress `Reporter`.
+//! The binary's implementations of the library's progress `Reporter`:
+//! terminal bars, plain periodic lines for logs, or NDJSON events.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hoist_oci::{Digest, Reference};
-use hoist_transfer::{BlobAction, BlobId, Reporter};
+use hoist_transfer::{BlobAction, BlobId, NoReporter, Reporter};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Plain lines on stderr: one when a blob starts, one when it finishes, and
-/// a progress line at most every few seconds for long blobs.
-#[derive(Debug)]
-pub(crate) struct StderrReporter {
-    blobs: Mutex<HashMap<BlobId, BlobState>>,
-}
+use crate::cli::ProgressMode;
 
-#[derive(Debug)]
-struct BlobState {
-    size: u64,
-    done: u64,
-    started: Instant,
-    last_line: Instant,
-}
-
-const LINE_EVERY: Duration = Duration::from_secs(5);
-
-impl StderrReporter {
-    pub(crate) fn new() -> Self {
-        Self { blobs: Mutex::new(HashMap::new()) }
+/// The reporter for `mode`; `auto` means bars on a terminal, plain lines otherwise.
+pub(crate) fn for_mode(mode: ProgressMode, quiet: bool) -> Arc<dyn Reporter> {
+    let mode = match mode {
+        _ if quiet => ProgressMode::None,
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
+        ProgressMode::Auto => ProgressMode::Plain,
+        other => other,
+    };
+    match mode {
+        ProgressMode::Bars => Arc::new(BarsReporter::new()),
+        ProgressMode::Plain | ProgressMode::Auto => Arc::new(PlainReporter::default()),
+        ProgressMode::Json => Arc::new(JsonReporter::default()),
+        ProgressMode::None => Arc::new(NoReporter),
     }
 }
 
-impl Reporter for StderrReporter {
-    fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {
-        let now = Instant::now();
-        self.blobs
-            .lock()
-            .expect("reporter lock")
-            .insert(id.clone(), BlobState { size, done: 0, started: now, last_line: now });
-        eprintln!("{}: pushing to {repository} ({})", id.short(), human_bytes(size));
+fn action_word(action: BlobAction) -> &'static str {
+    match action {
+        BlobAction::Uploaded => "uploaded",
+        BlobAction::Existed => "already there",
+    }
+}
+
+/// Bars on a terminal: one per blob in flight and a total.
+struct BarsReporter {
+    multi: MultiProgress,
+    total: ProgressBar,
+    bars: Mutex<HashMap<BlobId, ProgressBar>>,
+    /// Finished bars stay on screen only while someone holds them.
+    finished: Mutex<Vec<ProgressBar>>,
+}
+
+impl BarsReporter {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        total.set_prefix("total");
+        Self { multi, total, bars: Mutex::new(HashMap::new()), finished: Mutex::new(Vec::new()) }
+    }
+}
+
+impl Reporter for BarsReporter {
+    fn push_planned(&self, _blobs: usize, bytes: u64) {
+        self.total.set_length(bytes);
+        self.total.reset_elapsed();
+    }
+
+    fn blob_started(&self, id: &BlobId, _repository: &str, size: u64) {
+        let bar = self.multi.insert_before(&self.total, ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(id.short().to_owned());
+        self.bars.lock().expect("reporter lock").insert(id.clone(), bar);
     }
 
     fn blob_progress(&self, id: &BlobId, bytes: u64) {
-        let mut blobs = self.blobs.lock().expect("reporter lock");
-        if let Some(state) = blobs.get_mut(id) {
-            state.done += bytes;
-            if state.last_line.elapsed() >= LINE_EVERY && state.done < state.size {
-                state.last_line = Instant::now();
-                let percent = state.done * 100 / state.size.max(1);
-                eprintln!("{}: {percent}% of {}", id.short(), human_bytes(state.size));
+        if let Some(bar) = self.bars.lock().expect("reporter lock").get(id) {
+            bar.inc(bytes);
+        }
+        self.total.inc(bytes);
+    }
+
+    fn blob_finished(&self, id: &BlobId, action: BlobAction, digest: &Digest) {
+        if let Some(bar) = self.bars.lock().expect("reporter lock").remove(id) {
+            bar.finish_with_message(format!("{} as {}", action_word(action), digest.short()));
+            self.finished.lock().expect("reporter lock").push(bar);
+        }
+    }
+
+    fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
+        self.multi.suspend(|| eprintln!("pushed {reference} ({})", digest.short()));
+        self.total.finish();
+    }
+}
+
+/// Plain lines for logs and CI: a line per blob start and finish, and a total
+/// line at most every few seconds.
+#[derive(Default)]
+struct PlainReporter {
+    state: Mutex<PlainState>,
+}
+
+#[derive(Default)]
+struct PlainState {
+    total: u64,
+    done: u64,
+    started: Option<Instant>,
+    last_line: Option<Instant>,
+}
+
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Reporter for PlainReporter {
+    fn push_planned(&self, blobs: usize, bytes: u64) {
+        let mut state = self.state.lock().expect("reporter lock");
+        state.total = bytes;
+        state.started = Some(Instant::now());
+        state.last_line = state.started;
+        eprintln!("pushing {blobs} blobs, {}", human_bytes(bytes));
+    }
+
+    fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {
+        eprintln!("{}: pushing to {repository} ({})", id.short(), human_bytes(size));
+    }
+
+    fn blob_progress(&self, _id: &BlobId, bytes: u64) {
+        let mut state = self.state.lock().expect("reporter lock");
+        state.done += bytes;
+        let now = Instant::now();
+        if state.last_line.is_some_and(|last| now - last >= PLAIN_EVERY) && state.done < state.total {
+            state.last_line = Some(now);
+            let elapsed = state.started.map_or(Duration::ZERO, |s| now - s);
+            let rate = state.done.saturating_mul(1000) / u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).max(1);
+            let eta = (state.total - state.done) / rate.max(1);
+            eprintln!(
+                "progress: {} of {} ({}%), {}/s, eta {eta}s",
+                human_bytes(state.done),
+                human_bytes(state.total),
+                state.done * 100 / state.total.max(1),
+                human_bytes(rate),
+            );
+        }
+    }
+
+    fn blob_finished(&self, id: &BlobId, action: BlobAction, digest: &Digest) {
+        eprintln!("{}: {} as {}", id.short(), action_word(action), digest.short());
+    }
+
+    fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
+        eprintln!("pushed {reference} ({})", digest.short());
+    }
+}
+
+/// NDJSON events on stderr, one object per line, for programs to follow.
+#[derive(Default)]
+struct JsonReporter {
+    progress: Mutex<HashMap<BlobId, (u64, u64, Instant)>>,
+}
+
+const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+fn emit(event: &serde_json::Value) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = serde_json::to_writer(&mut stderr, event);
+    let _ = writeln!(stderr);
+}
+
+/// Writes the `error` event of `--progress json`.
+pub(crate) fn emit_error(message: &str, hint: Option<&str>) {
+    emit(&serde_json::json!({ "event": "error", "message": message, "hint": hint }));
+}
+
+impl Reporter for JsonReporter {
+    fn push_planned(&self, blobs: usize, bytes: u64) {
+        emit(&serde_json::json!({ "event": "plan", "blobs": blobs, "bytes": bytes }));
+    }
+
+    fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {
+        self.progress.lock().expect("reporter lock").insert(id.clone(), (0, size, Instant::now()));
+        emit(&serde_json::json!({ "event": "start", "id": id, "repository": repository, "size": size }));
+    }
+
+    fn blob_progress(&self, id: &BlobId, bytes: u64) {
+        let mut progress = self.progress.lock().expect("reporter lock");
+        if let Some((done, size, last)) = progress.get_mut(id) {
+            *done += bytes;
+            if last.elapsed() >= JSON_PROGRESS_EVERY || *done >= *size {
+                *last = Instant::now();
+                emit(&serde_json::json!({ "event": "progress", "id": id, "bytes": *done, "size": *size }));
             }
         }
     }
 
     fn blob_finished(&self, id: &BlobId, action: BlobAction, digest: &Digest) {
-        let state = self.blobs.lock().expect("reporter lock").remove(id);
-        let took = state.map(|s| s.started.elapsed()).unwrap_or_default();
-        eprintln!("{}: {} as {} in {:.1}s", id.short(), action.name(), digest.short(), took.as_secs_f64());
+        self.progress.lock().expect("reporter lock").remove(id);
+        let event = match action {
+            BlobAction::Uploaded => "done",
+            BlobAction::Existed => "skipped",
+        };
+        emit(&serde_json::json!({ "event": event, "id": id, "digest": digest }));
     }
 
     fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
-        eprintln!("pushed {reference} ({})", digest.short());
+        emit(&serde_json::json!({ "event": "manifest", "reference": reference.to_string(), "digest": digest }));
     }
 }
 

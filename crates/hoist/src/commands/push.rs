@@ -5,11 +5,11 @@ use anyhow::Context;
 use hoist_archive::Archive;
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
 use hoist_registry::{Client, ClientOptions};
-use hoist_transfer::{NoReporter, PushOptions, PushPlan, Reporter};
+use hoist_transfer::{PushOptions, PushPlan, PushedImage};
 
-use crate::cli::{Format, GlobalArgs, PushArgs};
+use crate::cli::{Format, GlobalArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::Usage;
-use crate::reporter::StderrReporter;
+use crate::reporter;
 
 pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     // Check every name before touching the archive or the network.
@@ -62,14 +62,59 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         },
         gzip_level: args.gzip_level,
     };
-    let reporter: Arc<dyn Reporter> = if global.quiet { Arc::new(NoReporter) } else { Arc::new(StderrReporter::new()) };
-    let pushed = hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await?;
+    let reporter = reporter::for_mode(args.progress, global.quiet);
+    let pushed = match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
+        Ok(pushed) => pushed,
+        Err(error) => {
+            if args.progress == ProgressMode::Json {
+                reporter::emit_error(&error.to_string(), error.hint().as_deref());
+            }
+            return Err(error.into());
+        }
+    };
 
     let mut stdout = std::io::stdout().lock();
-    for image in pushed {
-        writeln!(stdout, "{}@{}", image.reference, image.digest)?;
+    match args.output {
+        OutputFormat::Text => {
+            for image in &pushed {
+                writeln!(stdout, "{}@{}", image.reference, image.digest)?;
+            }
+        }
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &summary(&pushed))?;
+            writeln!(stdout)?;
+        }
     }
     Ok(())
+}
+
+/// The `--output json` document.
+fn summary(pushed: &[PushedImage]) -> serde_json::Value {
+    let images: Vec<_> = pushed
+        .iter()
+        .map(|image| {
+            let blobs: Vec<_> = image
+                .blobs
+                .iter()
+                .map(|blob| {
+                    serde_json::json!({
+                        "digest": blob.digest,
+                        "media_type": blob.media_type,
+                        "size": blob.size,
+                        "action": blob.action.name(),
+                        "seconds": (blob.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "reference": image.reference.to_string(),
+                "digest": image.digest,
+                "pushed": format!("{}@{}", image.reference, image.digest),
+                "blobs": blobs,
+            })
+        })
+        .collect();
+    serde_json::json!({ "images": images })
 }
 
 /// Decides which image goes where.

@@ -3,5 +3,6 @@
 mod docker;
 mod errors;
 mod inspect;
+mod output;
 mod push;
 mod support;

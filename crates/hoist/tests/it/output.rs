@@ -1,0 +1,94 @@
+//! What `hoist push` prints: results on stdout, progress on stderr in the chosen mode.
+
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
+use hoist_testkit::{TestRegistry, tools};
+
+use crate::support::{hoist_run, path_str};
+
+fn archive(dir: &std::path::Path) -> (std::path::PathBuf, ImageFixture) {
+    let path = dir.join("app.tar");
+    let fixture =
+        ImageFixture::new().tag("app:1").layer(layer_tar(&[("a", b"a")])).layer(layer_tar(&[("b", &[1u8; 70_000])]));
+    DockerSaveClassic::new().image(fixture.clone()).write_to(&path);
+    (path, fixture)
+}
+
+#[test]
+fn progress_json_is_ndjson_on_stderr_with_every_event() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, fixture) = archive(dir.path());
+    let dest = format!("{}/app:1", registry.host());
+    let run = hoist_run(&["push", "--progress", "json", path_str(&path), &dest]);
+    run.success();
+    assert_eq!(run.stdout.lines().count(), 1, "stdout holds only the result");
+    let events: Vec<serde_json::Value> =
+        run.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"plan"));
+    assert_eq!(events[0]["blobs"], 3, "two layers and a config");
+    assert_eq!(kinds.iter().filter(|k| **k == "start").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| **k == "done").count(), 3);
+    assert!(kinds.contains(&"progress"));
+    let manifest = events.iter().find(|e| e["event"] == "manifest").expect("a manifest event");
+    assert_eq!(manifest["reference"], dest);
+    assert_eq!(format!("{dest}@{}", manifest["digest"].as_str().unwrap()), run.stdout.trim());
+    for diff_id in fixture.diff_ids() {
+        assert!(events.iter().any(|e| e["event"] == "done" && e["id"] == diff_id), "done event for {diff_id}");
+    }
+}
+
+#[test]
+fn progress_json_reports_errors_as_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let run = hoist_run(&["push", "--progress", "json", path_str(&path), "127.0.0.1:1/app:1"]);
+    assert_eq!(run.code, 6);
+    let error = run
+        .stderr
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|e| e["event"] == "error"));
+    let error = error.unwrap_or_else(|| panic!("no error event in {}", run.stderr));
+    assert!(error["message"].as_str().unwrap().contains("127.0.0.1:1"));
+    assert!(error["hint"].is_string());
+}
+
+#[test]
+fn output_json_summarises_references_digests_and_blobs() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, fixture) = archive(dir.path());
+    let dest = format!("{}/app:1", registry.host());
+    let first = hoist_run(&["push", "--output", "json", "--progress", "none", path_str(&path), &dest]);
+    first.success();
+    assert!(first.stderr.is_empty(), "--progress none prints nothing on success: {}", first.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    let image = &summary["images"][0];
+    assert_eq!(image["reference"], dest);
+    assert_eq!(image["digest"], tools::skopeo_inspect(&dest)["Digest"]);
+    let blobs = image["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 3);
+    assert_eq!(blobs[0]["digest"], fixture.config_digest());
+    assert!(
+        blobs.iter().all(|b| b["action"] == "uploaded" && b["size"].as_u64().unwrap() > 0 && b["seconds"].is_number())
+    );
+
+    let again = hoist_run(&["push", "--output", "json", "-q", path_str(&path), &dest]);
+    let summary: serde_json::Value = serde_json::from_str(&again.success().stdout).unwrap();
+    assert_eq!(summary["images"][0]["digest"], image["digest"]);
+    assert_eq!(summary["images"][0]["blobs"][0]["action"], "existed", "the config is found by HEAD");
+}
+
+#[test]
+fn plain_progress_is_lines_and_bars_do_not_disturb_stdout() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let dest = format!("{}/app:1", registry.host());
+    let plain = hoist_run(&["push", path_str(&path), &dest]);
+    plain.success();
+    assert!(plain.stderr.lines().next().unwrap().starts_with("pushing 3 blobs"), "{}", plain.stderr);
+    assert!(plain.stderr.contains(&format!("pushed {dest}")), "{}", plain.stderr);
+    let bars = hoist_run(&["push", "--progress", "bars", path_str(&path), &dest]);
+    assert_eq!(bars.success().stdout, plain.stdout);
+}
