@@ -7,8 +7,10 @@ use crate::support::{hoist_run, path_str};
 
 fn archive(dir: &std::path::Path) -> (std::path::PathBuf, ImageFixture) {
     let path = dir.join("app.tar");
-    let fixture =
-        ImageFixture::new().tag("app:1").layer(layer_tar(&[("a", b"a")])).layer(layer_tar(&[("b", &[1u8; 70_000])]));
+    let fixture = ImageFixture::new()
+        .tag("app:1")
+        .layer(layer_tar(&[("a", b"a")]))
+        .layer(layer_tar(&[("b", &vec![1u8; 70_000])]));
     DockerSaveClassic::new().image(fixture.clone()).write_to(&path);
     (path, fixture)
 }
