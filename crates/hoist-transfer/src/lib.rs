@@ -14,11 +14,13 @@
 //! with missing blobs. Progress goes to a [`Reporter`]; this crate prints
 //! nothing.
 
+mod cache;
 mod error;
 mod pipeline;
 mod push;
 mod reporter;
 
+pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter};

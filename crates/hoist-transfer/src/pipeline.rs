@@ -28,6 +28,13 @@ pub(crate) struct SentBlob {
     pub zstd: bool,
 }
 
+impl SentBlob {
+    /// A blob known from the cache, by its media type.
+    pub(crate) fn from_cached(digest: &Digest, size: u64, media_type: &str) -> Self {
+        Self { digest: digest.clone(), size, gzip: media_type.ends_with("gzip"), zstd: media_type.ends_with("zstd") }
+    }
+}
+
 pub(crate) type Progress = Box<dyn Fn(u64) + Send>;
 
 /// Starts the pipeline for `layer`. Returns the HTTP body to send and the

@@ -1,14 +1,16 @@
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hoist_archive::{Archive, Layer};
+use hoist_archive::{Archive, Compression, Layer};
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
 use hoist_registry::{BlobPush, Client, Repository};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::cache::BlobCache;
 use crate::pipeline::{self, SentBlob};
 use crate::{PushError, Reporter};
 
@@ -20,11 +22,23 @@ pub struct PushOptions {
     pub format: ManifestFormat,
     /// gzip level (0–9) for layers stored uncompressed in the archive.
     pub gzip_level: u32,
+    /// Where the blob cache lives; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6 }
+        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6, cache_dir: None }
+    }
+}
+
+impl PushOptions {
+    /// What decides the bytes a layer becomes: the cache key's second half.
+    fn compression_settings(&self, layer: &Layer) -> String {
+        match layer.compression {
+            Compression::None => format!("gzip:{}:zlib-rs", self.gzip_level),
+            stored => format!("stored:{}", stored.name()),
+        }
     }
 }
 
@@ -86,13 +100,32 @@ pub async fn push(
     let groups = group_by_repository(plans);
     let (blob_count, byte_count) = planned_work(&archive, &groups);
     reporter.push_planned(blob_count, byte_count);
+    let cache = Arc::new(options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open));
+    let result = push_all(&archive, client, groups, options, &jobs, &cache, &reporter).await;
+    if let Err(error) = cache.save() {
+        tracing::warn!("could not save the blob cache: {error}");
+    }
+    result
+}
+
+async fn push_all(
+    archive: &Arc<Archive>,
+    client: &Client,
+    groups: Vec<(Reference, RepositoryGroup)>,
+    options: &PushOptions,
+    jobs: &Arc<Semaphore>,
+    cache: &Arc<BlobCache>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Vec<PushedImage>, PushError> {
     // diff_id → what that layer became, so later repositories HEAD before compressing again.
     let mut sent: HashMap<Digest, SentBlob> = HashMap::new();
     let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
 
     for (repository, images) in groups {
         let repo = client.repository(&repository);
-        let layer_reports = push_layers(&archive, &repo, &images, &mut sent, options, &jobs, &reporter).await?;
+        let location = format!("{}/{}", repository.registry(), repository.repository());
+        let context = LayerContext { repo: &repo, location: &location, options, jobs, cache, reporter };
+        let layer_reports = push_layers(archive, &images, &mut sent, &context).await?;
         for (image_index, tags) in images {
             let image = &archive.images()[image_index];
             let config = RawBlob {
@@ -194,16 +227,25 @@ fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> 
     groups
 }
 
-/// Sends every distinct layer of `images` to `repo`, `jobs` at a time.
+/// What every layer push into one repository shares.
+struct LayerContext<'a> {
+    repo: &'a Repository,
+    /// `registry/repository`, as the cache records it.
+    location: &'a str,
+    options: &'a PushOptions,
+    jobs: &'a Arc<Semaphore>,
+    cache: &'a Arc<BlobCache>,
+    reporter: &'a Arc<dyn Reporter>,
+}
+
+/// Sends every distinct layer of `images` to the repository, `jobs` at a time.
 async fn push_layers(
     archive: &Arc<Archive>,
-    repo: &Repository,
     images: &[(usize, Vec<Reference>)],
     sent: &mut HashMap<Digest, SentBlob>,
-    options: &PushOptions,
-    jobs: &Arc<Semaphore>,
-    reporter: &Arc<dyn Reporter>,
+    context: &LayerContext<'_>,
 ) -> Result<HashMap<Digest, BlobReport>, PushError> {
+    let LayerContext { repo, location, options, jobs, cache, reporter } = context;
     let mut layers: Vec<Layer> = Vec::new();
     for (image, _) in images {
         for layer in &archive.images()[*image].layers {
@@ -214,16 +256,25 @@ async fn push_layers(
     }
     let mut tasks = JoinSet::new();
     for layer in layers {
-        let known = sent.get(&layer.diff_id).cloned();
+        let settings = options.compression_settings(&layer);
+        let known = sent.get(&layer.diff_id).cloned().or_else(|| {
+            cache.lookup(&layer.diff_id, &settings).map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type))
+        });
+        let (cache, location) = (Arc::clone(cache), (*location).to_owned());
         let (archive, repo, jobs, reporter) =
-            (Arc::clone(archive), repo.clone(), Arc::clone(jobs), Arc::clone(reporter));
+            (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(reporter));
         let (format, level) = (options.format, options.gzip_level);
         tasks.spawn(async move {
             let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
             let diff_id = layer.diff_id.clone();
             let started = Instant::now();
             let result = push_layer(archive, &repo, layer, known, level, &reporter).await;
-            (diff_id, result.map(|(blob, action)| (blob.clone(), report(&blob, action, format, started.elapsed()))))
+            let result = result.map(|(blob, action)| {
+                let report = report(&blob, action, format, started.elapsed());
+                cache.record(&diff_id, &settings, &blob.digest, blob.size, &report.media_type, &location);
+                (blob, report)
+            });
+            (diff_id, result)
         });
     }
     let mut reports = HashMap::new();

@@ -58,6 +58,12 @@ pub(crate) struct PushArgs {
     /// gzip level (1-9) for layers stored uncompressed.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub(crate) gzip_level: u32,
+    /// Where to keep the blob cache (what each layer became when last pushed). Default: `$XDG_CACHE_HOME/hoist`.
+    #[arg(long, value_name = "DIR", env = "HOIST_CACHE_DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Neither read nor write the blob cache (overrides --cache-dir).
+    #[arg(long)]
+    pub(crate) no_cache: bool,
     /// How to show progress on stderr: bars on a terminal, periodic lines otherwise (auto), or NDJSON events.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub(crate) progress: ProgressMode,

@@ -5,7 +5,7 @@ use anyhow::Context;
 use hoist_archive::Archive;
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
 use hoist_registry::{Client, ClientOptions};
-use hoist_transfer::{PushOptions, PushPlan, PushedImage};
+use hoist_transfer::{BlobCache, PushOptions, PushPlan, PushedImage};
 
 use crate::cli::{Format, GlobalArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::Usage;
@@ -61,6 +61,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
             Format::Oci => ManifestFormat::Oci,
         },
         gzip_level: args.gzip_level,
+        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
     let reporter = reporter::for_mode(args.progress, global.quiet);
     let pushed = match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {

@@ -1,5 +1,6 @@
 //! The hoist binary against real registries, grouped by area.
 
+mod cache;
 mod docker;
 mod errors;
 mod inspect;

@@ -4,7 +4,9 @@ use std::process::{Command, Output};
 /// The `hoist` binary under test.
 pub(crate) fn hoist() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
-    command.env_remove("HOIST_LOG").env("NO_COLOR", "1");
+    // Tests never share the user's blob cache; each test process gets its own.
+    let cache = std::env::temp_dir().join(format!("hoist-it-cache-{}", std::process::id()));
+    command.env_remove("HOIST_LOG").env("NO_COLOR", "1").env("HOIST_CACHE_DIR", cache);
     command
 }
 
