@@ -138,3 +138,24 @@ fn every_image_of_a_multi_image_archive_goes_to_its_tags() {
     assert_pushed(&one, digest_line(&run.stdout, &one), &first);
     assert_pushed(&two, digest_line(&run.stdout, &two), &second);
 }
+
+#[test]
+fn a_corrupt_layer_moves_no_tag() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("two.tar");
+    let good = ImageFixture::new().tag("good:1").layer(layer_tar(&[("good.txt", b"fine")]));
+    let bad = ImageFixture::new().tag("bad:1").layer(layer_tar(&[("bad.txt", b"MARKER-to-be-corrupted")]));
+    let mut bytes = DockerSaveClassic::new().image(good).image(bad).build();
+    let at = bytes.windows(6).position(|w| w == b"MARKER").expect("the marker is in the archive");
+    bytes[at] = b'X';
+    std::fs::write(&archive, bytes).unwrap();
+
+    let run = hoist_run(&["push", path_str(&archive), "--registry", &registry.host()]);
+    run.fails_with(7, "hashes to");
+    assert!(run.stderr.contains("two.tar"), "names the archive: {}", run.stderr);
+    for name in ["good", "bad"] {
+        let (status, _) = registry.get(&format!("/v2/{name}/manifests/1"));
+        assert_eq!(status, 404, "no tag moved for {name}");
+    }
+}
