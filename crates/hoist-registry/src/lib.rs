@@ -18,6 +18,7 @@
 
 mod client;
 mod error;
+mod fetch;
 mod redact;
 mod repository;
 

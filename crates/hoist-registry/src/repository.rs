@@ -38,7 +38,11 @@ impl Repository {
         &self.name
     }
 
-    fn endpoint(&self, path: &str) -> Url {
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.client.http
+    }
+
+    pub(crate) fn endpoint(&self, path: &str) -> Url {
         self.base.join(&format!("v2/{}/{path}", self.name)).expect("repository names and digests are URL-safe")
     }
 
@@ -105,7 +109,7 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         action: &str,
         url: &Url,
@@ -196,7 +200,7 @@ impl Upload {
     }
 }
 
-fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
+pub(crate) fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
@@ -221,7 +225,7 @@ fn parse_range_end(range: &str) -> Option<u64> {
     range.split_once('-')?.1.trim().parse().ok()
 }
 
-async fn error_from(action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
+pub(crate) async fn error_from(action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
     RegistryError::from_response(action, url, status, &body)

@@ -16,6 +16,7 @@
 
 mod cache;
 mod error;
+mod learn;
 mod pipeline;
 mod push;
 mod reporter;

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cache::BlobCache;
+use crate::learn;
 use crate::pipeline::{self, SentBlob};
 use crate::{PushError, Reporter};
 
@@ -124,7 +125,14 @@ async fn push_all(
     for (repository, images) in groups {
         let repo = client.repository(&repository);
         let location = format!("{}/{}", repository.registry(), repository.repository());
-        let context = LayerContext { repo: &repo, location: &location, options, jobs, cache, reporter };
+        let learned = if every_layer_known(archive, &images, &sent, cache, options) {
+            HashMap::new()
+        } else {
+            let tags: Vec<&Reference> = images.iter().flat_map(|(_, tags)| tags).collect();
+            learn::from_destination(&repo, &tags, options.format).await
+        };
+        let context =
+            LayerContext { repo: &repo, location: &location, options, jobs, cache, learned: &learned, reporter };
         let layer_reports = push_layers(archive, &images, &mut sent, &context).await?;
         for (image_index, tags) in images {
             let image = &archive.images()[image_index];
@@ -235,7 +243,24 @@ struct LayerContext<'a> {
     options: &'a PushOptions,
     jobs: &'a Arc<Semaphore>,
     cache: &'a Arc<BlobCache>,
+    /// What the destination's existing tags say the layers became.
+    learned: &'a HashMap<Digest, SentBlob>,
     reporter: &'a Arc<dyn Reporter>,
+}
+
+/// True when every layer's result is known from this run or the cache, so
+/// asking the destination would teach nothing.
+fn every_layer_known(
+    archive: &Archive,
+    images: &RepositoryGroup,
+    sent: &HashMap<Digest, SentBlob>,
+    cache: &BlobCache,
+    options: &PushOptions,
+) -> bool {
+    images.iter().flat_map(|(image, _)| &archive.images()[*image].layers).all(|layer| {
+        sent.contains_key(&layer.diff_id)
+            || cache.lookup(&layer.diff_id, &options.compression_settings(layer)).is_some()
+    })
 }
 
 /// Sends every distinct layer of `images` to the repository, `jobs` at a time.
@@ -245,7 +270,7 @@ async fn push_layers(
     sent: &mut HashMap<Digest, SentBlob>,
     context: &LayerContext<'_>,
 ) -> Result<HashMap<Digest, BlobReport>, PushError> {
-    let LayerContext { repo, location, options, jobs, cache, reporter } = context;
+    let LayerContext { repo, location, options, jobs, cache, learned, reporter } = context;
     let mut layers: Vec<Layer> = Vec::new();
     for (image, _) in images {
         for layer in &archive.images()[*image].layers {
@@ -260,6 +285,7 @@ async fn push_layers(
         let known = sent.get(&layer.diff_id).cloned().or_else(|| {
             cache.lookup(&layer.diff_id, &settings).map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type))
         });
+        let known = known.or_else(|| learned.get(&layer.diff_id).cloned());
         let (cache, location) = (Arc::clone(cache), (*location).to_owned());
         let (archive, repo, jobs, reporter) =
             (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(reporter));

@@ -59,6 +59,25 @@ fn no_cache_and_a_corrupt_cache_still_push() {
     let run = hoist_run(&["push", "--cache-dir", path_str(&cache), "--progress", "none", path_str(&path), &dest]);
     run.success();
     assert!(run.stderr.contains("ignoring the corrupt blob cache"), "{}", run.stderr);
-    let again = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &dest]);
+    // A new tag teaches nothing, so only the cache could skip compression: --no-cache reads none.
+    let other = format!("{}/app:other", registry.host());
+    let again = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &other]);
     assert_eq!(actions(&again.success().stdout)[1..], ["uploaded", "uploaded"], "--no-cache reads nothing");
+}
+
+#[test]
+fn with_an_empty_cache_layers_are_learned_from_the_destination_tag() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive(dir.path());
+    let dest = format!("{}/app:1", registry.host());
+    let first = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &dest]);
+    assert_eq!(actions(&first.success().stdout), ["uploaded", "uploaded", "uploaded"]);
+    // A fresh machine: no cache, but the tag is there already.
+    let again = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &dest]);
+    assert_eq!(actions(&again.success().stdout), ["existed", "existed", "existed"], "nothing is compressed again");
+    // Another tag of the same repository learns nothing (it does not exist yet) and uploads.
+    let other = format!("{}/app:2", registry.host());
+    let fresh = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &other]);
+    assert_eq!(actions(&fresh.success().stdout)[0], "existed", "the config is found by HEAD");
 }

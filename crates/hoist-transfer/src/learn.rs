@@ -1,0 +1,81 @@
+//! Learning what layers became at the destination, with an empty cache.
+//!
+//! If a tag we are about to push already names an image there, its manifest
+//! pairs each layer's compressed digest with the config's diff_id at the same
+//! position. Re-pushing an image that is already there then compresses
+//! nothing: each layer is a HEAD by the learned digest. Everything here is an
+//! optimisation, so any failure just means learning nothing.
+
+use std::collections::HashMap;
+
+use hoist_oci::{Digest, ImageConfig, ManifestFormat, Reference, media_type};
+use hoist_registry::Repository;
+use serde::Deserialize;
+
+use crate::pipeline::SentBlob;
+
+/// Configs larger than this are not worth fetching for a hint.
+const MAX_CONFIG: usize = 4 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct ManifestView {
+    config: DescriptorView,
+    #[serde(default)]
+    layers: Vec<DescriptorView>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorView {
+    #[serde(default)]
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+/// diff_id → the blob it already is in `repo`, from the images under `tags`.
+pub(crate) async fn from_destination(
+    repo: &Repository,
+    tags: &[&Reference],
+    format: ManifestFormat,
+) -> HashMap<Digest, SentBlob> {
+    let mut learned = HashMap::new();
+    for tag in tags {
+        match learn_one(repo, tag, format).await {
+            Ok(pairs) => learned.extend(pairs),
+            Err(reason) => tracing::debug!("learned nothing from {tag}: {reason}"),
+        }
+    }
+    learned
+}
+
+async fn learn_one(
+    repo: &Repository,
+    tag: &Reference,
+    format: ManifestFormat,
+) -> Result<Vec<(Digest, SentBlob)>, String> {
+    let Some(manifest) = repo.get_manifest(&tag.tag_or_digest()).await.map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    if ![media_type::DOCKER_MANIFEST, media_type::OCI_MANIFEST].contains(&manifest.media_type.as_str()) {
+        return Err(format!("it is a {}, not an image manifest", manifest.media_type));
+    }
+    let view: ManifestView = serde_json::from_slice(&manifest.bytes).map_err(|e| e.to_string())?;
+    let config = repo.get_small_blob(&view.config.digest, MAX_CONFIG).await.map_err(|e| e.to_string())?;
+    let config = ImageConfig::parse(&config).map_err(|e| e.to_string())?;
+    if config.diff_ids.len() != view.layers.len() {
+        return Err("its layer count differs from its config's diff_ids".into());
+    }
+    let pairs = config
+        .diff_ids
+        .into_iter()
+        .zip(view.layers)
+        .filter_map(|(diff_id, layer)| {
+            let blob = SentBlob::from_cached(&layer.digest, layer.size, &layer.media_type);
+            // zstd layers exist only in OCI manifests; never mix families.
+            let usable = layer.media_type.contains("tar") && (!blob.zstd || format == ManifestFormat::Oci);
+            usable.then_some((diff_id, blob))
+        })
+        .collect();
+    Ok(pairs)
+}
