@@ -41,55 +41,36 @@ impl TarIndex {
         let entries = archive.entries_with_seek().map_err(|e| ArchiveError::io(path, e))?;
         let mut index = Self::default();
         for (position, entry) in entries.enumerate() {
-            let entry = entry.map_err(|e| {
-                if position == 0 {
-                    ArchiveError::NotTar { path: path.to_owned(), detail: format!(" ({e})") }
-                } else {
-                    ArchiveError::BadEntry {
-                        path: path.to_owned(),
-                        entry: format!("#{}", position + 1),
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
-            let raw_name = entry.path().map_err(|e| ArchiveError::BadEntry {
-                path: path.to_owned(),
-                entry: format!("#{}", position + 1),
-                reason: e.to_string(),
-            })?;
-            let raw_name = raw_name.to_string_lossy().into_owned();
-            let Some(name) = normalize(&raw_name) else {
-                tracing::debug!(entry = %raw_name, "ignoring an entry whose name escapes the archive root");
-                continue;
-            };
-            let header = entry.header();
-            let link =
-                || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-            let kind = match header.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
-                tar::EntryType::Directory => EntryKind::Directory,
-                tar::EntryType::Symlink => EntryKind::Symlink(link()),
-                tar::EntryType::Link => EntryKind::HardLink(link()),
-                other => EntryKind::Other(format!("{other:?}")),
-            };
-            let offset = entry.raw_file_position();
-            let size = entry.size();
-            if kind == EntryKind::File && offset + size > file_len {
+            let entry = entry.map_err(|e| entry_error(path, position, &e))?;
+            let Some((name, described)) = describe(&entry, path, position)? else { continue };
+            if described.kind == EntryKind::File && described.offset + described.size > file_len {
                 return Err(ArchiveError::Truncated {
                     path: path.to_owned(),
                     entry: name,
-                    needed: offset + size,
+                    needed: described.offset + described.size,
                     available: file_len,
                 });
             }
-            if index.entries.insert(name.clone(), TarEntry { offset, size, kind }).is_some() {
-                tracing::debug!(entry = %name, "duplicate entry name; the later one wins, as in tar");
-            }
+            index.insert(name, described);
         }
-        if index.entries.is_empty() {
+        index.finish(path)
+    }
+
+    /// Records an entry; a later entry of the same name replaces the earlier.
+    pub(crate) fn insert(&mut self, name: String, entry: TarEntry) {
+        if let Some(earlier) = self.entries.get_mut(&name) {
+            tracing::debug!(entry = %name, "duplicate entry name; the later one wins, as in tar");
+            *earlier = entry;
+        } else {
+            self.entries.insert(name, entry);
+        }
+    }
+
+    pub(crate) fn finish(self, path: &Path) -> Result<Self, ArchiveError> {
+        if self.entries.is_empty() {
             return Err(ArchiveError::NotTar { path: path.to_owned(), detail: " (it has no entries)".into() });
         }
-        Ok(index)
+        Ok(self)
     }
 
     /// The entry stored under `name` (normalised), without following links.
@@ -138,6 +119,52 @@ impl TarIndex {
         }
         Err(bad(name, "its links form a loop".into()))
     }
+}
+
+/// The error for a header that cannot be read: the first one means the
+/// input is no tar at all.
+pub(crate) fn entry_error(path: &Path, position: usize, error: &std::io::Error) -> ArchiveError {
+    if position == 0 {
+        ArchiveError::NotTar { path: path.to_owned(), detail: format!(" ({error})") }
+    } else if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        ArchiveError::BadEntry {
+            path: path.to_owned(),
+            entry: format!("#{}", position + 1),
+            reason: "the archive ends inside it (it was cut short)".into(),
+        }
+    } else {
+        ArchiveError::BadEntry { path: path.to_owned(), entry: format!("#{}", position + 1), reason: error.to_string() }
+    }
+}
+
+/// The normalised name and location of a tar entry; `None` for an entry
+/// whose name escapes the archive root (it can never be referenced).
+pub(crate) fn describe<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    path: &Path,
+    position: usize,
+) -> Result<Option<(String, TarEntry)>, ArchiveError> {
+    let raw_name = entry.path().map_err(|e| ArchiveError::BadEntry {
+        path: path.to_owned(),
+        entry: format!("#{}", position + 1),
+        reason: e.to_string(),
+    })?;
+    let raw_name = raw_name.to_string_lossy().into_owned();
+    let Some(name) = normalize(&raw_name) else {
+        tracing::debug!(entry = %raw_name, "ignoring an entry whose name escapes the archive root");
+        return Ok(None);
+    };
+    let header = entry.header();
+    let link = || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+    let kind = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+        tar::EntryType::Directory => EntryKind::Directory,
+        tar::EntryType::Symlink => EntryKind::Symlink(link()),
+        tar::EntryType::Link => EntryKind::HardLink(link()),
+        tar::EntryType::GNUSparse => EntryKind::Other("sparse".into()),
+        other => EntryKind::Other(format!("{other:?}")),
+    };
+    Ok(Some((name, TarEntry { offset: entry.raw_file_position(), size: entry.size(), kind })))
 }
 
 /// `./a//b/../c` → `a/c`; `None` if the path climbs above the root. A leading

@@ -1,26 +1,47 @@
 //! Reads container image archives without extracting them.
 //!
-//! An archive is opened in two steps. [`TarIndex::build`] makes one pass over
-//! the tar headers only, seeking over every body, and records where each
-//! entry's bytes lie. [`Archive::open`] then finds the images through the
-//! archive's `manifest.json` (written by `docker save` of every version,
-//! podman and skopeo), checks what it can without reading layers (config
-//! digests, layer counts against `rootfs.diff_ids`, links, paths), and hands
-//! out [`Image`]s whose [`Layer`]s are read by position with
-//! [`Archive::layer_reader`], as many at once as the caller likes.
+//! Every layout in use is understood: `docker save` before and after Docker
+//! 25 (the latter an OCI image layout plus `manifest.json`), the
+//! containers/image `docker-archive` of podman and skopeo, and a pure OCI
+//! image layout. When an archive has `index.json` the images are read through
+//! it, which keeps the original manifests and the digests of compressed
+//! blobs; otherwise through `manifest.json`.
 //!
-//! Errors name the archive and the entry, and say what to do
-//! ([`ArchiveError::hint`]).
+//! There are two ways in:
+//!
+//! - **A seekable plain tar**: [`Archive::open`]. [`TarIndex::build`] makes one
+//!   pass over the tar headers only, seeking over every body, and records
+//!   where each entry's bytes lie. The images' [`Layer`]s are then read by
+//!   position with [`Archive::layer_reader`], as many at once as the caller
+//!   likes; [`Archive::verify`] hashes them against their diff_ids.
+//! - **A stream** (standard input, or a gzip-, zstd- or xz-wrapped archive,
+//!   told by magic bytes): [`read_stream`] makes one sequential pass in bounded
+//!   memory with no temporary copy, handing each entry that may be a layer to
+//!   a [`LayerVisitor`] as it passes; the images are known at the end.
+//!
+//! Before any layer is read, what can be checked is checked: config digests
+//! against their names, layer counts against `rootfs.diff_ids`, blob sizes
+//! against descriptors, links (loops, missing targets), and paths that would
+//! leave the archive. Errors name the archive and the entry, and say what to
+//! do ([`ArchiveError::hint`]).
 
+mod archive;
 mod error;
+mod hash;
 mod index;
 mod layout;
 mod reader;
+mod stream;
 
+pub use archive::Archive;
 pub use error::ArchiveError;
+pub use hash::LayerHashes;
 pub use index::{EntryKind, TarEntry, TarIndex};
-pub use layout::{Archive, ArchiveFormat, Compression, Image, Layer};
+pub use layout::{ArchiveFormat, Compression, Image, Layer};
 pub use reader::SliceReader;
+pub use stream::{
+    HashingVisitor, LayerVisitor, MAX_KEPT_JSON, SkipBlobs, StreamedArchive, StreamedBlob, Wrapper, read_stream,
+};
 
 /// JSON members (`manifest.json`, configs, `index.json`) larger than this are
 /// refused: real ones are kilobytes, and a hostile one must not exhaust memory.

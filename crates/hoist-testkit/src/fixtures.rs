@@ -8,6 +8,9 @@ use std::path::Path;
 
 use crate::{sha256, sha256_hex};
 
+mod layouts;
+pub use layouts::{DockerArchive, DockerSaveOci, LayerCompression, OciArchive, gzip, xz, zstd};
+
 /// A tar of `files` (path, contents) with fixed metadata: a layer's bytes.
 pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut tar = TarWriter::new();
@@ -93,6 +96,8 @@ impl ImageFixture {
 #[derive(Clone, Debug, Default)]
 pub struct DockerSaveClassic {
     images: Vec<ImageFixture>,
+    hard_links: bool,
+    prefix: &'static str,
 }
 
 impl DockerSaveClassic {
@@ -106,9 +111,24 @@ impl DockerSaveClassic {
         self
     }
 
+    /// Repeated layers as hard links (to the archive path of the first copy)
+    /// instead of docker's symlinks.
+    #[must_use]
+    pub fn hard_links(mut self) -> Self {
+        self.hard_links = true;
+        self
+    }
+
+    /// Every entry name starts with `./`, as `tar -C dir .` writes them.
+    #[must_use]
+    pub fn dot_slash(mut self) -> Self {
+        self.prefix = "./";
+        self
+    }
+
     /// The archive's bytes.
     pub fn build(&self) -> Vec<u8> {
-        let mut tar = TarWriter::new();
+        let mut tar = TarWriter::with_prefix(self.prefix);
         let mut written: BTreeMap<String, String> = BTreeMap::new(); // diff_id → first layer.tar path
         let mut dirs: Vec<String> = Vec::new();
         let mut manifest = Vec::new();
@@ -125,6 +145,7 @@ impl DockerSaveClassic {
                     tar.file(&format!("{v1_id}/VERSION"), b"1.0");
                     tar.file(&format!("{v1_id}/json"), format!(r#"{{"id":"{v1_id}"}}"#).as_bytes());
                     match written.get(&diff_id) {
+                        Some(first) if self.hard_links => tar.hardlink(&path, first),
                         Some(first) => tar.symlink(&path, &format!("../{first}")),
                         None => {
                             tar.file(&path, layer);
@@ -163,6 +184,7 @@ impl DockerSaveClassic {
 /// A tar writer with fixed metadata (mode 0644/0755, uid 0, mtime 0).
 pub struct TarWriter {
     builder: tar::Builder<Vec<u8>>,
+    prefix: &'static str,
 }
 
 impl std::fmt::Debug for TarWriter {
@@ -179,9 +201,15 @@ impl Default for TarWriter {
 
 impl TarWriter {
     pub fn new() -> Self {
+        Self::with_prefix("")
+    }
+
+    /// A writer that puts `prefix` (such as `./`) before every entry name and
+    /// hard-link target.
+    pub fn with_prefix(prefix: &'static str) -> Self {
         let mut builder = tar::Builder::new(Vec::new());
         builder.mode(tar::HeaderMode::Deterministic);
-        Self { builder }
+        Self { builder, prefix }
     }
 
     fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -204,23 +232,53 @@ impl TarWriter {
     }
 
     fn file_with_mode(&mut self, path: &str, contents: &[u8], mode: u32) {
-        let mut header = Self::header(tar::EntryType::Regular, contents.len() as u64, mode);
-        self.builder.append_data(&mut header, path, contents).expect("append file");
+        let header = Self::header(tar::EntryType::Regular, contents.len() as u64, mode);
+        self.append(header, path, None, contents);
     }
 
     pub fn dir(&mut self, path: &str) {
-        let mut header = Self::header(tar::EntryType::Directory, 0, 0o755);
-        self.builder.append_data(&mut header, path, std::io::empty()).expect("append dir");
+        let header = Self::header(tar::EntryType::Directory, 0, 0o755);
+        self.append(header, path, None, &[]);
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) {
-        let mut header = Self::header(tar::EntryType::Symlink, 0, 0o777);
-        self.builder.append_link(&mut header, path, target).expect("append symlink");
+        let header = Self::header(tar::EntryType::Symlink, 0, 0o777);
+        self.append(header, path, Some(target.to_owned()), &[]);
     }
 
     pub fn hardlink(&mut self, path: &str, target: &str) {
-        let mut header = Self::header(tar::EntryType::Link, 0, 0o644);
-        self.builder.append_link(&mut header, path, target).expect("append hard link");
+        let header = Self::header(tar::EntryType::Link, 0, 0o644);
+        self.append(header, path, Some(format!("{}{target}", self.prefix)), &[]);
+    }
+
+    /// A GNU sparse file entry holding `contents` as its one data segment.
+    pub fn sparse_file(&mut self, path: &str, contents: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        let gnu = header.as_gnu_mut().expect("a GNU header");
+        gnu.sparse[0].set_offset(0);
+        gnu.sparse[0].set_length(contents.len() as u64);
+        gnu.set_real_size(contents.len() as u64);
+        self.append(header, path, None, contents);
+    }
+
+    /// Writes the name bytes as given (tar's own path setter drops `./` and
+    /// refuses `..` and absolute paths, which hostile fixtures need).
+    fn append(&mut self, mut header: tar::Header, path: &str, link: Option<String>, contents: &[u8]) {
+        let path = format!("{}{path}", self.prefix);
+        assert!(path.len() <= 100 && link.as_ref().is_none_or(|l| l.len() <= 100), "fixture names fit a tar header");
+        let old = header.as_old_mut();
+        old.name.fill(0);
+        old.name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(link) = link {
+            old.linkname.fill(0);
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_cksum();
+        self.builder.append(&header, contents).expect("append entry");
     }
 
     pub fn finish(self) -> Vec<u8> {

@@ -34,6 +34,13 @@ Examples:
   hoist push images.tar --registry registry.example.com/mirror")]
     Push(PushArgs),
     /// Show what an image archive holds.
+    #[command(after_help = "\
+Reads every `docker save` layout (before and after Docker 25), podman/skopeo docker-archive and OCI layouts.
+A seekable plain tar is indexed by its headers; `-` and compressed archives are read in one streaming pass.
+
+Examples:
+  hoist inspect app.tar
+  docker save app:1 | hoist inspect --json --verify -")]
     Inspect(InspectArgs),
 }
 
@@ -109,9 +116,12 @@ pub(crate) enum Format {
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
-    /// The archive to read.
+    /// The archive to read, or `-` for standard input. gzip, zstd and xz wrappers are recognised.
     pub(crate) archive: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Hash every layer (decompressed if stored compressed) and check it against its diff_id.
+    #[arg(long)]
+    pub(crate) verify: bool,
 }

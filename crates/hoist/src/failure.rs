@@ -62,7 +62,8 @@ fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
             return (Exit::Usage, Some(usage.hint.clone()));
         }
         if let Some(archive) = cause.downcast_ref::<ArchiveError>() {
-            return (Exit::BadArchive, archive.hint());
+            let exit = if archive.is_verification() { Exit::Verification } else { Exit::BadArchive };
+            return (exit, archive.hint());
         }
         if let Some(registry) = cause.downcast_ref::<RegistryError>() {
             return (registry_exit(registry), registry.hint());

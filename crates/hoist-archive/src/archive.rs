@@ -1,0 +1,135 @@
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::layout::{self, Members};
+use crate::{ArchiveError, ArchiveFormat, Compression, Image, Layer, SliceReader, TarEntry, TarIndex, Wrapper};
+
+/// An opened seekable archive: the header index and the images found in it.
+#[derive(Debug)]
+pub struct Archive {
+    path: PathBuf,
+    file: Arc<File>,
+    format: ArchiveFormat,
+    images: Vec<Image>,
+}
+
+struct FileMembers<'a> {
+    path: &'a Path,
+    file: &'a Arc<File>,
+    index: &'a TarIndex,
+}
+
+impl Members for FileMembers<'_> {
+    fn label(&self) -> &Path {
+        self.path
+    }
+
+    fn index(&self) -> &TarIndex {
+        self.index
+    }
+
+    fn small(&self, _name: &str, entry: &TarEntry) -> Result<Vec<u8>, ArchiveError> {
+        let mut bytes = Vec::with_capacity(entry.size as usize);
+        SliceReader::new(Arc::clone(self.file), entry.offset, entry.size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ArchiveError::io(self.path, e))?;
+        Ok(bytes)
+    }
+
+    fn compression(&self, _name: &str, entry: &TarEntry) -> Result<Compression, ArchiveError> {
+        let mut magic = [0u8; 4];
+        let mut reader = SliceReader::new(Arc::clone(self.file), entry.offset, entry.size.min(4));
+        let mut filled = 0;
+        while filled < magic.len() {
+            match reader.read(&mut magic[filled..]).map_err(|e| ArchiveError::io(self.path, e))? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(Compression::sniff(&magic[..filled]))
+    }
+}
+
+impl Archive {
+    /// Opens a seekable plain tar, indexes its headers and finds its images.
+    /// A compressed archive is refused with [`ArchiveError::Compressed`]: read
+    /// those with [`crate::read_stream`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, ArchiveError> {
+        let path = path.as_ref();
+        let mut file = File::open(path).map_err(|e| ArchiveError::io(path, e))?;
+        let len = file.metadata().map_err(|e| ArchiveError::io(path, e))?.len();
+        if len == 0 {
+            return Err(ArchiveError::Empty { path: path.to_owned() });
+        }
+        let wrapper = Wrapper::sniff_file(&mut file).map_err(|e| ArchiveError::io(path, e))?;
+        if wrapper != Wrapper::None {
+            return Err(ArchiveError::Compressed { path: path.to_owned(), compression: wrapper.name() });
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|e| ArchiveError::io(path, e))?;
+        let index = TarIndex::build(std::io::BufReader::with_capacity(64 * 1024, &mut file), path, len)?;
+        let file = Arc::new(file);
+        let (format, images) = layout::discover(&FileMembers { path, file: &file, index: &index })?;
+        Ok(Self { path: path.to_owned(), file, format, images })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> ArchiveFormat {
+        self.format
+    }
+
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    /// A reader over the stored bytes of `layer` (compressed if the archive
+    /// stores it compressed). Readers are independent: use many at once.
+    pub fn layer_reader(&self, layer: &Layer) -> SliceReader {
+        SliceReader::new(Arc::clone(&self.file), layer.offset, layer.size)
+    }
+
+    /// Hashes one layer (decompressed if stored compressed) and checks it
+    /// against its diff_id, and the stored bytes against their digest where
+    /// the archive names one.
+    pub fn verify_layer(&self, layer: &Layer) -> Result<(), ArchiveError> {
+        let hashes = crate::LayerHashes::compute(self.layer_reader(layer), layer.compression)
+            .map_err(|e| ArchiveError::LayerRead { path: self.path.clone(), entry: layer.entry.clone(), source: e })?;
+        hashes.check(&self.path, layer)
+    }
+
+    /// Verifies every distinct layer of every image, `jobs` layers at once.
+    /// Returns the first failure.
+    pub fn verify(&self, jobs: usize) -> Result<(), ArchiveError> {
+        let mut layers: Vec<&Layer> = Vec::new();
+        for layer in self.images.iter().flat_map(|i| &i.layers) {
+            if !layers.iter().any(|l| l.entry == layer.entry) {
+                layers.push(layer);
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let first_error = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.clamp(1, layers.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(layer) = layers.get(i) else { break };
+                        if let Err(error) = self.verify_layer(layer) {
+                            let mut slot = first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            slot.get_or_insert(error);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
