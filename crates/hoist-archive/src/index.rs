@@ -126,7 +126,11 @@ impl TarIndex {
 pub(crate) fn entry_error(path: &Path, position: usize, error: &std::io::Error) -> ArchiveError {
     if position == 0 {
         ArchiveError::NotTar { path: path.to_owned(), detail: format!(" ({error})") }
-    } else if error.kind() == std::io::ErrorKind::UnexpectedEof {
+    } else if error.kind() == std::io::ErrorKind::UnexpectedEof
+        // The tar crate reports a cut header with these words and no kind.
+        || error.to_string().contains("failed to read entire block")
+        || error.to_string().contains("unexpected EOF")
+    {
         ArchiveError::BadEntry {
             path: path.to_owned(),
             entry: format!("#{}", position + 1),

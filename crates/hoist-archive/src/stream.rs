@@ -27,6 +27,9 @@ use crate::{
 /// All JSON members kept during a streaming pass together stay under this.
 pub const MAX_KEPT_JSON: u64 = 64 * 1024 * 1024;
 
+/// Members that are neither JSON nor a possible layer are kept up to this size.
+const MAX_OTHER_KEPT: u64 = 64 * 1024;
+
 /// What wraps a whole archive, told by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wrapper {
@@ -201,7 +204,7 @@ impl Members for StreamMembers<'_> {
         self.kept.get(name).cloned().ok_or_else(|| ArchiveError::BadEntry {
             path: self.label.to_owned(),
             entry: name.to_owned(),
-            reason: "it is not JSON".into(),
+            reason: format!("it is neither JSON nor under {MAX_OTHER_KEPT} bytes, so it was not kept while streaming"),
         })
     }
 
@@ -229,7 +232,13 @@ fn classify(peek: &[u8], size: u64) -> Kind {
         }
     }
     let first = peek.iter().find(|b| !b.is_ascii_whitespace());
-    if matches!(first, Some(b'{' | b'[')) && size <= MAX_JSON_MEMBER { Kind::Json } else { Kind::Other }
+    // Small members that are not JSON are kept too, so that a broken
+    // `manifest.json` gets the same message as from a file.
+    if (matches!(first, Some(b'{' | b'[')) && size <= MAX_JSON_MEMBER) || size <= MAX_OTHER_KEPT {
+        Kind::Json
+    } else {
+        Kind::Other
+    }
 }
 
 /// A tar header block: its checksum field matches the sum of its bytes with
@@ -243,18 +252,18 @@ fn tar_checksum_ok(block: &[u8]) -> bool {
     stored == sum
 }
 
-/// Records the first read error, so a visitor's failure caused by a cut
-/// stream is reported as the archive's fault.
-struct Tracking<R> {
+/// Counts the bytes read: a cut stream ends an entry early without an
+/// error, which only the count reveals.
+struct Counted<R> {
     inner: R,
-    error: Option<io::ErrorKind>,
+    count: u64,
 }
 
-impl<R: Read> Read for Tracking<R> {
+impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            self.error.get_or_insert(e.kind());
-        })
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
     }
 }
 
@@ -291,22 +300,16 @@ fn pass<'a>(
             },
         };
         if described.kind == EntryKind::File {
+            let mut entry = Counted { inner: &mut entry, count: 0 };
             let mut peek = vec![0u8; described.size.min(512) as usize];
             let n = read_up_to(&mut entry, &mut peek).map_err(|e| cut(&e))?;
-            if (n as u64) < described.size.min(512) {
-                return Err(cut(&io::Error::from(io::ErrorKind::UnexpectedEof)));
-            }
+            peek.truncate(n);
+            let mut visited = Ok(());
             match classify(&peek, described.size) {
                 Kind::Blob(compression) => {
                     members.compressions.insert(name.clone(), compression);
                     let blob = StreamedBlob { name: &name, size: described.size, compression };
-                    let mut reader = Tracking { inner: Cursor::new(peek).chain(&mut entry), error: None };
-                    if let Err(source) = visitor.blob(&blob, &mut reader) {
-                        if let Some(kind) = reader.error {
-                            return Err(cut(&io::Error::from(kind)));
-                        }
-                        return Err(ArchiveError::Visitor { path: label.to_owned(), entry: name, source });
-                    }
+                    visited = visitor.blob(&blob, &mut Cursor::new(peek).chain(&mut entry));
                 }
                 Kind::Json => {
                     kept_total += described.size;
@@ -319,14 +322,19 @@ fn pass<'a>(
                     }
                     let mut bytes = peek;
                     entry.read_to_end(&mut bytes).map_err(|e| cut(&e))?;
-                    if (bytes.len() as u64) < described.size {
-                        return Err(cut(&io::Error::from(io::ErrorKind::UnexpectedEof)));
-                    }
                     if let Some(previous) = members.kept.insert(name.clone(), bytes) {
                         kept_total -= previous.len() as u64;
                     }
                 }
                 Kind::Other => {}
+            }
+            // Skip the rest here rather than in tar, so a cut names this entry.
+            io::copy(&mut entry, &mut io::sink()).map_err(|e| cut(&e))?;
+            if entry.count < described.size {
+                return Err(cut(&io::Error::from(io::ErrorKind::UnexpectedEof)));
+            }
+            if let Err(source) = visited {
+                return Err(ArchiveError::Visitor { path: label.to_owned(), entry: name, source });
             }
         }
         members.index.insert(name, described);

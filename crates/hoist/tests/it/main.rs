@@ -1,5 +1,6 @@
 //! The hoist binary against real registries, grouped by area.
 
+mod archive_hostile;
 mod archive_layouts;
 mod cache;
 mod docker;

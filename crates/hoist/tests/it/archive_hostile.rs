@@ -1,0 +1,198 @@
+//! Broken and hostile archives: each gets an `error:` naming the archive and
+//! the entry, a `hint:`, exit code 3 (7 for a `--verify` mismatch), and never
+//! a panic, whether read from a file or from standard input.
+
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, TarWriter, layer_tar};
+use hoist_testkit::sha256_hex;
+
+use crate::archive_layouts::{Input, inspect};
+
+const BAD_ARCHIVE: i32 = 3;
+const VERIFICATION: i32 = 7;
+
+/// Both ways in: the seekable index and the streaming pass.
+const BOTH: [Input; 2] = [Input::File, Input::Stdin];
+
+fn fails(archive: &[u8], inputs: &[Input], message: &str) {
+    for &input in inputs {
+        let run = inspect(archive, input, &["--json"]);
+        run.fails_with(BAD_ARCHIVE, message);
+        let error = run.stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
+        let named = if let Input::Stdin = input { "`-`" } else { "archive.tar" };
+        assert!(error.contains(named), "{input:?}: the error names the archive: {error}");
+    }
+}
+
+fn image() -> ImageFixture {
+    ImageFixture::new().tag("app:1").layer(layer_tar(&[("payload", b"original content")]))
+}
+
+/// A docker-archive with `manifest` as manifest.json, the image's config as
+/// `cfg.json` and its layer as `layer.bin`, plus `extra` entries first.
+fn with_manifest(manifest: &[u8], extra: impl FnOnce(&mut TarWriter)) -> Vec<u8> {
+    let image = image();
+    let mut tar = TarWriter::new();
+    extra(&mut tar);
+    tar.file("layer.bin", &image.layers[0]);
+    tar.file("cfg.json", &image.config());
+    tar.file("manifest.json", manifest);
+    tar.finish()
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    fails(b"", &BOTH, "is empty");
+}
+
+#[test]
+fn random_bytes_are_not_a_tar() {
+    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fails(&bytes, &BOTH, "is not a tar archive");
+}
+
+#[test]
+fn a_truncated_tar_is_refused() {
+    let archive = DockerSaveClassic::new().image(image()).build();
+    let layer_at = archive.windows(16).position(|w| w == b"original content").unwrap();
+    let cut = &archive[..layer_at + 4];
+    inspect(cut, Input::File, &[]).fails_with(BAD_ARCHIVE, "is truncated: entry");
+    inspect(cut, Input::Stdin, &[]).fails_with(BAD_ARCHIVE, "ends inside it (it was cut short)");
+    // Cut inside a header block.
+    let header_cut = &archive[..512 * 3 + 100];
+    fails(header_cut, &BOTH, "entry `#3` is not valid: the archive ends inside it (it was cut short)");
+}
+
+#[test]
+fn a_bad_header_checksum_is_refused() {
+    let mut archive = DockerSaveClassic::new().image(image()).build();
+    // The first entry is a directory (no body), so the second header is at
+    // 512; changing its name leaves its checksum wrong.
+    assert!(archive[512].is_ascii_hexdigit(), "the second header starts with a name");
+    archive[512] = b'X';
+    fails(&archive, &BOTH, "checksum");
+}
+
+#[test]
+fn manifest_json_that_is_not_json_or_has_the_wrong_shape_is_refused() {
+    for manifest in [&b"this is not json"[..], br#"{"Config":"cfg.json"}"#, br#"[{"Layers":["layer.bin"]}]"#] {
+        fails(
+            &with_manifest(manifest, |_| {}),
+            &BOTH,
+            "entry `manifest.json` is not valid: it is not a docker save manifest",
+        );
+    }
+}
+
+#[test]
+fn paths_escaping_the_archive_in_manifest_json_are_refused() {
+    for path in ["../cfg.json", "/etc/passwd", "a/../../cfg.json"] {
+        let manifest = format!(r#"[{{"Config":"{path}","RepoTags":["app:1"],"Layers":["layer.bin"]}}]"#);
+        fails(&with_manifest(manifest.as_bytes(), |_| {}), &BOTH, "manifest.json names a path outside the archive");
+        let manifest = format!(r#"[{{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["{path}"]}}]"#);
+        fails(&with_manifest(manifest.as_bytes(), |_| {}), &BOTH, "manifest.json names a path outside the archive");
+    }
+}
+
+#[test]
+fn digests_escaping_blobs_in_index_json_are_refused() {
+    for digest in ["sha256:../../etc/passwd", "/etc/passwd", "sha512:../x", "sha256:ABC"] {
+        let mut tar = TarWriter::new();
+        tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":2}}]}}"#
+        );
+        tar.file("index.json", index.as_bytes());
+        fails(&tar.finish(), &BOTH, "entry `index.json` is not valid: it names the blob");
+    }
+}
+
+#[test]
+fn a_symlink_loop_is_refused() {
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["loop/a.tar"]}]"#;
+    let archive = with_manifest(manifest, |tar| {
+        tar.symlink("loop/a.tar", "b.tar");
+        tar.symlink("loop/b.tar", "a.tar");
+    });
+    fails(&archive, &BOTH, "its links form a loop");
+}
+
+#[test]
+fn a_link_to_a_missing_entry_is_refused() {
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["dangling.tar"]}]"#;
+    let archive = with_manifest(manifest, |tar| tar.symlink("dangling.tar", "nowhere/layer.tar"));
+    fails(&archive, &BOTH, "`nowhere/layer.tar` is referenced but not in the archive");
+    let archive = with_manifest(manifest, |tar| tar.hardlink("dangling.tar", "gone.tar"));
+    fails(&archive, &BOTH, "`gone.tar` is referenced but not in the archive");
+}
+
+#[test]
+fn a_missing_config_or_layer_is_refused() {
+    let manifest = br#"[{"Config":"other.json","RepoTags":["app:1"],"Layers":["layer.bin"]}]"#;
+    fails(&with_manifest(manifest, |_| {}), &BOTH, "`other.json` is referenced but not in the archive");
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["missing.tar"]}]"#;
+    fails(&with_manifest(manifest, |_| {}), &BOTH, "`missing.tar` is referenced but not in the archive");
+}
+
+#[test]
+fn a_sparse_layer_entry_is_refused() {
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["sparse.tar"]}]"#;
+    let archive = with_manifest(manifest, |tar| tar.sparse_file("sparse.tar", &image().layers[0]));
+    fails(&archive, &BOTH, "entry `sparse.tar` is not valid: it is a sparse entry, not a regular file");
+}
+
+#[test]
+fn a_huge_json_member_is_refused() {
+    let mut manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["layer.bin"]}]"#.to_vec();
+    manifest.resize(17 * 1024 * 1024, b' ');
+    fails(&with_manifest(&manifest, |_| {}), &BOTH, "JSON members over 16777216 bytes are refused");
+}
+
+#[test]
+fn a_config_that_does_not_hash_to_its_name_is_refused() {
+    let image = image();
+    let mut tar = TarWriter::new();
+    tar.file("layer.bin", &image.layers[0]);
+    let wrong = sha256_hex(b"something else");
+    tar.file(&format!("{wrong}.json"), &image.config());
+    let manifest = format!(r#"[{{"Config":"{wrong}.json","RepoTags":["app:1"],"Layers":["layer.bin"]}}]"#);
+    tar.file("manifest.json", manifest.as_bytes());
+    fails(&tar.finish(), &BOTH, "not to the digest in its name");
+}
+
+#[test]
+fn a_layer_count_that_differs_from_the_diff_ids_is_refused() {
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["layer.bin","layer.bin"]}]"#;
+    fails(
+        &with_manifest(manifest, |_| {}),
+        &BOTH,
+        "manifest.json lists 2 layers but the config's rootfs.diff_ids has 1",
+    );
+}
+
+#[test]
+fn duplicate_entry_names_let_the_last_one_win_and_say_so() {
+    let first = br#"[{"Config":"cfg.json","RepoTags":["first:1"],"Layers":["layer.bin"]}]"#;
+    let second = br#"[{"Config":"cfg.json","RepoTags":["second:1"],"Layers":["layer.bin"]}]"#;
+    let archive = with_manifest(second, |tar| tar.file("manifest.json", first));
+    for input in BOTH {
+        let run = inspect(&archive, input, &["-v"]);
+        run.success();
+        assert!(run.stdout.contains("second:1") && !run.stdout.contains("first:1"), "{input:?}: {}", run.stdout);
+        assert!(run.stderr.contains("duplicate entry name; the later one wins"), "{input:?}: {}", run.stderr);
+        assert!(run.stderr.contains("manifest.json"), "{input:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn verify_names_the_layer_whose_content_changed() {
+    let mut archive = DockerSaveClassic::new().image(image()).build();
+    let at = archive.windows(16).position(|w| w == b"original content").unwrap();
+    archive[at..at + 16].copy_from_slice(b"tampered content");
+    // Without --verify the archive reads fine: only hashing finds it.
+    inspect(&archive, Input::File, &[]).success();
+    for input in [Input::File, Input::Stdin, Input::Gzip] {
+        let run = inspect(&archive, input, &["--verify"]);
+        run.fails_with(VERIFICATION, "/layer.tar` does not match: its uncompressed content hashes to");
+        assert!(run.stderr.contains(&image().diff_ids()[0]), "{input:?}: the expected diff_id: {}", run.stderr);
+    }
+}
