@@ -24,3 +24,36 @@ fn json_lists_images_layers_and_diff_ids() {
     assert_eq!(image["layers"][0]["compression"], "none");
     assert_eq!(image["layers"][0]["size"], fixture.layers[0].len());
 }
+
+#[test]
+fn the_table_shows_tags_platform_config_and_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.tar");
+    let fixture = ImageFixture::new().tag("app:1").tag("app:latest").layer(layer_tar(&[("a", b"a")]));
+    DockerSaveClassic::new().image(fixture.clone()).image(ImageFixture::new()).write_to(&path);
+    let run = hoist_run(&["inspect", "--verify", path_str(&path)]);
+    run.success();
+    let out = &run.stdout;
+    assert!(out.starts_with("format: docker-save-classic\n"), "{out}");
+    assert!(out.contains("image 1: app:1, app:latest"), "{out}");
+    assert!(out.contains("image 2: <untagged>"), "{out}");
+    assert!(out.contains("platform: linux/amd64"), "{out}");
+    assert!(out.contains(&format!("config:   {}", fixture.config_digest())), "{out}");
+    let row = out.lines().find(|l| l.contains(&fixture.diff_ids()[0])).expect("a row for the layer");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["1", fixture.diff_ids()[0].as_str(), &fixture.layers[0].len().to_string(), "none"]);
+    assert!(out.contains("verified: every layer (1) matches its diff_id"), "{out}");
+}
+
+#[test]
+fn json_says_verified_only_with_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.tar");
+    DockerSaveClassic::new().image(ImageFixture::new().tag("app:1").layer(layer_tar(&[("a", b"a")]))).write_to(&path);
+    let plain = hoist_run(&["inspect", "--json", path_str(&path)]);
+    let plain: serde_json::Value = serde_json::from_str(&plain.success().stdout).unwrap();
+    assert!(plain.get("verified").is_none(), "{plain}");
+    let verified = hoist_run(&["inspect", "--json", "--verify", path_str(&path)]);
+    let verified: serde_json::Value = serde_json::from_str(&verified.success().stdout).unwrap();
+    assert_eq!(verified["verified"], true);
+}
