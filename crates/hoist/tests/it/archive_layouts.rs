@@ -339,3 +339,35 @@ fn genuine_docker_save_of_two_images_sharing_a_layer() {
     let archive = docker_save(&[&a, &b]);
     check_against_engine(&archive, &[(&[a.as_str()], &a), (&[b.as_str()], &b)]);
 }
+
+/// The new layouts are not only listed but pushed whole: skopeo verifies every
+/// blob digest while copying, and each layer gunzips to its diff_id.
+#[test]
+fn docker_25_and_oci_layout_archives_push_whole() {
+    use hoist_testkit::{TestRegistry, tools};
+    let registry = TestRegistry::start();
+    let image = app();
+    let archives = [
+        ("docker25", DockerSaveOci::new().image(image.clone()).compression(LayerCompression::Gzip).build()),
+        ("docker25-plain", DockerSaveOci::new().image(image.clone()).multi_platform().build()),
+        ("oci", OciArchive::new().image(image.clone()).bare_ref_names().build()),
+    ];
+    for (name, archive) in archives {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.tar");
+        std::fs::write(&path, archive).unwrap();
+        let reference = format!("{}/layouts/{name}:1", registry.host());
+        crate::support::hoist_run(&["push", path_str(&path), &reference]).success();
+        let copy = tempfile::tempdir().unwrap();
+        tools::skopeo_copy_to_dir(&reference, copy.path());
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(copy.path().join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["config"]["digest"], image.config_digest(), "{name}");
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), image.layers.len(), "{name}");
+        for (layer, diff_id) in layers.iter().zip(image.diff_ids()) {
+            let blob = copy.path().join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+            assert_eq!(tools::gunzip_sha256(&blob), diff_id, "{name}");
+        }
+    }
+}
