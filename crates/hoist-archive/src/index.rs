@@ -43,11 +43,11 @@ impl TarIndex {
         for (position, entry) in entries.enumerate() {
             let entry = entry.map_err(|e| entry_error(path, position, &e))?;
             let Some((name, described)) = describe(&entry, path, position)? else { continue };
-            if described.kind == EntryKind::File && described.offset + described.size > file_len {
+            if described.kind == EntryKind::File && described.offset.saturating_add(described.size) > file_len {
                 return Err(ArchiveError::Truncated {
                     path: path.to_owned(),
                     entry: name,
-                    needed: described.offset + described.size,
+                    needed: described.offset.saturating_add(described.size),
                     available: file_len,
                 });
             }
@@ -199,5 +199,18 @@ mod tests {
         assert_eq!(normalize("../etc/passwd"), None);
         assert_eq!(normalize("a/../../b"), None);
         assert_eq!(normalize("."), None);
+    }
+
+    #[test]
+    fn a_size_near_u64_max_is_an_error_not_an_overflow() {
+        let mut header = tar::Header::new_gnu();
+        header.set_path("layer.tar").unwrap();
+        header.set_size(u64::MAX - 100);
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.resize(4096, 0);
+        let error =
+            super::TarIndex::build(std::io::Cursor::new(&bytes), std::path::Path::new("x.tar"), 4096).unwrap_err();
+        assert!(error.to_string().contains("size overflow"), "{error}");
     }
 }

@@ -14,7 +14,7 @@ pub struct SliceReader {
 
 impl SliceReader {
     pub fn new(file: Arc<File>, offset: u64, len: u64) -> Self {
-        Self { file, position: offset, end: offset + len }
+        Self { file, position: offset, end: offset.saturating_add(len) }
     }
 
     /// Bytes not yet read.
