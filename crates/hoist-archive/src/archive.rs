@@ -1,7 +1,8 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::layout::{self, Members};
 use crate::{ArchiveError, ArchiveFormat, Compression, Image, Layer, SliceReader, TarEntry, TarIndex, Wrapper};
@@ -102,7 +103,7 @@ impl Archive {
     }
 
     /// Verifies every distinct layer of every image, `jobs` layers at once.
-    /// Returns the first failure.
+    /// Returns the first failure; the others stop at their next layer.
     pub fn verify(&self, jobs: usize) -> Result<(), ArchiveError> {
         let mut layers: Vec<&Layer> = Vec::new();
         for layer in self.images.iter().flat_map(|i| &i.layers) {
@@ -110,24 +111,25 @@ impl Archive {
                 layers.push(layer);
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let first_error = std::sync::Mutex::new(None);
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<ArchiveError>> = Mutex::new(None);
+        let failed = || first_error.lock().unwrap_or_else(PoisonError::into_inner).is_some();
         std::thread::scope(|scope| {
             for _ in 0..jobs.clamp(1, layers.len().max(1)) {
                 scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(layer) = layers.get(i) else { break };
+                    while let Some(layer) = layers.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if failed() {
+                            break;
+                        }
                         if let Err(error) = self.verify_layer(layer) {
-                            let mut slot = first_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            slot.get_or_insert(error);
+                            first_error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(error);
                             break;
                         }
                     }
                 });
             }
         });
-        match first_error.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        match first_error.into_inner().unwrap_or_else(PoisonError::into_inner) {
             Some(error) => Err(error),
             None => Ok(()),
         }

@@ -149,7 +149,7 @@ fn read_member(m: &dyn Members, name: &str) -> Result<(String, Vec<u8>), Archive
 pub(crate) fn discover(m: &dyn Members) -> Result<(ArchiveFormat, Vec<Image>), ArchiveError> {
     let index = m.index();
     let docker = if index.get("manifest.json").is_some() { Some(read_docker_manifest(m)?) } else { None };
-    let images = if index.get("index.json").is_some() {
+    let (format, images) = if index.get("index.json").is_some() {
         let format = if docker.is_some() { ArchiveFormat::DockerOciLayout } else { ArchiveFormat::OciLayout };
         (format, read_oci_layout(m, docker.as_deref())?)
     } else if let Some(entries) = docker {
@@ -167,10 +167,10 @@ pub(crate) fn discover(m: &dyn Members) -> Result<(ArchiveFormat, Vec<Image>), A
     } else {
         return Err(ArchiveError::NoManifest { path: m.label().to_owned() });
     };
-    if images.1.is_empty() {
+    if images.is_empty() {
         return Err(ArchiveError::NoImages { path: m.label().to_owned() });
     }
-    Ok(images)
+    Ok((format, images))
 }
 
 // ---- docker save / docker-archive: manifest.json ----
