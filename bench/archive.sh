@@ -4,8 +4,9 @@
 #   - indexing it (`hoist inspect`: one pass over the tar headers),
 #   - the same through the streaming pass (`hoist inspect -` from a pipe),
 #   - `--verify` (SHA-256 of every layer) from the file and from the pipe,
-# against `sha256sum` of the same bytes and `skopeo inspect docker-archive:`.
-# Numbers are warm-cache (the archive was just written) and best of RUNS.
+# against `sha256sum` of the same bytes and `skopeo inspect docker-archive:`,
+# and the peak memory of --verify. Numbers are warm-cache (the archive was
+# just written) and best of RUNS.
 #
 #   bench/archive.sh [WORKDIR]      RUNS=3 RANDOM_MB=800 by default
 set -euo pipefail
@@ -75,6 +76,9 @@ index_stream="$(best sh -c "cat '$archive' | '$hoist' inspect -")"
 verify="$(best "$hoist" inspect --verify "$archive")"
 verify_stream="$(best sh -c "cat '$archive' | '$hoist' inspect --verify -")"
 sha="$(best sha256sum "$archive")"
+# Peak memory (max RSS, KiB) of the streaming verify: bounded whatever the archive size.
+rss_stream="$( { /usr/bin/time -f %M sh -c "cat '$archive' | '$hoist' inspect --verify - >/dev/null"; } 2>&1 | tail -n 1)"
+rss_file="$( { /usr/bin/time -f %M "$hoist" inspect --verify "$archive" >/dev/null; } 2>&1 | tail -n 1)"
 skopeo_line="skopeo not installed"
 if command -v skopeo >/dev/null; then
   skopeo="$(best skopeo inspect "docker-archive:$archive")"
@@ -88,5 +92,6 @@ hoist inspect - (streaming pass): ${index_stream} s  ($(rate "$bytes" "$index_st
 hoist inspect --verify:           ${verify} s  ($(rate "$layer_bytes" "$verify") MB/s of layers)
 hoist inspect --verify -:         ${verify_stream} s  ($(rate "$layer_bytes" "$verify_stream") MB/s of layers)
 sha256sum of the archive:         ${sha} s  ($(rate "$bytes" "$sha") MB/s)
+peak RSS, --verify from the file: ${rss_file} KiB; from the pipe: ${rss_stream} KiB
 $skopeo_line
 REPORT
