@@ -371,3 +371,48 @@ fn docker_25_and_oci_layout_archives_push_whole() {
         }
     }
 }
+
+/// Genuine containers/image archives: skopeo writes a `docker-archive` and an
+/// `oci-archive` of an image hoist pushed; hoist must read both back to the
+/// same config and diff_ids.
+#[test]
+fn genuine_skopeo_docker_archive_and_oci_archive() {
+    use hoist_testkit::{TestRegistry, tools};
+    tools::require("skopeo", "skopeo");
+    let registry = TestRegistry::start();
+    let image = ImageFixture { tags: vec!["app:1".into()], ..app() };
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.tar");
+    DockerSaveClassic::new().image(image.clone()).write_to(&source);
+    let reference = format!("{}/genuine/app:1", registry.host());
+    crate::support::hoist_run(&["push", path_str(&source), &reference]).success();
+    for (transport, format) in [("docker-archive", "docker-archive"), ("oci-archive", "oci-layout")] {
+        let path = dir.path().join(format!("{transport}.tar"));
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{reference}"),
+            &format!("{transport}:{}:app:1", path.display()),
+        ]));
+        let archive = std::fs::read(&path).unwrap();
+        // skopeo re-serialises the config when it converts to OCI: ask it which config it wrote.
+        let raw = run_ok(Command::new("skopeo").args(["inspect", "--raw", &format!("{transport}:{}", path.display())]));
+        let manifest: Value = serde_json::from_str(&raw).unwrap();
+        let config = manifest["config"]["digest"].as_str().unwrap();
+        for input in USUAL_INPUTS {
+            let run = inspect(&archive, input, &["--json", "--verify"]);
+            run.success();
+            let value: Value = serde_json::from_str(&run.stdout).unwrap();
+            assert_eq!(value["format"], format, "{transport} {input:?}");
+            let got = &value["images"][0];
+            assert_eq!(value["images"].as_array().unwrap().len(), 1, "{transport} {input:?}");
+            assert_eq!(got["config"], config, "{transport} {input:?}");
+            let diff_ids: Vec<&str> =
+                got["layers"].as_array().unwrap().iter().map(|l| l["diff_id"].as_str().unwrap()).collect();
+            assert_eq!(diff_ids, image.diff_ids(), "{transport} {input:?}");
+            // skopeo 1.9 writes RepoTags in full (`docker.io/library/app:1`); both name the same image.
+            let tag = got["tags"][0].as_str().unwrap_or_default();
+            assert!(["app:1", "docker.io/library/app:1"].contains(&tag), "{transport} {input:?}: {}", run.stdout);
+        }
+    }
+}
