@@ -19,6 +19,26 @@
 //!   memory with no temporary copy, handing each entry that may be a layer to
 //!   a [`LayerVisitor`] as it passes; the images are known at the end.
 //!
+//! A consumer of the stream keys what it did with each blob by entry name,
+//! then matches the images' layers to it:
+//!
+//! ```
+//! # use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
+//! # let bytes = DockerSaveClassic::new()
+//! #     .image(ImageFixture::new().tag("app:1").layer(layer_tar(&[("a", b"a")])))
+//! #     .build();
+//! use hoist_archive::{HashingVisitor, read_stream};
+//!
+//! let mut hashing = HashingVisitor::default(); // or an uploader of your own
+//! let archive = read_stream(&bytes[..], "-", &mut hashing)?;
+//! archive.verify(&hashing.hashes)?; // every layer against its diff_id
+//! for layer in &archive.images()[0].layers {
+//!     let seen = &hashing.hashes[&layer.entry];
+//!     assert_eq!(seen.diff_id, layer.diff_id);
+//! }
+//! # Ok::<(), hoist_archive::ArchiveError>(())
+//! ```
+//!
 //! Before any layer is read, what can be checked is checked: config digests
 //! against their names, layer counts against `rootfs.diff_ids`, blob sizes
 //! against descriptors, links (loops, missing targets), and paths that would
