@@ -8,6 +8,7 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /bin/busybox ] || need+=(busybox-static)
+command -v xz >/dev/null 2>&1 || need+=(xz-utils) # xz-wrapped archive fixtures
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
