@@ -69,7 +69,8 @@ impl Archive {
             return Err(ArchiveError::Compressed { path: path.to_owned(), compression: wrapper.name() });
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| ArchiveError::io(path, e))?;
-        let index = TarIndex::build(std::io::BufReader::with_capacity(64 * 1024, &mut file), path, len)?;
+        // Each seek over a body empties the buffer: a small one reads little past each header.
+        let index = TarIndex::build(std::io::BufReader::with_capacity(8 * 1024, &mut file), path, len)?;
         let file = Arc::new(file);
         let (format, images) = layout::discover(&FileMembers { path, file: &file, index: &index })?;
         Ok(Self { path: path.to_owned(), file, format, images })
