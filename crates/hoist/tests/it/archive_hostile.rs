@@ -196,3 +196,12 @@ fn verify_names_the_layer_whose_content_changed() {
         assert!(run.stderr.contains(&image().diff_ids()[0]), "{input:?}: the expected diff_id: {}", run.stderr);
     }
 }
+
+#[test]
+fn a_missing_file_or_a_directory_is_named() {
+    crate::support::hoist_run(&["inspect", "/nonexistent/app.tar"])
+        .fails_with(BAD_ARCHIVE, "cannot read `/nonexistent/app.tar`");
+    let dir = tempfile::tempdir().unwrap();
+    let run = crate::support::hoist_run(&["inspect", crate::support::path_str(dir.path())]);
+    run.fails_with(BAD_ARCHIVE, "cannot read");
+}
