@@ -27,7 +27,7 @@ use crate::{
 /// All JSON members kept during a streaming pass together stay under this.
 pub const MAX_KEPT_JSON: u64 = 64 * 1024 * 1024;
 
-/// Members that are neither JSON nor a possible layer are kept up to this size.
+/// Members named like JSON but holding something else are kept up to this size.
 const MAX_OTHER_KEPT: u64 = 64 * 1024;
 
 /// What wraps a whole archive, told by its first bytes.
@@ -204,7 +204,7 @@ impl Members for StreamMembers<'_> {
         self.kept.get(name).cloned().ok_or_else(|| ArchiveError::BadEntry {
             path: self.label.to_owned(),
             entry: name.to_owned(),
-            reason: format!("it is neither JSON nor under {MAX_OTHER_KEPT} bytes, so it was not kept while streaming"),
+            reason: "it is not JSON, so it was not kept while streaming".into(),
         })
     }
 
@@ -220,7 +220,7 @@ enum Kind {
     Other,
 }
 
-fn classify(peek: &[u8], size: u64) -> Kind {
+fn classify(name: &str, peek: &[u8], size: u64) -> Kind {
     match Compression::sniff(peek) {
         Compression::None => {}
         compressed => return Kind::Blob(compressed),
@@ -232,13 +232,15 @@ fn classify(peek: &[u8], size: u64) -> Kind {
         }
     }
     let first = peek.iter().find(|b| !b.is_ascii_whitespace());
-    // Small members that are not JSON are kept too, so that a broken
-    // `manifest.json` gets the same message as from a file.
-    if (matches!(first, Some(b'{' | b'[')) && size <= MAX_JSON_MEMBER) || size <= MAX_OTHER_KEPT {
-        Kind::Json
-    } else {
-        Kind::Other
+    if matches!(first, Some(b'{' | b'[')) && size <= MAX_JSON_MEMBER {
+        return Kind::Json;
     }
+    // A small member under a name that layouts read as JSON is kept even if
+    // it is not JSON, so a broken `manifest.json` gets the same message as
+    // from a file. Other loose files are not kept: an archive may hold many.
+    let json_name =
+        Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) || name.starts_with("blobs/");
+    if json_name && size <= MAX_OTHER_KEPT { Kind::Json } else { Kind::Other }
 }
 
 /// A tar header block: its checksum field matches the sum of its bytes with
@@ -305,7 +307,7 @@ fn pass<'a>(
             let n = read_up_to(&mut entry, &mut peek).map_err(|e| cut(&e))?;
             peek.truncate(n);
             let mut visited = Ok(());
-            match classify(&peek, described.size) {
+            match classify(&name, &peek, described.size) {
                 Kind::Blob(compression) => {
                     members.compressions.insert(name.clone(), compression);
                     let blob = StreamedBlob { name: &name, size: described.size, compression };

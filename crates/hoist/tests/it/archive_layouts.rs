@@ -416,3 +416,21 @@ fn genuine_skopeo_docker_archive_and_oci_archive() {
         }
     }
 }
+
+/// Many loose small files beside the image (more than the streaming pass's
+/// 64 MiB budget for kept members) are skipped, not kept.
+#[test]
+fn loose_files_beside_the_image_are_not_kept_while_streaming() {
+    let image = ImageFixture::new().tag("app:1").layer(layer_tar(&[("a", b"a")]));
+    let mut tar = TarWriter::new();
+    let filler = vec![b'x'; 60 * 1024];
+    for i in 0..1200 {
+        tar.file(&format!("share/doc/file-{i}.txt"), &filler);
+    }
+    let archive = DockerSaveClassic::new().image(image.clone()).build();
+    // The loose files come first, then the image's entries.
+    let mut combined = tar.finish();
+    combined.truncate(combined.len() - 1024); // drop the end-of-archive blocks
+    combined.extend_from_slice(&archive);
+    check_layout(&combined, &[Input::Stdin], "docker-save-classic", &[expect(&["app:1"], &image)]);
+}
