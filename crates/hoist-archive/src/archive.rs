@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::layout::{self, Members};
-use crate::{ArchiveError, ArchiveFormat, Compression, Image, Layer, SliceReader, TarEntry, TarIndex, Wrapper};
+use crate::{
+    ArchiveError, ArchiveFormat, Compression, Image, Layer, LayerHasher, SliceReader, TarEntry, TarIndex, Wrapper,
+};
 
 /// An opened seekable archive: the header index and the images found in it.
 #[derive(Debug)]
@@ -98,9 +100,16 @@ impl Archive {
     /// against its diff_id, and the stored bytes against their digest where
     /// the archive names one.
     pub fn verify_layer(&self, layer: &Layer) -> Result<(), ArchiveError> {
-        let hashes = crate::LayerHashes::compute(self.layer_reader(layer), layer.compression)
-            .map_err(|e| ArchiveError::LayerRead { path: self.path.clone(), entry: layer.entry.clone(), source: e })?;
-        hashes.check(&self.path, layer)
+        self.verify_with(&mut LayerHasher::default(), layer)
+    }
+
+    fn verify_with(&self, hasher: &mut LayerHasher, layer: &Layer) -> Result<(), ArchiveError> {
+        let found = hasher.hash(self.layer_reader(layer), layer.compression).map_err(|e| ArchiveError::LayerRead {
+            path: self.path.clone(),
+            entry: layer.entry.clone(),
+            source: e,
+        })?;
+        found.check(&self.path, layer)
     }
 
     /// Verifies every distinct layer of every image, `jobs` layers at once.
@@ -118,11 +127,12 @@ impl Archive {
         std::thread::scope(|scope| {
             for _ in 0..jobs.clamp(1, layers.len().max(1)) {
                 scope.spawn(|| {
+                    let mut hasher = LayerHasher::default();
                     while let Some(layer) = layers.get(next.fetch_add(1, Ordering::Relaxed)) {
                         if failed() {
                             break;
                         }
-                        if let Err(error) = self.verify_layer(layer) {
+                        if let Err(error) = self.verify_with(&mut hasher, layer) {
                             first_error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(error);
                             break;
                         }

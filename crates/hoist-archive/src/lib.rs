@@ -55,7 +55,7 @@ mod stream;
 
 pub use archive::Archive;
 pub use error::ArchiveError;
-pub use hash::LayerHashes;
+pub use hash::{LayerHasher, LayerHashes};
 pub use index::{EntryKind, TarEntry, TarIndex};
 pub use layout::{ArchiveFormat, Compression, Image, Layer};
 pub use reader::SliceReader;

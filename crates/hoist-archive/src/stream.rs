@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use crate::index::{describe, entry_error};
 use crate::layout::{self, Members};
 use crate::{
-    ArchiveError, ArchiveFormat, Compression, EntryKind, Image, LayerHashes, MAX_JSON_MEMBER, TarEntry, TarIndex,
+    ArchiveError, ArchiveFormat, Compression, EntryKind, Image, LayerHasher, LayerHashes, MAX_JSON_MEMBER, TarEntry,
+    TarIndex,
 };
 
 /// All JSON members kept during a streaming pass together stay under this.
@@ -99,11 +100,12 @@ impl LayerVisitor for SkipBlobs {
 #[derive(Debug, Default)]
 pub struct HashingVisitor {
     pub hashes: HashMap<String, LayerHashes>,
+    hasher: LayerHasher,
 }
 
 impl LayerVisitor for HashingVisitor {
     fn blob(&mut self, blob: &StreamedBlob<'_>, bytes: &mut dyn Read) -> Result<(), Box<dyn Error + Send + Sync>> {
-        let hashes = LayerHashes::compute(bytes, blob.compression)?;
+        let hashes = self.hasher.hash(bytes, blob.compression)?;
         self.hashes.insert(blob.name.to_owned(), hashes);
         Ok(())
     }
