@@ -7,6 +7,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// glibc's heap fragments under one allocation pattern hoist has: a
+// decompressor's state (32-128 KiB) made and dropped per blob between small
+// allocations that stay. Streaming --verify over 25,000 small gzip entries
+// grew to 340 MiB with it, and stays at 25 MiB with mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod commands;
 mod failure;
