@@ -205,3 +205,31 @@ fn a_missing_file_or_a_directory_is_named() {
     let run = crate::support::hoist_run(&["inspect", crate::support::path_str(dir.path())]);
     run.fails_with(BAD_ARCHIVE, "cannot read");
 }
+
+#[test]
+fn verify_checks_a_compressed_layer_after_decompressing_it() {
+    use hoist_testkit::fixtures::{gzip, zstd};
+    let image = image();
+    let mut tampered = image.layers[0].clone();
+    let at = tampered.windows(16).position(|w| w == b"original content").unwrap();
+    tampered[at..at + 16].copy_from_slice(b"tampered content");
+    let archive = |layer: &[u8]| {
+        let mut tar = TarWriter::new();
+        tar.file("layer.bin", layer);
+        tar.file("cfg.json", &image.config());
+        tar.file("manifest.json", br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["layer.bin"]}]"#);
+        tar.finish()
+    };
+    for compress in [gzip as fn(&[u8]) -> Vec<u8>, zstd] {
+        for input in BOTH {
+            inspect(&archive(&compress(&image.layers[0])), input, &["--verify"]).success();
+            let run = inspect(&archive(&compress(&tampered)), input, &["--verify"]);
+            let expected = format!(
+                "entry `layer.bin` does not match: its uncompressed content hashes to {}, but the archive says {}",
+                hoist_testkit::sha256(&tampered),
+                image.diff_ids()[0]
+            );
+            run.fails_with(VERIFICATION, &expected);
+        }
+    }
+}
