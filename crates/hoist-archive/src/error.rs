@@ -28,7 +28,7 @@ pub enum ArchiveError {
     NoImages { path: PathBuf },
     #[error("`{path}`: cannot read entry `{entry}`: {source}")]
     LayerRead { path: PathBuf, entry: String, source: std::io::Error },
-    #[error("`{path}`: entry `{entry}` does not match: {what} hashes to {actual}, but the archive says {expected}")]
+    #[error("`{path}`: entry `{entry}` does not match: {what} is {actual}, but the archive says {expected}")]
     Mismatch { path: PathBuf, entry: String, what: &'static str, expected: Digest, actual: Digest },
     /// A [`crate::LayerVisitor`] failed; its own error is the source.
     #[error("`{path}`: entry `{entry}`: {source}")]

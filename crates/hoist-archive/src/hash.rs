@@ -77,7 +77,7 @@ impl LayerHashes {
             return Err(ArchiveError::Mismatch {
                 path: archive.to_owned(),
                 entry: layer.entry.clone(),
-                what: "its uncompressed content",
+                what: "the SHA-256 of its uncompressed content",
                 expected: layer.diff_id.clone(),
                 actual: self.diff_id.clone(),
             });
@@ -88,7 +88,7 @@ impl LayerHashes {
             return Err(ArchiveError::Mismatch {
                 path: archive.to_owned(),
                 entry: layer.entry.clone(),
-                what: "its stored bytes",
+                what: "the SHA-256 of its stored bytes",
                 expected: digest.clone(),
                 actual: self.stored.clone(),
             });

@@ -192,7 +192,7 @@ fn verify_names_the_layer_whose_content_changed() {
     inspect(&archive, Input::File, &[]).success();
     for input in [Input::File, Input::Stdin, Input::Gzip] {
         let run = inspect(&archive, input, &["--verify"]);
-        run.fails_with(VERIFICATION, "/layer.tar` does not match: its uncompressed content hashes to");
+        run.fails_with(VERIFICATION, "/layer.tar` does not match: the SHA-256 of its uncompressed content is");
         assert!(run.stderr.contains(&image().diff_ids()[0]), "{input:?}: the expected diff_id: {}", run.stderr);
     }
 }
@@ -225,11 +225,32 @@ fn verify_checks_a_compressed_layer_after_decompressing_it() {
             inspect(&archive(&compress(&image.layers[0])), input, &["--verify"]).success();
             let run = inspect(&archive(&compress(&tampered)), input, &["--verify"]);
             let expected = format!(
-                "entry `layer.bin` does not match: its uncompressed content hashes to {}, but the archive says {}",
+                "entry `layer.bin` does not match: the SHA-256 of its uncompressed content is {}, but the archive says {}",
                 hoist_testkit::sha256(&tampered),
                 image.diff_ids()[0]
             );
             run.fails_with(VERIFICATION, &expected);
         }
+    }
+}
+
+/// A gzip blob whose header changed (the OS byte) still decompresses to its
+/// diff_id, but is no longer the blob its name and manifest promise.
+#[test]
+fn verify_checks_stored_blobs_against_their_digests() {
+    use hoist_testkit::fixtures::{DockerSaveOci, LayerCompression};
+    let image = image();
+    let mut archive = DockerSaveOci::new().image(image.clone()).compression(LayerCompression::Gzip).build();
+    let blob = LayerCompression::Gzip.apply(&image.layers[0]);
+    let at = archive.windows(blob.len()).position(|w| w == blob.as_slice()).unwrap();
+    archive[at + 9] ^= 0x01; // the gzip header's OS byte
+    for input in BOTH {
+        inspect(&archive, input, &[]).success();
+        let run = inspect(&archive, input, &["--verify"]);
+        let expected = format!(
+            "entry `blobs/sha256/{}` does not match: the SHA-256 of its stored bytes is",
+            hoist_testkit::sha256_hex(&blob)
+        );
+        run.fails_with(VERIFICATION, &expected);
     }
 }
