@@ -149,24 +149,31 @@ fn read_member(m: &dyn Members, name: &str) -> Result<(String, Vec<u8>), Archive
 pub(crate) fn discover(m: &dyn Members) -> Result<(ArchiveFormat, Vec<Image>), ArchiveError> {
     let index = m.index();
     let docker = if index.get("manifest.json").is_some() { Some(read_docker_manifest(m)?) } else { None };
-    let (format, images) = if index.get("index.json").is_some() {
+    if index.get("index.json").is_some() {
         let format = if docker.is_some() { ArchiveFormat::DockerOciLayout } else { ArchiveFormat::OciLayout };
-        (format, read_oci_layout(m, docker.as_deref())?)
-    } else if let Some(entries) = docker {
-        let format = if entries.iter().flat_map(|e| &e.layers).any(|l| l.ends_with("/layer.tar")) {
-            ArchiveFormat::DockerClassic
+        let images = read_oci_layout(m, docker.as_deref())?;
+        if !images.is_empty() {
+            return Ok((format, images));
+        }
+        tracing::debug!("index.json names no image; reading manifest.json instead");
+    }
+    let Some(entries) = docker else {
+        return Err(if index.get("index.json").is_some() {
+            ArchiveError::NoImages { path: m.label().to_owned() }
         } else {
-            ArchiveFormat::DockerArchive
-        };
-        let images = entries
-            .into_iter()
-            .enumerate()
-            .map(|(number, entry)| read_docker_image(m, number + 1, entry))
-            .collect::<Result<_, _>>()?;
-        (format, images)
-    } else {
-        return Err(ArchiveError::NoManifest { path: m.label().to_owned() });
+            ArchiveError::NoManifest { path: m.label().to_owned() }
+        });
     };
+    let format = if entries.iter().flat_map(|e| &e.layers).any(|l| l.ends_with("/layer.tar")) {
+        ArchiveFormat::DockerClassic
+    } else {
+        ArchiveFormat::DockerArchive
+    };
+    let images: Vec<Image> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(number, entry)| read_docker_image(m, number + 1, entry))
+        .collect::<Result<_, _>>()?;
     if images.is_empty() {
         return Err(ArchiveError::NoImages { path: m.label().to_owned() });
     }

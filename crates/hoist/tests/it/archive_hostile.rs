@@ -254,3 +254,23 @@ fn verify_checks_stored_blobs_against_their_digests() {
         run.fails_with(VERIFICATION, &expected);
     }
 }
+
+#[test]
+fn an_archive_without_images_is_refused() {
+    fails(&with_manifest(b"[]", |_| {}), &BOTH, "holds no images");
+    let mut tar = TarWriter::new();
+    tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    tar.file("index.json", br#"{"schemaVersion":2,"manifests":[]}"#);
+    fails(&tar.finish(), &BOTH, "holds no images");
+}
+
+#[test]
+fn an_empty_index_json_beside_manifest_json_falls_back_to_it() {
+    let manifest = br#"[{"Config":"cfg.json","RepoTags":["app:1"],"Layers":["layer.bin"]}]"#;
+    let archive = with_manifest(manifest, |tar| tar.file("index.json", br#"{"schemaVersion":2,"manifests":[]}"#));
+    for input in BOTH {
+        let run = inspect(&archive, input, &["--json", "--verify"]);
+        run.success();
+        assert!(run.stdout.contains("\"app:1\""), "{}", run.stdout);
+    }
+}
