@@ -16,13 +16,17 @@
 //! retryable, …) and carries a hint. URLs in errors and logs go through
 //! [`RedactedUrl`], which hides upload `_state` tokens and passwords.
 
+pub mod auth;
 mod client;
+pub mod credentials;
 mod error;
 mod fetch;
 mod redact;
 mod repository;
 
-pub use client::{Client, ClientOptions};
+pub use auth::Scope;
+pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
+pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};

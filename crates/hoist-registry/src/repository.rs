@@ -1,9 +1,12 @@
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hoist_oci::{Digest, RawBlob};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::auth::{HostAuth, Scope, merge_scopes};
 use crate::{Client, ErrorKind, RegistryError};
 
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -24,13 +27,36 @@ pub enum BlobPush {
 #[derive(Clone, Debug)]
 pub struct Repository {
     client: Client,
+    /// The pool for this registry (its own when `certs.d` has TLS material for it).
+    http: reqwest::Client,
     base: Url,
     name: String,
+    auth: Arc<HostAuth>,
+    /// What every request asks a token for: push and pull here first,
+    /// then any extra (e.g. pull on a mount source).
+    scopes: Vec<Scope>,
 }
 
 impl Repository {
-    pub(crate) fn new(client: Client, base: Url, name: String) -> Self {
-        Self { client, base, name }
+    pub(crate) fn new(client: Client, base: Url, name: String, auth: Arc<HostAuth>) -> Self {
+        let http = client.http_for(&base);
+        let scopes = vec![Scope::repository(&name, &["pull", "push"])];
+        Self { client, http, base, name, auth, scopes }
+    }
+
+    /// The same repository, whose tokens also grant pull on `source`: what a
+    /// cross-repository mount from `source` needs, since registries that
+    /// check per-repository scopes otherwise turn the mount into an upload.
+    #[must_use]
+    pub fn with_pull_scope(&self, source: &str) -> Self {
+        let mut scopes = self.scopes.clone();
+        scopes.push(Scope::repository(source, &["pull"]));
+        Self { scopes: merge_scopes(scopes), ..self.clone() }
+    }
+
+    /// The scopes this handle's tokens ask for.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
     }
 
     /// The repository path, e.g. `team/app`.
@@ -39,7 +65,7 @@ impl Repository {
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.client.http
+        &self.http
     }
 
     pub(crate) fn endpoint(&self, path: &str) -> Url {
@@ -50,7 +76,7 @@ impl Repository {
     pub async fn blob_exists(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
         let action = format!("check for blob {digest} in {}", self.name);
         let url = self.endpoint(&format!("blobs/{digest}"));
-        let response = self.send(&action, &url, self.client.http.head(url.clone())).await?;
+        let response = self.send(&action, &url, || Some(self.http.head(url.clone()))).await?;
         match response.status() {
             StatusCode::OK => Ok(Some(response.content_length().unwrap_or_default())),
             StatusCode::NOT_FOUND => Ok(None),
@@ -73,7 +99,7 @@ impl Repository {
     pub async fn start_upload(&self) -> Result<Upload, RegistryError> {
         let action = format!("start a blob upload to {}", self.name);
         let url = self.endpoint("blobs/uploads/");
-        let request = self.client.http.post(url.clone()).header(CONTENT_LENGTH, 0);
+        let request = || Some(self.http.post(url.clone()).header(CONTENT_LENGTH, 0));
         let response = self.send(&action, &url, request).await?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(error_from(&action, &url, response).await);
@@ -93,8 +119,8 @@ impl Repository {
                 manifest.bytes.len()
             )));
         }
-        let request =
-            self.client.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone());
+        let body = Bytes::from(manifest.bytes.clone());
+        let request = || Some(self.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(body.clone()));
         let response = self.send(&action, &url, request).await?;
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED) {
             return Err(error_from(&action, &url, response).await);
@@ -109,14 +135,55 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
+    /// Sends the request `build` makes; every request goes through here.
+    /// `build` is called again to resend (after a 401, or by a retry); it
+    /// returns `None` when it cannot, because its body streamed once.
     pub(crate) async fn send(
         &self,
         action: &str,
         url: &Url,
-        request: reqwest::RequestBuilder,
+        mut build: impl FnMut() -> Option<reqwest::RequestBuilder>,
     ) -> Result<reqwest::Response, RegistryError> {
         tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
-        request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))
+        self.attempt(action, url, &mut build).await
+    }
+
+    /// One attempt: authorized as earlier challenges taught; on a 401 the
+    /// challenge is answered (a token fetched, or Basic credentials found)
+    /// and the request is rebuilt and sent once more.
+    async fn attempt(
+        &self,
+        action: &str,
+        url: &Url,
+        build: &mut impl FnMut() -> Option<reqwest::RequestBuilder>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let nothing =
+            || RegistryError::new(ErrorKind::Protocol, action).with_detail("the request body was already sent");
+        let request = build().ok_or_else(nothing)?;
+        // ---- auth: begin ----
+        // Credentials go only to the registry's own host: a Location may point elsewhere (storage).
+        if !same_origin(url, &self.base) {
+            return request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e));
+        }
+        let header = self.auth.authorization(&self.client, url, &self.scopes).await?;
+        let sent = header.is_some();
+        let request = match header {
+            Some(header) => request.header(AUTHORIZATION, header),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(header) = self.auth.answer(&self.client, url, response.headers(), &self.scopes, sent).await? else {
+            return Ok(response);
+        };
+        let Some(request) = build() else {
+            tracing::debug!("{action}: a new token arrived too late for a body that cannot be sent again");
+            return Ok(response);
+        };
+        request.header(AUTHORIZATION, header).send().await.map_err(|e| RegistryError::from_transport(action, url, &e))
+        // ---- auth: end ----
     }
 }
 
@@ -134,13 +201,13 @@ impl Upload {
     pub async fn send_stream(&mut self, body: reqwest::Body) -> Result<Option<u64>, RegistryError> {
         let action = format!("upload a blob to {}", self.repository.name);
         let url = self.location.clone();
-        let request = self
-            .repository
-            .client
-            .http
-            .request(Method::PATCH, url.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .body(body);
+        let http = self.repository.http.clone();
+        // A streamed body goes out once; a 401 on it cannot be answered by resending.
+        let mut body = Some(body);
+        let request = || {
+            body.take()
+                .map(|body| http.request(Method::PATCH, url.clone()).header(CONTENT_TYPE, OCTET_STREAM).body(body))
+        };
         let response = self.repository.send(&action, &url, request).await?;
         // ECR answers 201 where the spec says 202.
         if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
@@ -165,14 +232,15 @@ impl Upload {
         let action = format!("commit blob {digest} to {}", self.repository.name);
         let mut url = self.location.clone();
         url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let request = self
-            .repository
-            .client
-            .http
-            .put(url.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(CONTENT_LENGTH, bytes.len())
-            .body(bytes);
+        let http = self.repository.http.clone();
+        let request = || {
+            Some(
+                http.put(url.clone())
+                    .header(CONTENT_TYPE, OCTET_STREAM)
+                    .header(CONTENT_LENGTH, bytes.len())
+                    .body(bytes.clone()),
+            )
+        };
         let response = self.repository.send(&action, &url, request).await?;
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
             return Err(error_from(&action, &url, response).await);
@@ -191,13 +259,20 @@ impl Upload {
     /// for lack of a `delete` scope, and the session expires anyway.
     pub async fn cancel(self) {
         let url = self.location.clone();
-        match self.repository.client.http.delete(url.clone()).send().await {
+        let action = format!("cancel an upload to {}", self.repository.name);
+        let http = self.repository.http.clone();
+        match self.repository.send(&action, &url, || Some(http.delete(url.clone()))).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
             }
-            Err(error) => tracing::debug!(%error, "could not cancel upload"),
+            Err(error) => tracing::debug!(%error, "could not cancel the upload"),
         }
     }
+}
+
+/// Same scheme, host and port: the registry itself, not a storage redirect.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 pub(crate) fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
