@@ -1,5 +1,6 @@
 //! The hoist binary against real registries, grouped by area.
 
+mod auth;
 mod cache;
 mod docker;
 mod errors;
@@ -7,3 +8,4 @@ mod inspect;
 mod output;
 mod push;
 mod support;
+mod tls;

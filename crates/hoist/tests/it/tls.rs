@@ -1,0 +1,164 @@
+//! `hoist push` over HTTPS to a real registry serving a certificate from a
+//! generated CA: trust from `--ca-cert` or docker's `certs.d`, client
+//! certificates (mTLS), and what an untrusted certificate looks like.
+//! Also: the proxy environment variables are honoured.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
+use hoist_testkit::{TestCa, TestRegistry, tools};
+
+use crate::support::{hoist, path_str, run};
+
+struct Scene {
+    dir: tempfile::TempDir,
+    archive: PathBuf,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("app.tar");
+        let image = ImageFixture::new().tag("app:1.0").layer(layer_tar(&[("etc/motd", b"over TLS\n")]));
+        DockerSaveClassic::new().image(image).write_to(&archive);
+        Self { dir, archive }
+    }
+
+    fn certs_d(&self) -> PathBuf {
+        self.dir.path().join("certs.d")
+    }
+
+    fn push(&self, args: &[&str]) -> Command {
+        let mut command = hoist();
+        command
+            .args(["push", path_str(&self.archive)])
+            .args(args)
+            .env("HOIST_CERTS_D", self.certs_d())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("no-auth.json"));
+        command
+    }
+}
+
+/// skopeo, trusting only the test CA (no `--tls-verify=false`), reads the image back.
+fn skopeo_verifies(reference: &str, ca: &TestCa, client: bool) {
+    tools::require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(ca.ca_cert(), dir.path().join("ca.crt")).unwrap();
+    if client {
+        std::fs::copy(ca.client_cert(), dir.path().join("client.cert")).unwrap();
+        std::fs::copy(ca.client_key(), dir.path().join("client.key")).unwrap();
+    }
+    let out = tools::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--cert-dir",
+        path_str(dir.path()),
+        &format!("docker://{reference}"),
+    ]));
+    assert!(out.contains("\"Digest\""), "{out}");
+}
+
+fn dest(registry: &TestRegistry) -> String {
+    format!("{}/team/app:1.0", registry.host())
+}
+
+#[test]
+fn https_with_a_ca_cert_flag() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    run(&mut scene.push(&[&dest(&registry), "--https", "--ca-cert", path_str(&ca.ca_cert())])).success();
+    skopeo_verifies(&dest(&registry), &ca, false);
+}
+
+#[test]
+fn a_ca_bundle_with_several_certificates_works() {
+    let ca = TestCa::generate();
+    let other = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    let bundle = scene.dir.path().join("bundle.pem");
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(other.ca_cert()).unwrap(),
+        std::fs::read_to_string(ca.ca_cert()).unwrap()
+    );
+    std::fs::write(&bundle, pem).unwrap();
+    run(&mut scene.push(&["--registry", &format!("https://{}", registry.host()), "--ca-cert", path_str(&bundle)]))
+        .success();
+}
+
+#[test]
+fn https_with_docker_certs_d() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    // A certs.d entry for a loopback registry means HTTPS, no flag needed.
+    ca.write_certs_d(&scene.certs_d(), &registry.host(), false);
+    run(&mut scene.push(&[&dest(&registry)])).success();
+    skopeo_verifies(&dest(&registry), &ca, false);
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate_from_certs_d() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().require_client_cert(&ca).start();
+    let scene = Scene::new();
+
+    // Trusting the server is not enough: the registry wants a client certificate.
+    ca.write_certs_d(&scene.certs_d(), &registry.host(), false);
+    let refused = run(&mut scene.push(&[&dest(&registry)]));
+    refused.fails_with(6, "");
+    assert!(
+        refused.stderr.contains("client certificate") || refused.stderr.contains("client.cert"),
+        "{}",
+        refused.stderr
+    );
+
+    ca.write_certs_d(&scene.certs_d(), &registry.host(), true);
+    run(&mut scene.push(&[&dest(&registry)])).success();
+    skopeo_verifies(&dest(&registry), &ca, true);
+}
+
+#[test]
+fn an_untrusted_certificate_fails_with_a_tls_hint() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    let run = run(&mut scene.push(&[&dest(&registry), "--https"]));
+    run.fails_with(6, "");
+    let hint = run.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap();
+    assert!(hint.contains("--ca-cert") && hint.contains("certs.d"), "{hint}");
+}
+
+#[test]
+fn insecure_skips_verification() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    run(&mut scene.push(&[&dest(&registry), "--https", "--insecure"])).success();
+}
+
+/// reqwest reads HTTP(S)_PROXY and NO_PROXY: a proxy that does not exist
+/// breaks the push, and NO_PROXY for the registry mends it.
+#[test]
+fn proxy_environment_is_honoured() {
+    let registry = TestRegistry::start();
+    let scene = Scene::new();
+    let dead_proxy = "http://127.0.0.1:9";
+    let without = |command: &mut Command| {
+        for var in ["NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+            command.env_remove(var);
+        }
+    };
+    let mut through_proxy = scene.push(&[&dest(&registry)]);
+    without(&mut through_proxy);
+    through_proxy.env("HTTP_PROXY", dead_proxy).env("http_proxy", dead_proxy);
+    run(&mut through_proxy).fails_with(6, "");
+
+    let mut bypass = scene.push(&[&dest(&registry)]);
+    without(&mut bypass);
+    bypass.env("HTTP_PROXY", dead_proxy).env("http_proxy", dead_proxy).env("NO_PROXY", "127.0.0.1");
+    run(&mut bypass).success();
+}
