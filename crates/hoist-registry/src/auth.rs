@@ -399,6 +399,21 @@ impl HostAuth {
         Ok(Some(basic(username, password)))
     }
 
+    /// What to tell the user when the registry still answers 401.
+    pub(crate) async fn refusal_hint(&self, client: &Client) -> String {
+        match self.credential(client).await {
+            Ok(Some((_, source))) => format!(
+                "{} refused the credentials from {source}: check the user name and password (or token)",
+                self.registry
+            ),
+            _ => format!(
+                "{} needs credentials: give `--username` with `--password-stdin`, set \
+                 HOIST_USERNAME/HOIST_PASSWORD, or `docker login {}` first",
+                self.registry, self.registry
+            ),
+        }
+    }
+
     async fn cached_token(&self, scopes: &[Scope]) -> Option<Secret> {
         let now = Instant::now();
         let mut state = self.state.lock().await;
@@ -434,7 +449,9 @@ impl HostAuth {
     /// Refuses to send a credential over plain HTTP to a host that is not
     /// loopback, unless the user asked for plain HTTP to this registry.
     fn check_transport(&self, target: &Url, source: &CredentialSource) -> Result<(), RegistryError> {
-        if target.scheme() == "https" || self.plain_http_allowed || is_loopback_url(target) {
+        // Plain HTTP chosen for a registry covers that host (Harbor's realm is on it), not others.
+        let chosen = self.plain_http_allowed && target.host_str() == Some(host_of(&self.registry));
+        if target.scheme() == "https" || chosen || is_loopback_url(target) {
             return Ok(());
         }
         Err(RegistryError::new(ErrorKind::Unauthorized, format!("authenticate to {}", self.registry))
@@ -620,6 +637,14 @@ fn sensitive(value: &str) -> HeaderValue {
     header
 }
 
+/// `host:port` → `host`; `[::1]:5000` → `::1`.
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.rsplit_once(':').map_or(registry, |(host, _)| host)
+}
+
 fn is_loopback_url(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
@@ -716,6 +741,21 @@ mod tests {
         assert_eq!(join_scopes(&merged, " "), "repository:dst:pull,push repository:src:pull");
         assert!(merged[0].covers(&Scope::repository("dst", &["pull"])));
         assert!(!merged[1].covers(&Scope::repository("src", &["push"])));
+    }
+
+    #[test]
+    fn credentials_stay_off_plain_http_unless_chosen_for_that_host() {
+        let source = CredentialSource::Explicit;
+        let url = |u: &str| Url::parse(u).unwrap();
+        let chosen = HostAuth::new("reg.example:5000".into(), true);
+        assert!(chosen.check_transport(&url("http://reg.example:5001/token"), &source).is_ok());
+        assert!(chosen.check_transport(&url("http://auth.example/token"), &source).is_err());
+        let default = HostAuth::new("reg.example:5000".into(), false);
+        assert!(default.check_transport(&url("http://reg.example:5000/v2/"), &source).is_err());
+        assert!(default.check_transport(&url("https://auth.example/token"), &source).is_ok());
+        assert!(default.check_transport(&url("http://127.0.0.1:9/token"), &source).is_ok());
+        assert!(default.check_transport(&url("http://localhost/token"), &source).is_ok());
+        assert!(default.check_transport(&url("http://[::1]:80/token"), &source).is_ok());
     }
 
     fn quote(value: &str) -> String {

@@ -176,14 +176,28 @@ impl Repository {
             return Ok(response);
         }
         let Some(header) = self.auth.answer(&self.client, url, response.headers(), &self.scopes, sent).await? else {
-            return Ok(response);
+            return Err(self.refused(action, url, response).await);
         };
         let Some(request) = build() else {
             tracing::debug!("{action}: a new token arrived too late for a body that cannot be sent again");
-            return Ok(response);
+            return Err(self.refused(action, url, response).await);
         };
-        request.header(AUTHORIZATION, header).send().await.map_err(|e| RegistryError::from_transport(action, url, &e))
+        let response = request
+            .header(AUTHORIZATION, header)
+            .send()
+            .await
+            .map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.refused(action, url, response).await);
+        }
+        Ok(response)
         // ---- auth: end ----
+    }
+
+    /// The error for a 401 that answering the challenge did not cure.
+    async fn refused(&self, action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
+        let hint = self.auth.refusal_hint(&self.client).await;
+        error_from(action, url, response).await.with_hint(hint)
     }
 }
 

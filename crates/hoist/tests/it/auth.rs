@@ -138,7 +138,8 @@ fn a_wrong_password_exits_4_with_a_hint() {
     let dest = format!("{}/team/app:1.0", registry.host());
     let run = with_stdin(&mut scene.push(&[&dest, "--username", USER, "--password-stdin"]), "not-the-password\n");
     run.fails_with(4, "401");
-    assert!(run.stderr.contains("hint: "), "{}", run.stderr);
+    let hint = format!("hint: {} refused the credentials from --username", registry.host());
+    assert!(run.stderr.contains(&hint), "{}", run.stderr);
     assert!(!run.stderr.contains("not-the-password"), "{}", run.stderr);
 }
 
@@ -233,9 +234,13 @@ fn a_credential_helper_is_asked_with_the_server_on_stdin() {
     fake_helper(&bin, &registry.host(), &log);
     let dest = format!("{}/team/app:1.0", registry.host());
 
-    scene.write_docker_config(r#"{"credsStore":"fake"}"#);
+    scene.write_docker_config(&format!(r#"{{"credHelpers":{{"{}":"fake"}}}}"#, registry.host()));
     run(scene.push(&[&dest]).env("PATH", path_with(&bin))).success();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{}\n", registry.host()));
+
+    scene.write_docker_config(r#"{"credsStore":"fake"}"#);
+    run(scene.push(&[&dest]).env("PATH", path_with(&bin))).success();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{0}\n{0}\n", registry.host()));
 
     // credHelpers names the helper per registry; "not found" means anonymous.
     scene.write_docker_config(r#"{"credHelpers":{"other.example":"fake"},"credsStore":"fake"}"#);
