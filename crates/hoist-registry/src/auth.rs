@@ -284,6 +284,8 @@ pub(crate) struct HostAuth {
     plain_http_allowed: bool,
     credential: OnceCell<Option<(Credential, CredentialSource)>>,
     state: Mutex<State>,
+    /// Held while a token is fetched, so that only one fetch runs.
+    fetching: Mutex<()>,
 }
 
 /// The header to send, and whether it carries a credential the user gave
@@ -297,6 +299,7 @@ impl HostAuth {
             plain_http_allowed,
             credential: OnceCell::new(),
             state: Mutex::new(State { scheme: Scheme::Unknown, tokens: Vec::new(), refresh_token: None }),
+            fetching: Mutex::new(()),
         }
     }
 
@@ -307,14 +310,16 @@ impl HostAuth {
                 let store = client.options().credentials.clone();
                 let registry = self.registry.clone();
                 // Helpers are processes; keep them off the async workers.
-                tokio::task::spawn_blocking(move || store.lookup(&registry)).await.map_err(|e| {
+                let found = tokio::task::spawn_blocking(move || store.lookup(&registry)).await.map_err(|e| {
                     RegistryError::new(ErrorKind::Protocol, "look up credentials").with_detail(e.to_string())
-                })?
+                })??;
+                match &found {
+                    Some((_, source)) => tracing::debug!(registry = %self.registry, %source, "using credentials"),
+                    None => tracing::debug!(registry = %self.registry, "no credentials: anonymous"),
+                }
+                Ok::<_, RegistryError>(found)
             })
             .await?;
-        if let Some((_, source)) = found {
-            tracing::debug!(registry = %self.registry, %source, "using credentials");
-        }
         Ok(found.as_ref())
     }
 
@@ -334,6 +339,12 @@ impl HostAuth {
                 if let Some(value) = self.cached_token(scopes).await {
                     return Ok(Some(bearer(&value)));
                 }
+                // One fetch at a time: concurrent uploads that all need a
+                // token wait for the first one's instead of each asking.
+                let _fetching = self.fetching.lock().await;
+                if let Some(value) = self.cached_token(scopes).await {
+                    return Ok(Some(bearer(&value)));
+                }
                 self.fetch_token(client, &realm, service.as_deref(), scopes).await.map(|v| Some(bearer(&v)))
             }
         }
@@ -348,7 +359,7 @@ impl HostAuth {
         url: &Url,
         headers: &HeaderMap,
         scopes: &[Scope],
-        sent: bool,
+        sent: Option<&HeaderValue>,
     ) -> Result<Authorization, RegistryError> {
         let challenges: Vec<Challenge> = headers
             .get_all(WWW_AUTHENTICATE)
@@ -365,11 +376,17 @@ impl HostAuth {
                 wanted.extend(asked.split(' ').filter_map(Scope::parse));
             }
             let wanted = merge_scopes(wanted);
+            let _fetching = self.fetching.lock().await;
             {
                 let mut state = self.state.lock().await;
                 state.scheme = Scheme::Bearer { realm: realm.clone(), service: service.clone() };
-                // Whatever token covered these scopes was just refused.
-                state.tokens.retain(|t| !wanted.iter().all(|w| t.scopes.iter().any(|s| s.covers(w))));
+                // The token just refused is dead; one fetched meanwhile by
+                // a concurrent request is not, and serves this one too.
+                let refused = sent.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer "));
+                state.tokens.retain(|t| Some(t.value.expose()) != refused);
+            }
+            if let Some(value) = self.cached_token(&wanted).await {
+                return Ok(Some(bearer(&value)));
             }
             return self.fetch_token(client, &realm, service.as_deref(), &wanted).await.map(|v| Some(bearer(&v)));
         }
@@ -378,7 +395,7 @@ impl HostAuth {
                 let mut state = self.state.lock().await;
                 std::mem::replace(&mut state.scheme, Scheme::Basic)
             };
-            if sent && matches!(was_basic, Scheme::Basic) {
+            if sent.is_some() && matches!(was_basic, Scheme::Basic) {
                 return Ok(None);
             }
             return self.basic_for_registry(client, url).await;

@@ -166,21 +166,26 @@ impl Repository {
             return request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e));
         }
         let header = self.auth.authorization(&self.client, url, &self.scopes).await?;
-        let sent = header.is_some();
-        let request = match header {
-            Some(header) => request.header(AUTHORIZATION, header),
+        let request = match &header {
+            Some(header) => request.header(AUTHORIZATION, header.clone()),
             None => request,
         };
         let response = request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        let Some(header) = self.auth.answer(&self.client, url, response.headers(), &self.scopes, sent).await? else {
+        let Some(header) =
+            self.auth.answer(&self.client, url, response.headers(), &self.scopes, header.as_ref()).await?
+        else {
             return Err(self.refused(action, url, response).await);
         };
         let Some(request) = build() else {
-            tracing::debug!("{action}: a new token arrived too late for a body that cannot be sent again");
-            return Err(self.refused(action, url, response).await);
+            // The token died between its renewal check and this request. A
+            // new one is cached now, so doing the whole upload again works.
+            return Err(RegistryError::new(ErrorKind::Unavailable, action)
+                .with_url(url)
+                .with_detail("the registry refused the token for a streamed body that cannot be sent twice")
+                .with_hint("the registry's tokens expire sooner than it says; push again"));
         };
         let response = request
             .header(AUTHORIZATION, header)

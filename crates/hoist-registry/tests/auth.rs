@@ -140,3 +140,20 @@ async fn credentials_never_go_to_a_plain_http_realm_elsewhere() {
     assert!(error.hint().unwrap().contains("--plain-http"), "{:?}", error.hint());
     assert!(issuer.issued().is_empty());
 }
+
+/// Eight requests start at once on a fresh session: all get 401, and all
+/// are served by the one token the first of them fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_token_fetch() {
+    let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD));
+    let registry = TestRegistry::builder().token_auth(&issuer).start();
+    let repo = client(basic()).repository(&reference(&registry, "team/app"));
+    let checks = (0..8u8).map(|n| {
+        let repo = repo.clone();
+        tokio::spawn(async move { repo.blob_exists(&Digest::of(&[n])).await })
+    });
+    for check in checks.collect::<Vec<_>>() {
+        assert_eq!(check.await.unwrap().unwrap(), None);
+    }
+    assert_eq!(issuer.issued().len(), 1);
+}
