@@ -456,9 +456,18 @@ impl HostAuth {
                 .with_url(url)
                 .with_detail(format!("its realm is not a URL: {e}"))
         })?;
-        if !matches!(realm.scheme(), "https" | "http") {
-            return Err(RegistryError::new(ErrorKind::Protocol, action)
-                .with_detail(format!("its token realm {} is not HTTP(S)", crate::RedactedUrl::new(realm))));
+        // A registry reached over HTTPS must not send us to plain HTTP for
+        // tokens (GGCR's rule); one reached over plain HTTP may.
+        let allowed = match realm.scheme() {
+            "https" => true,
+            "http" => url.scheme() == "http",
+            _ => false,
+        };
+        if !allowed {
+            return Err(RegistryError::new(ErrorKind::Protocol, action).with_url(url).with_detail(format!(
+                "its token realm {} is not HTTPS, though the registry is",
+                crate::RedactedUrl::new(realm)
+            )));
         }
         Ok(realm)
     }
@@ -773,6 +782,19 @@ mod tests {
         assert!(default.check_transport(&url("http://127.0.0.1:9/token"), &source).is_ok());
         assert!(default.check_transport(&url("http://localhost/token"), &source).is_ok());
         assert!(default.check_transport(&url("http://[::1]:80/token"), &source).is_ok());
+    }
+
+    #[test]
+    fn realms_must_be_https_when_the_registry_is() {
+        let auth = HostAuth::new("reg.example".into(), false);
+        let challenge = |realm: &str| parse_challenges(&format!("Bearer realm=\"{realm}\"")).remove(0);
+        let https = Url::parse("https://reg.example/v2/").unwrap();
+        let http = Url::parse("http://127.0.0.1:5000/v2/").unwrap();
+        assert!(auth.realm(&https, &challenge("https://auth.example/token")).is_ok());
+        assert!(auth.realm(&https, &challenge("http://auth.example/token")).is_err());
+        assert!(auth.realm(&https, &challenge("ftp://auth.example/token")).is_err());
+        assert!(auth.realm(&https, &challenge("not a url")).is_err());
+        assert!(auth.realm(&http, &challenge("http://127.0.0.1:9/token")).is_ok());
     }
 
     fn quote(value: &str) -> String {

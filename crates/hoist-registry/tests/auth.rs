@@ -157,3 +157,29 @@ async fn concurrent_requests_share_one_token_fetch() {
     }
     assert_eq!(issuer.issued().len(), 1);
 }
+
+/// docker's `registrytoken`: a bearer token for the registry itself, sent
+/// as it is, with no token request of our own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_token_from_docker_config_is_sent_as_is() {
+    let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD));
+    let registry = TestRegistry::builder().token_auth(&issuer).start();
+    let body = reqwest::Client::new()
+        .get(format!("{}?service={}&scope=repository:team/app:pull,push", issuer.realm(), issuer.service()))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = answer["token"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        docker_config(dir.path(), &format!(r#"{{"auths":{{"{}":{{"registrytoken":"{token}"}}}}}}"#, registry.host()));
+    let repo = client(store).repository(&reference(&registry, "team/app"));
+    let bytes = Bytes::from_static(b"with a ready token");
+    assert_eq!(repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap(), BlobPush::Uploaded);
+    assert_eq!(issuer.issued().len(), 1, "only the token this test asked for");
+}
