@@ -248,15 +248,16 @@ fn a_credential_helper_is_asked_with_the_server_on_stdin() {
     run(scene.push(&[&other]).env("PATH", path_with(&bin))).fails_with(4, "401");
 }
 
-/// Tokens live 1 s at the registry (and the issuer says so); the push holds
-/// one large layer that takes longer than that to compress at level 9, and
+/// Tokens live 1 s at the registry (and the issuer says so; hoist renews
+/// after two thirds of that); the push holds one large incompressible layer
+/// that takes well over a second to compress at level 9, and
 /// the config blob and manifest come after it, so the session must renew
 /// its token in the middle of the push.
 #[test]
 fn token_auth_renews_short_lived_tokens_during_a_push() {
     let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD).lifetime(1));
     let registry = TestRegistry::builder().token_auth(&issuer).start();
-    let image = ImageFixture::new().tag("big:1").layer(incompressible_layer(9, 48 * 1024 * 1024));
+    let image = ImageFixture::new().tag("big:1").layer(incompressible_layer(9, 80 * 1024 * 1024));
     let scene = Scene::new(image);
     let dest = format!("{}/team/big:1", registry.host());
     let run = with_stdin(
