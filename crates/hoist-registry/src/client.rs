@@ -90,7 +90,10 @@ impl Client {
                     .or_insert_with(|| Arc::new(HostAuth::new(reference.registry().to_owned(), allowed))),
             )
         };
-        Repository::new(self.clone(), base, reference.repository().to_owned(), auth)
+        // The handle's client talks through this registry's own pool.
+        let mut client = self.clone();
+        client.http = self.http_for(&base);
+        Repository::new(client, base, reference.repository().to_owned(), auth)
     }
 
     pub(crate) fn options(&self) -> &ClientOptions {

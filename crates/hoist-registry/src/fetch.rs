@@ -17,7 +17,7 @@ impl Repository {
     pub async fn get_manifest(&self, tag_or_digest: &str) -> Result<Option<RawBlob>, RegistryError> {
         let action = format!("read manifest {}:{tag_or_digest}", self.name());
         let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
-        let request = || Some(self.http().get(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT));
+        let request = self.http().get(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
         let response = self.send(&action, &url, request).await?;
         match response.status() {
             StatusCode::OK => {}
@@ -45,7 +45,7 @@ impl Repository {
     pub async fn get_small_blob(&self, digest: &Digest, max: usize) -> Result<Bytes, RegistryError> {
         let action = format!("read blob {digest} from {}", self.name());
         let url = self.endpoint(&format!("blobs/{digest}"));
-        let response = self.send(&action, &url, || Some(self.http().get(url.clone()))).await?;
+        let response = self.send(&action, &url, self.http().get(url.clone())).await?;
         if response.status() != StatusCode::OK {
             return Err(error_from(&action, &url, response).await);
         }

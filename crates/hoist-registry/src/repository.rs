@@ -26,9 +26,8 @@ pub enum BlobPush {
 /// One repository on one registry.
 #[derive(Clone, Debug)]
 pub struct Repository {
+    /// Its `http` is this registry's pool (its own when `certs.d` has TLS material for it).
     client: Client,
-    /// The pool for this registry (its own when `certs.d` has TLS material for it).
-    http: reqwest::Client,
     base: Url,
     name: String,
     auth: Arc<HostAuth>,
@@ -39,9 +38,8 @@ pub struct Repository {
 
 impl Repository {
     pub(crate) fn new(client: Client, base: Url, name: String, auth: Arc<HostAuth>) -> Self {
-        let http = client.http_for(&base);
         let scopes = vec![Scope::repository(&name, &["pull", "push"])];
-        Self { client, http, base, name, auth, scopes }
+        Self { client, base, name, auth, scopes }
     }
 
     /// The same repository, whose tokens also grant pull on `source`: what a
@@ -65,7 +63,7 @@ impl Repository {
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
+        &self.client.http
     }
 
     pub(crate) fn endpoint(&self, path: &str) -> Url {
@@ -76,7 +74,7 @@ impl Repository {
     pub async fn blob_exists(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
         let action = format!("check for blob {digest} in {}", self.name);
         let url = self.endpoint(&format!("blobs/{digest}"));
-        let response = self.send(&action, &url, || Some(self.http.head(url.clone()))).await?;
+        let response = self.send(&action, &url, self.client.http.head(url.clone())).await?;
         match response.status() {
             StatusCode::OK => Ok(Some(response.content_length().unwrap_or_default())),
             StatusCode::NOT_FOUND => Ok(None),
@@ -99,7 +97,7 @@ impl Repository {
     pub async fn start_upload(&self) -> Result<Upload, RegistryError> {
         let action = format!("start a blob upload to {}", self.name);
         let url = self.endpoint("blobs/uploads/");
-        let request = || Some(self.http.post(url.clone()).header(CONTENT_LENGTH, 0));
+        let request = self.client.http.post(url.clone()).header(CONTENT_LENGTH, 0);
         let response = self.send(&action, &url, request).await?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(error_from(&action, &url, response).await);
@@ -119,8 +117,8 @@ impl Repository {
                 manifest.bytes.len()
             )));
         }
-        let body = Bytes::from(manifest.bytes.clone());
-        let request = || Some(self.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(body.clone()));
+        let request =
+            self.client.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone());
         let response = self.send(&action, &url, request).await?;
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED) {
             return Err(error_from(&action, &url, response).await);
@@ -135,37 +133,34 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
-    /// Sends the request `build` makes; every request goes through here.
-    /// `build` is called again to resend (after a 401, or by a retry); it
-    /// returns `None` when it cannot, because its body streamed once.
     pub(crate) async fn send(
         &self,
         action: &str,
         url: &Url,
-        mut build: impl FnMut() -> Option<reqwest::RequestBuilder>,
+        request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
-        self.attempt(action, url, &mut build).await
+        self.authorized(action, url, request).await
     }
 
-    /// One attempt: authorized as earlier challenges taught; on a 401 the
+    /// One attempt, authorized as earlier challenges taught. On a 401 the
     /// challenge is answered (a token fetched, or Basic credentials found)
-    /// and the request is rebuilt and sent once more.
-    async fn attempt(
+    /// and the request is sent once more, from a copy taken beforehand
+    /// (`try_clone`: bytes bodies copy, streamed bodies do not).
+    async fn authorized(
         &self,
         action: &str,
         url: &Url,
-        build: &mut impl FnMut() -> Option<reqwest::RequestBuilder>,
+        request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        let nothing =
-            || RegistryError::new(ErrorKind::Protocol, action).with_detail("the request body was already sent");
-        let request = build().ok_or_else(nothing)?;
         // ---- auth: begin ----
         // Credentials go only to the registry's own host: a Location may point elsewhere (storage).
         if !same_origin(url, &self.base) {
             return request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e));
         }
         let header = self.auth.authorization(&self.client, url, &self.scopes).await?;
+        // The copy is taken before `Authorization` is set: `header` appends.
+        let spare = request.try_clone();
         let request = match &header {
             Some(header) => request.header(AUTHORIZATION, header.clone()),
             None => request,
@@ -179,7 +174,7 @@ impl Repository {
         else {
             return Err(self.refused(action, url, response).await);
         };
-        let Some(request) = build() else {
+        let Some(request) = spare else {
             // The token died between its renewal check and this request. A
             // new one is cached now, so doing the whole upload again works.
             return Err(RegistryError::new(ErrorKind::Unavailable, action)
@@ -220,13 +215,13 @@ impl Upload {
     pub async fn send_stream(&mut self, body: reqwest::Body) -> Result<Option<u64>, RegistryError> {
         let action = format!("upload a blob to {}", self.repository.name);
         let url = self.location.clone();
-        let http = self.repository.http.clone();
-        // A streamed body goes out once; a 401 on it cannot be answered by resending.
-        let mut body = Some(body);
-        let request = || {
-            body.take()
-                .map(|body| http.request(Method::PATCH, url.clone()).header(CONTENT_TYPE, OCTET_STREAM).body(body))
-        };
+        let request = self
+            .repository
+            .client
+            .http
+            .request(Method::PATCH, url.clone())
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(body);
         let response = self.repository.send(&action, &url, request).await?;
         // ECR answers 201 where the spec says 202.
         if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
@@ -251,15 +246,14 @@ impl Upload {
         let action = format!("commit blob {digest} to {}", self.repository.name);
         let mut url = self.location.clone();
         url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let http = self.repository.http.clone();
-        let request = || {
-            Some(
-                http.put(url.clone())
-                    .header(CONTENT_TYPE, OCTET_STREAM)
-                    .header(CONTENT_LENGTH, bytes.len())
-                    .body(bytes.clone()),
-            )
-        };
+        let request = self
+            .repository
+            .client
+            .http
+            .put(url.clone())
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .header(CONTENT_LENGTH, bytes.len())
+            .body(bytes);
         let response = self.repository.send(&action, &url, request).await?;
         if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
             return Err(error_from(&action, &url, response).await);
@@ -279,12 +273,12 @@ impl Upload {
     pub async fn cancel(self) {
         let url = self.location.clone();
         let action = format!("cancel an upload to {}", self.repository.name);
-        let http = self.repository.http.clone();
-        match self.repository.send(&action, &url, || Some(http.delete(url.clone()))).await {
+        let request = self.repository.client.http.delete(url.clone());
+        match self.repository.send(&action, &url, request).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
             }
-            Err(error) => tracing::debug!(%error, "could not cancel the upload"),
+            Err(error) => tracing::debug!(%error, "could not cancel upload"),
         }
     }
 }

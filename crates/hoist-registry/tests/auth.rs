@@ -164,6 +164,8 @@ async fn concurrent_requests_share_one_token_fetch() {
 async fn a_registry_token_from_docker_config_is_sent_as_is() {
     let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD));
     let registry = TestRegistry::builder().token_auth(&issuer).start();
+    // hoist's own clients install the crypto provider; this bare one comes first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let body = reqwest::Client::new()
         .get(format!("{}?service={}&scope=repository:team/app:pull,push", issuer.realm(), issuer.service()))
         .basic_auth(USER, Some(PASSWORD))
