@@ -284,8 +284,10 @@ fn token_auth_with_a_wrong_password_exits_4() {
     assert!(issuer.refused() >= 1);
 }
 
-/// Debug logging of everything (`-v -v`) through basic and token auth: no
-/// password, no basic header, no token the issuer signed appears anywhere.
+/// Debug logging of everything (`-v -v`) through basic and token auth, and
+/// trace logging through an OAuth2 identity-token exchange: no password, no
+/// basic header, no identity token, no token an issuer signed appears
+/// anywhere.
 #[test]
 fn secrets_never_appear_in_debug_output() {
     let scene =
@@ -307,11 +309,26 @@ fn secrets_never_appear_in_debug_output() {
         .env("HOIST_USERNAME", USER)
         .env("HOIST_PASSWORD", PASSWORD));
     run_token.success();
+    // An identity token from docker's config.json, exchanged by OAuth2 POST, at trace level.
+    let identity = "identity-token-never-printed";
+    let oauth_issuer = TokenIssuer::start(IssuerConfig::default().identity_token(identity));
+    let oauth_registry = TestRegistry::builder().token_auth(&oauth_issuer).start();
+    scene.write_docker_config(&format!(
+        r#"{{"auths":{{"{}":{{"identitytoken":"{identity}"}}}}}}"#,
+        oauth_registry.host()
+    ));
+    let run_oauth = run(scene.push(&["--registry", &oauth_registry.host()]).env("HOIST_LOG", "trace"));
+    run_oauth.success();
+    assert!(oauth_issuer.issued().iter().all(|i| i.method == "POST"), "{:?}", oauth_issuer.issued());
+    assert!(run_oauth.stderr.contains("TRACE"), "trace logging is on");
+
     let tokens = issuer.secrets();
     assert!(!tokens.is_empty());
     secrets.extend(tokens);
+    secrets.extend(oauth_issuer.secrets());
+    secrets.push(identity.to_owned());
 
-    for run in [&run_basic, &run_token] {
+    for run in [&run_basic, &run_token, &run_oauth] {
         assert!(run.stderr.contains("DEBUG"), "debug logging is on: {}", run.stderr);
         for secret in &secrets {
             let text = format!("{}{}", run.stdout, run.stderr);
