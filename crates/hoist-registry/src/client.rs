@@ -218,3 +218,29 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certs_d_problems_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("reg.example:5000");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("client.cert"), "not used").unwrap();
+        let error = scan_certs_dir(dir.path()).err().expect("a client.cert without its key is an error");
+        assert!(error.to_string().contains("client certificate for reg.example:5000"), "{error}");
+        assert!(error.to_string().contains("client.key"), "{error}");
+
+        std::fs::remove_file(host.join("client.cert")).unwrap();
+        std::fs::write(host.join("ca.crt"), "not PEM").unwrap();
+        let error = scan_certs_dir(dir.path()).err().expect("a .crt without a certificate is an error");
+        assert!(error.to_string().contains("ca.crt"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_certs_dir_is_no_material() {
+        assert!(scan_certs_dir(Path::new("/nonexistent/certs.d")).unwrap().is_empty());
+    }
+}
