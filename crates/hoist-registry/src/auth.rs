@@ -457,10 +457,11 @@ impl HostAuth {
                 .with_detail(format!("its realm is not a URL: {e}"))
         })?;
         // A registry reached over HTTPS must not send us to plain HTTP for
-        // tokens (GGCR's rule); one reached over plain HTTP may.
+        // tokens (GGCR's rule); one reached over plain HTTP may, and so may
+        // a realm on loopback, where nothing crosses the network.
         let allowed = match realm.scheme() {
             "https" => true,
-            "http" => url.scheme() == "http",
+            "http" => url.scheme() == "http" || is_loopback_url(&realm),
             _ => false,
         };
         if !allowed {
@@ -795,6 +796,7 @@ mod tests {
         assert!(auth.realm(&https, &challenge("ftp://auth.example/token")).is_err());
         assert!(auth.realm(&https, &challenge("not a url")).is_err());
         assert!(auth.realm(&http, &challenge("http://127.0.0.1:9/token")).is_ok());
+        assert!(auth.realm(&https, &challenge("http://localhost:9/token")).is_ok());
     }
 
     fn quote(value: &str) -> String {

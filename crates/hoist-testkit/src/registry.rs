@@ -135,7 +135,8 @@ impl TestRegistry {
             let port = free_port();
             let config = dir.path().join("config.yml");
             let (top, http) = builder.extra_yaml(dir.path());
-            let yaml = format!("{}{top}{http}", config_yaml(&dir.path().join("storage"), port));
+            // `http` continues the http section that config_yaml ends with; `top` adds sections.
+            let yaml = format!("{}{http}{top}", config_yaml(&dir.path().join("storage"), port));
             std::fs::write(&config, yaml).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
             let child = Command::new("docker-registry")

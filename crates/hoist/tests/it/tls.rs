@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
-use hoist_testkit::{TestCa, TestRegistry, tools};
+use hoist_testkit::{IssuerConfig, TestCa, TestRegistry, TokenIssuer, tools};
 
 use crate::support::{hoist, path_str, run};
 
@@ -70,6 +70,22 @@ fn https_with_a_ca_cert_flag() {
     let scene = Scene::new();
     run(&mut scene.push(&[&dest(&registry), "--https", "--ca-cert", path_str(&ca.ca_cert())])).success();
     skopeo_verifies(&dest(&registry), &ca, false);
+}
+
+/// TLS and token auth together, as on any real registry: the token realm
+/// is plain HTTP, but on loopback, so it is allowed.
+#[test]
+fn https_with_token_auth() {
+    let ca = TestCa::generate();
+    let issuer = TokenIssuer::start(IssuerConfig::default().user("tls-user", "tls-pass"));
+    let registry = TestRegistry::builder().tls(&ca).token_auth(&issuer).start();
+    let scene = Scene::new();
+    let run = run(scene
+        .push(&[&dest(&registry), "--https", "--ca-cert", path_str(&ca.ca_cert())])
+        .env("HOIST_USERNAME", "tls-user")
+        .env("HOIST_PASSWORD", "tls-pass"));
+    run.success();
+    assert_eq!(issuer.issued().len(), 1);
 }
 
 #[test]
