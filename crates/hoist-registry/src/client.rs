@@ -141,9 +141,39 @@ fn build(
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    builder
+    with_proxies(builder)?
         .build()
         .map_err(|e| RegistryError::new(ErrorKind::Protocol, "set up the HTTP client").with_detail(error_chain(&e)))
+}
+
+/// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
+/// (or their lower-case forms), as docker reads them, including its (Go's)
+/// rule that loopback is never proxied: a local test registry keeps working
+/// on a machine whose proxy is set for the outside world.
+fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, RegistryError> {
+    let var = |names: [&str; 2]| names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()));
+    let exceptions = var(["NO_PROXY", "no_proxy"]).unwrap_or_default();
+    let no_proxy = reqwest::NoProxy::from_string(&format!("localhost,127.0.0.0/8,::1,{exceptions}"));
+    let proxy_error = |name: &str, e: &reqwest::Error| {
+        RegistryError::new(ErrorKind::Protocol, format!("use the proxy in {name}"))
+            .with_detail(error_chain(e))
+            .with_hint(format!("set {name} to a URL such as http://proxy.example:3128, or unset it"))
+    };
+    // Replaces reqwest's own reading of the environment, which proxies loopback too.
+    let mut builder = builder.no_proxy();
+    if let Some(url) = var(["HTTP_PROXY", "http_proxy"]) {
+        let proxy = reqwest::Proxy::http(&url).map_err(|e| proxy_error("HTTP_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = var(["HTTPS_PROXY", "https_proxy"]) {
+        let proxy = reqwest::Proxy::https(&url).map_err(|e| proxy_error("HTTPS_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = var(["ALL_PROXY", "all_proxy"]) {
+        let proxy = reqwest::Proxy::all(&url).map_err(|e| proxy_error("ALL_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy));
+    }
+    Ok(builder)
 }
 
 fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {

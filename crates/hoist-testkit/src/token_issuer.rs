@@ -13,6 +13,10 @@
 //!   identity or refresh token) or `grant_type=password`; can be switched
 //!   off to answer 405 like Harbor, so clients must fall back to GET.
 //!
+//! The server routes on the path alone, so it also answers requests sent
+//! to it as an HTTP proxy (`GET http://any.host/token`): tests use that to
+//! see whether a client sends a request through `HTTP_PROXY`.
+//!
 //! Tokens can be short-lived, and can lie about their lifetime (say 60 s,
 //! die after 2) to force a client onto its 401 path. Every token and refresh
 //! token handed out is recorded, so tests can grep output for them.
@@ -47,6 +51,7 @@ pub struct IssuerConfig {
     stated_lifetime: Option<u64>,
     oauth_post: bool,
     access_token_field: bool,
+    anonymous: bool,
 }
 
 impl Default for IssuerConfig {
@@ -58,6 +63,7 @@ impl Default for IssuerConfig {
             stated_lifetime: None,
             oauth_post: true,
             access_token_field: false,
+            anonymous: false,
         }
     }
 }
@@ -94,6 +100,13 @@ impl IssuerConfig {
     #[must_use]
     pub fn without_oauth_post(mut self) -> Self {
         self.oauth_post = false;
+        self
+    }
+
+    /// Grant tokens to requests without credentials (public registries do, for pulls).
+    #[must_use]
+    pub fn anonymous(mut self) -> Self {
+        self.anonymous = true;
         self
     }
 
@@ -329,7 +342,11 @@ async fn get_token(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let Some(subject) = inner.check_basic(&headers) else { return inner.refuse() };
+    let subject = match inner.check_basic(&headers) {
+        Some(subject) => subject,
+        None if inner.config.anonymous && !headers.contains_key("authorization") => "anonymous".to_owned(),
+        None => return inner.refuse(),
+    };
     let scopes: Vec<String> = query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
     let offline = query.iter().any(|(k, v)| k == "offline_token" && v == "true");
     inner.grant(&subject, &scopes, "GET", offline)

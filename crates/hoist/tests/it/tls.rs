@@ -156,25 +156,45 @@ fn insecure_skips_verification() {
     run(&mut scene.push(&[&dest(&registry), "--https", "--insecure"])).success();
 }
 
-/// reqwest reads HTTP(S)_PROXY and NO_PROXY: a proxy that does not exist
-/// breaks the push, and NO_PROXY for the registry mends it.
+fn without_proxy_settings(command: &mut Command) -> &mut Command {
+    for var in
+        ["NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// As with docker, loopback is never proxied: a proxy that does not exist
+/// does not stop a push to a loopback registry, with no `NO_PROXY` set.
 #[test]
-fn proxy_environment_is_honoured() {
+fn loopback_registries_bypass_the_proxy() {
     let registry = TestRegistry::start();
     let scene = Scene::new();
     let dead_proxy = "http://127.0.0.1:9";
-    let without = |command: &mut Command| {
-        for var in ["NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
-            command.env_remove(var);
-        }
-    };
-    let mut through_proxy = scene.push(&[&dest(&registry)]);
-    without(&mut through_proxy);
-    through_proxy.env("HTTP_PROXY", dead_proxy).env("http_proxy", dead_proxy);
-    run(&mut through_proxy).fails_with(6, "");
+    let mut push = scene.push(&[&dest(&registry)]);
+    without_proxy_settings(&mut push).env("HTTP_PROXY", dead_proxy).env("ALL_PROXY", dead_proxy);
+    run(&mut push).success();
+}
 
-    let mut bypass = scene.push(&[&dest(&registry)]);
-    without(&mut bypass);
-    bypass.env("HTTP_PROXY", dead_proxy).env("http_proxy", dead_proxy).env("NO_PROXY", "127.0.0.1");
-    run(&mut bypass).success();
+/// Other hosts do go through `HTTP_PROXY`, and `NO_PROXY` exempts them. The
+/// registry's token realm is `http://token.hoist.invalid/token`, a name that
+/// does not resolve; the token issuer doubles as the proxy (it answers
+/// `GET http://any.host/token`), so the push works only through the proxy.
+#[test]
+fn other_hosts_go_through_http_proxy_unless_no_proxy_says_otherwise() {
+    let issuer = TokenIssuer::start(IssuerConfig::default().anonymous());
+    let registry = TestRegistry::builder().token_auth_with_realm(&issuer, "http://token.hoist.invalid/token").start();
+    let scene = Scene::new();
+    let proxy = issuer.realm().trim_end_matches("/token").to_owned();
+
+    let mut push = scene.push(&[&dest(&registry)]);
+    without_proxy_settings(&mut push).env("HTTP_PROXY", &proxy);
+    run(&mut push).success();
+    assert_eq!(issuer.issued().len(), 1, "the token request went through the proxy");
+
+    let mut exempt = scene.push(&[&dest(&registry)]);
+    without_proxy_settings(&mut exempt).env("HTTP_PROXY", &proxy).env("NO_PROXY", ".hoist.invalid");
+    run(&mut exempt).fails_with(6, "token");
+    assert_eq!(issuer.issued().len(), 1, "NO_PROXY kept the second push away from the proxy");
 }
