@@ -37,6 +37,8 @@ use crate::{Client, ErrorKind, RegistryError};
 
 /// What the token spec says a missing `expires_in` means.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Longer lifetimes are believed only this far.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// Renew this long before a token runs out (less for very short tokens).
 const RENEW_EARLY: Duration = Duration::from_secs(5);
 /// Token responses are small JSON; refuse anything absurd.
@@ -521,23 +523,14 @@ impl HostAuth {
             None => self.get_token(&http, &action, realm, service, scopes, credential).await?,
         };
         let body = read_small(&action, realm, response).await?;
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            RegistryError::new(ErrorKind::Protocol, &action)
-                .with_url(realm)
-                .with_detail(format!("the token server's answer is not a token response: {e}"))
-        })?;
-        let value = parsed.token.or(parsed.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-            RegistryError::new(ErrorKind::Protocol, &action)
-                .with_url(realm)
-                .with_detail("the token server's answer holds neither `token` nor `access_token`")
-        })?;
-        let lifetime = parsed.expires_in.filter(|s| *s > 0).map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let parsed = TokenResponse::parse(&body)
+            .map_err(|detail| RegistryError::new(ErrorKind::Protocol, &action).with_url(realm).with_detail(detail))?;
+        let (value, lifetime) = (parsed.token, parsed.lifetime);
         // Short tokens are renewed after two thirds of their life; long ones 5 s early.
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_EARLY.min(lifetime / 3));
-        let value = Secret::new(value);
         let mut state = self.state.lock().await;
-        if let Some(refresh) = parsed.refresh_token.filter(|t| !t.is_empty()) {
-            state.refresh_token = Some(Secret::new(refresh));
+        if let Some(refresh) = parsed.refresh_token {
+            state.refresh_token = Some(refresh);
         }
         state.tokens.push(Token { value: value.clone(), scopes: scopes.to_vec(), renew_at });
         tracing::debug!(scopes = %join_scopes(scopes, " "), lifetime_s = lifetime.as_secs(), "got a token");
@@ -632,16 +625,46 @@ impl HostAuth {
     }
 }
 
-#[derive(Deserialize)]
+/// What a token server answered, read leniently.
+#[derive(Debug)]
 struct TokenResponse {
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-    #[serde(default)]
-    refresh_token: Option<String>,
+    token: Secret,
+    lifetime: Duration,
+    refresh_token: Option<Secret>,
+}
+
+impl TokenResponse {
+    /// `token` or `access_token` (whichever is non-empty); `expires_in` as a
+    /// number or a numeric string, default 60 s, capped at a day so that no
+    /// answer can overflow a clock; `refresh_token` if any.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<serde_json::Value>,
+            #[serde(default)]
+            refresh_token: Option<String>,
+        }
+        let raw: Raw = serde_json::from_slice(body)
+            .map_err(|e| format!("the token server's answer is not a token response: {e}"))?;
+        let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
+        let token = non_empty(raw.token)
+            .or(non_empty(raw.access_token))
+            .ok_or("the token server's answer holds neither `token` nor `access_token`")?;
+        let seconds = match raw.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        let lifetime = seconds
+            .filter(|s| s.is_finite() && *s >= 1.0)
+            .map_or(DEFAULT_TOKEN_LIFETIME, |s| Duration::from_secs_f64(s.min(MAX_TOKEN_LIFETIME.as_secs_f64())));
+        Ok(Self { token: Secret::new(token), lifetime, refresh_token: non_empty(raw.refresh_token).map(Secret::new) })
+    }
 }
 
 fn join_scopes(scopes: &[Scope], separator: &str) -> String {
@@ -797,6 +820,26 @@ mod tests {
         assert!(auth.realm(&https, &challenge("not a url")).is_err());
         assert!(auth.realm(&http, &challenge("http://127.0.0.1:9/token")).is_ok());
         assert!(auth.realm(&https, &challenge("http://localhost:9/token")).is_ok());
+    }
+
+    #[test]
+    fn token_responses_are_read_leniently() {
+        let r = TokenResponse::parse(br#"{"token":"t","expires_in":300}"#).unwrap();
+        assert_eq!((r.token.expose(), r.lifetime), ("t", Duration::from_secs(300)));
+        let r =
+            TokenResponse::parse(br#"{"token":"","access_token":"a","expires_in":"120","refresh_token":"r"}"#).unwrap();
+        assert_eq!((r.token.expose(), r.lifetime), ("a", Duration::from_secs(120)));
+        assert_eq!(r.refresh_token.unwrap().expose(), "r");
+        let r = TokenResponse::parse(br#"{"access_token":"a"}"#).unwrap();
+        assert_eq!(r.lifetime, DEFAULT_TOKEN_LIFETIME);
+        for absurd in ["1e300", "18446744073709551615", "-5", "0", "\"soon\"", "null"] {
+            let body = format!(r#"{{"token":"t","expires_in":{absurd}}}"#);
+            let r = TokenResponse::parse(body.as_bytes()).unwrap();
+            assert!(r.lifetime <= MAX_TOKEN_LIFETIME, "{absurd}");
+            let _ = Instant::now() + r.lifetime; // must not overflow
+        }
+        assert!(TokenResponse::parse(br#"{"token":""}"#).is_err());
+        assert!(TokenResponse::parse(b"<html>").is_err());
     }
 
     fn quote(value: &str) -> String {
