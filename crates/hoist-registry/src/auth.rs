@@ -3,8 +3,8 @@
 //! Registries say how to authenticate in a `401` with `WWW-Authenticate`.
 //! [`parse_challenges`] reads every challenge in every such header (quoted
 //! strings with commas and backslash escapes, unquoted values, several
-//! challenges per header). The session ([`HostAuth`], one per registry host
-//! and shared by every repository handle of a [`Client`](crate::Client))
+//! challenges per header). The session (`HostAuth`, one per registry host
+//! and shared by every repository handle of a [`Client`])
 //! then answers:
 //!
 //! - `Basic`: the credential's user and password on every request (ECR and
