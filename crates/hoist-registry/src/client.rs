@@ -1,27 +1,51 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hoist_oci::Reference;
+use url::Url;
 
-use crate::{ErrorKind, RegistryError, Repository};
+use crate::auth::HostAuth;
+use crate::{CredentialStore, ErrorKind, RegistryError, Repository};
+
+/// Docker's per-registry TLS directory.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// No byte in either direction for this long: the connection is dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings that apply to every registry a [`Client`] talks to.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Registries (`host[:port]`) to reach over plain HTTP. Loopback
-    /// registries always are, as with docker.
+    /// registries are too, as with docker, unless listed in `https`.
     pub plain_http: Vec<String>,
+    /// Registries to reach over HTTPS even though they are on loopback.
+    pub https: Vec<String>,
     /// Skip TLS certificate verification.
     pub insecure: bool,
     /// The `User-Agent` to send; defaults to `hoist/<version>`.
     pub user_agent: Option<String>,
+    /// Where credentials come from; `Default` is anonymous.
+    pub credentials: CredentialStore,
+    /// Extra trusted CA certificates (PEM files, each may hold several).
+    pub ca_certs: Vec<PathBuf>,
+    /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` are CAs and
+    /// `*.cert` + `*.key` a client certificate. `None`: [`DEFAULT_CERTS_DIR`].
+    pub certs_dir: Option<PathBuf>,
 }
 
-/// A registry client: one connection pool shared by every repository handle.
-/// Cheap to clone.
+/// A registry client: connection pools (one per registry with its own TLS
+/// material, one for the rest) and the authentication sessions, shared by
+/// every repository handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
+    /// `host[:port]` → a client with that registry's `certs.d` material.
+    per_host: Arc<HashMap<String, reqwest::Client>>,
+    auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
     options: Arc<ClientOptions>,
 }
 
@@ -31,21 +55,25 @@ impl Client {
         // half the time of aws-lc); install ours once. A second install fails
         // harmlessly, so this is safe to call for every client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let user_agent = options.user_agent.clone().unwrap_or_else(|| format!("hoist/{}", env!("CARGO_PKG_VERSION")));
-        let http = reqwest::Client::builder()
-            .user_agent(user_agent)
-            // One TCP connection per concurrent upload: with HTTP/2 every
-            // layer would share one connection and the server's window.
-            .http1_only()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tls_danger_accept_invalid_certs(options.insecure)
-            .build()
-            .map_err(|e| {
-                RegistryError::new(ErrorKind::Protocol, "set up the HTTP client").with_detail(e.to_string())
-            })?;
-        Ok(Self { http, options: Arc::new(options) })
+        let mut extra_cas = Vec::new();
+        for path in &options.ca_certs {
+            extra_cas.extend(read_cas(path)?);
+        }
+        let http = build(&options, extra_cas.clone(), None)?;
+        let certs_dir = options.certs_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR));
+        let mut per_host = HashMap::new();
+        for (host, material) in scan_certs_dir(&certs_dir)? {
+            let mut cas = extra_cas.clone();
+            cas.extend(material.cas);
+            tracing::debug!(%host, dir = %certs_dir.display(), client_cert = material.identity.is_some(), "TLS settings from certs.d");
+            per_host.insert(host, build(&options, cas, material.identity)?);
+        }
+        Ok(Self {
+            http,
+            per_host: Arc::new(per_host),
+            auth: Arc::new(Mutex::new(HashMap::new())),
+            options: Arc::new(options),
+        })
     }
 
     /// A handle for the repository named by `reference`.
@@ -53,10 +81,196 @@ impl Client {
         let scheme = if self.uses_plain_http(reference) { "http" } else { "https" };
         let base = url::Url::parse(&format!("{scheme}://{}/", reference.api_host()))
             .expect("a validated registry host always forms a URL");
-        Repository::new(self.clone(), base, reference.repository().to_owned())
+        let auth = {
+            let mut sessions = self.auth.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let allowed = self.options.plain_http.iter().any(|h| h == reference.registry());
+            Arc::clone(
+                sessions
+                    .entry(reference.registry().to_owned())
+                    .or_insert_with(|| Arc::new(HostAuth::new(reference.registry().to_owned(), allowed))),
+            )
+        };
+        // The handle's client talks through this registry's own pool.
+        let mut client = self.clone();
+        client.http = self.http_for(&base);
+        Repository::new(client, base, reference.repository().to_owned(), auth)
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The connection pool for `url`'s host: its own if `certs.d` has
+    /// material for it, the shared one otherwise.
+    pub(crate) fn http_for(&self, url: &Url) -> reqwest::Client {
+        let host = url.host_str().unwrap_or_default();
+        let key = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
+        self.per_host.get(&key).or_else(|| self.per_host.get(host)).unwrap_or(&self.http).clone()
     }
 
     fn uses_plain_http(&self, reference: &Reference) -> bool {
-        reference.is_loopback() || self.options.plain_http.iter().any(|host| host == reference.registry())
+        let registry = reference.registry();
+        if self.options.plain_http.iter().any(|host| host == registry) {
+            return true;
+        }
+        // TLS material for a loopback registry means the user wants TLS there.
+        reference.is_loopback()
+            && !self.options.https.iter().any(|host| host == registry)
+            && !self.per_host.contains_key(registry)
+    }
+}
+
+fn build(
+    options: &ClientOptions,
+    cas: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, RegistryError> {
+    let user_agent = options.user_agent.clone().unwrap_or_else(|| format!("hoist/{}", env!("CARGO_PKG_VERSION")));
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        // One TCP connection per concurrent upload: with HTTP/2 every
+        // layer would share one connection and the server's window.
+        .http1_only()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // Redirects are followed; reqwest drops `Authorization` when one
+        // leads to another host, so credentials stay with the registry.
+        .tls_danger_accept_invalid_certs(options.insecure)
+        .tls_certs_merge(cas);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    with_proxies(builder)?
+        .build()
+        .map_err(|e| RegistryError::new(ErrorKind::Protocol, "set up the HTTP client").with_detail(error_chain(&e)))
+}
+
+/// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
+/// (or their lower-case forms), as docker reads them, including its (Go's)
+/// rule that loopback is never proxied: a local test registry keeps working
+/// on a machine whose proxy is set for the outside world.
+fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, RegistryError> {
+    let var = |names: [&str; 2]| names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()));
+    let exceptions = var(["NO_PROXY", "no_proxy"]).unwrap_or_default();
+    let no_proxy = reqwest::NoProxy::from_string(&format!("localhost,127.0.0.0/8,::1,{exceptions}"));
+    let proxy_error = |name: &str, e: &reqwest::Error| {
+        RegistryError::new(ErrorKind::Protocol, format!("use the proxy in {name}"))
+            .with_detail(error_chain(e))
+            .with_hint(format!("set {name} to a URL such as http://proxy.example:3128, or unset it"))
+    };
+    // Replaces reqwest's own reading of the environment, which proxies loopback too.
+    let mut builder = builder.no_proxy();
+    if let Some(url) = var(["HTTP_PROXY", "http_proxy"]) {
+        let proxy = reqwest::Proxy::http(&url).map_err(|e| proxy_error("HTTP_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = var(["HTTPS_PROXY", "https_proxy"]) {
+        let proxy = reqwest::Proxy::https(&url).map_err(|e| proxy_error("HTTPS_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+    }
+    if let Some(url) = var(["ALL_PROXY", "all_proxy"]) {
+        let proxy = reqwest::Proxy::all(&url).map_err(|e| proxy_error("ALL_PROXY", &e))?;
+        builder = builder.proxy(proxy.no_proxy(no_proxy));
+    }
+    Ok(builder)
+}
+
+fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let tls_error = |detail: String| {
+        RegistryError::new(ErrorKind::Protocol, format!("read CA certificates from {}", path.display()))
+            .with_detail(detail)
+            .with_hint("give a PEM file holding one or more `-----BEGIN CERTIFICATE-----` blocks")
+    };
+    let pem = std::fs::read(path).map_err(|e| tls_error(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls_error(error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(tls_error("it holds no certificate".into()));
+    }
+    Ok(certs)
+}
+
+#[derive(Default)]
+struct HostMaterial {
+    cas: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+/// Reads docker's `certs.d`: one directory per `host[:port]`, `*.crt` CAs,
+/// and a client certificate `NAME.cert` with its key `NAME.key`.
+fn scan_certs_dir(dir: &Path) -> Result<Vec<(String, HostMaterial)>, RegistryError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut hosts = Vec::new();
+    for entry in entries.flatten() {
+        let host_dir = entry.path();
+        if !host_dir.is_dir() {
+            continue;
+        }
+        let host = entry.file_name().to_string_lossy().into_owned();
+        let mut material = HostMaterial::default();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&host_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        files.sort();
+        for file in &files {
+            match file.extension().and_then(|e| e.to_str()) {
+                Some("crt") => material.cas.extend(read_cas(file)?),
+                Some("cert") => {
+                    let key = file.with_extension("key");
+                    let unreadable = |what: &Path, e: String| {
+                        RegistryError::new(ErrorKind::Protocol, format!("read the client certificate for {host}"))
+                            .with_detail(format!("{}: {e}", what.display()))
+                            .with_hint(format!(
+                                "docker's layout wants `NAME.cert` and `NAME.key` side by side in {}",
+                                host_dir.display()
+                            ))
+                    };
+                    let mut pem = std::fs::read(file).map_err(|e| unreadable(file, e.to_string()))?;
+                    pem.push(b'\n');
+                    pem.extend(std::fs::read(&key).map_err(|e| unreadable(&key, e.to_string()))?);
+                    material.identity =
+                        Some(reqwest::Identity::from_pem(&pem).map_err(|e| unreadable(file, error_chain(&e)))?);
+                }
+                _ => {}
+            }
+        }
+        hosts.push((host, material));
+    }
+    Ok(hosts)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certs_d_problems_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("reg.example:5000");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("client.cert"), "not used").unwrap();
+        let error = scan_certs_dir(dir.path()).err().expect("a client.cert without its key is an error");
+        assert!(error.to_string().contains("client certificate for reg.example:5000"), "{error}");
+        assert!(error.to_string().contains("client.key"), "{error}");
+
+        std::fs::remove_file(host.join("client.cert")).unwrap();
+        std::fs::write(host.join("ca.crt"), "not PEM").unwrap();
+        let error = scan_certs_dir(dir.path()).err().expect("a .crt without a certificate is an error");
+        assert!(error.to_string().contains("ca.crt"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_certs_dir_is_no_material() {
+        assert!(scan_certs_dir(Path::new("/nonexistent/certs.d")).unwrap().is_empty());
     }
 }

@@ -51,6 +51,8 @@ pub struct Details {
     pub codes: Vec<ErrorCode>,
     /// The registry's body when it was not the JSON error shape (trimmed), or a transport error.
     pub detail: Option<String>,
+    /// A hint that knows more than the kind does (which credentials were refused, a TLS problem).
+    pub hint: Option<String>,
 }
 
 impl RegistryError {
@@ -62,7 +64,14 @@ impl RegistryError {
             status: None,
             codes: Vec::new(),
             detail: None,
+            hint: None,
         }))
+    }
+
+    #[must_use]
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.0.hint = Some(hint.into());
+        self
     }
 
     #[must_use]
@@ -94,12 +103,19 @@ impl RegistryError {
             status: Some(status),
             codes,
             detail,
+            hint: None,
         }))
     }
 
     /// Builds the error for a request that got no HTTP answer.
     pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
-        Self::new(ErrorKind::Network, action).with_url(url).with_detail(transport_cause(error))
+        let cause = transport_cause(error);
+        let error = Self::new(ErrorKind::Network, action).with_url(url);
+        let error = match tls_hint(&cause, url) {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        };
+        error.with_detail(cause)
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -123,6 +139,9 @@ impl RegistryError {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         let d = &*self.0;
+        if let Some(hint) = &d.hint {
+            return Some(hint.clone());
+        }
         let host = d.url.as_ref().and_then(|u| u.inner().host_str().map(str::to_owned)).unwrap_or_default();
         Some(match d.kind {
             ErrorKind::Network => format!(
@@ -227,6 +246,31 @@ fn transport_cause(error: &reqwest::Error) -> String {
     }
     let cause = last.unwrap_or_else(|| "the request failed".into());
     if error.is_timeout() { format!("timed out ({cause})") } else { cause }
+}
+
+/// A hint for TLS failures, which otherwise read as "is a registry running?".
+fn tls_hint(cause: &str, url: &url::Url) -> Option<String> {
+    let host = url.host_str().unwrap_or_default();
+    let host_port = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
+    let lower = cause.to_ascii_lowercase().replace(' ', "");
+    if lower.contains("certificaterequired") || lower.contains("badcertificate") {
+        Some(format!(
+            "{host_port} wants a client certificate: put `client.cert` and `client.key` in \
+             /etc/docker/certs.d/{host_port}/ (or the directory given by --certs-dir)"
+        ))
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        Some(format!(
+            "the registry's TLS certificate is not trusted: pass its CA with `--ca-cert FILE`, or put it in \
+             /etc/docker/certs.d/{host_port}/ca.crt (`--insecure` skips the check)"
+        ))
+    } else if lower.contains("handshake") || lower.contains("tls") || lower.contains("alert") {
+        Some(format!(
+            "the TLS handshake with {host_port} failed: if it wants a client certificate, put `client.cert` and \
+             `client.key` in /etc/docker/certs.d/{host_port}/; if it speaks plain HTTP, use `--plain-http`"
+        ))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hoist_oci::{Digest, RawBlob};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::auth::{HostAuth, Scope, merge_scopes};
 use crate::{Client, ErrorKind, RegistryError};
 
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -23,14 +26,35 @@ pub enum BlobPush {
 /// One repository on one registry.
 #[derive(Clone, Debug)]
 pub struct Repository {
+    /// Its `http` is this registry's pool (its own when `certs.d` has TLS material for it).
     client: Client,
     base: Url,
     name: String,
+    auth: Arc<HostAuth>,
+    /// What every request asks a token for: push and pull here first,
+    /// then any extra (e.g. pull on a mount source).
+    scopes: Vec<Scope>,
 }
 
 impl Repository {
-    pub(crate) fn new(client: Client, base: Url, name: String) -> Self {
-        Self { client, base, name }
+    pub(crate) fn new(client: Client, base: Url, name: String, auth: Arc<HostAuth>) -> Self {
+        let scopes = vec![Scope::repository(&name, &["pull", "push"])];
+        Self { client, base, name, auth, scopes }
+    }
+
+    /// The same repository, whose tokens also grant pull on `source`: what a
+    /// cross-repository mount from `source` needs, since registries that
+    /// check per-repository scopes otherwise turn the mount into an upload.
+    #[must_use]
+    pub fn with_pull_scope(&self, source: &str) -> Self {
+        let mut scopes = self.scopes.clone();
+        scopes.push(Scope::repository(source, &["pull"]));
+        Self { scopes: merge_scopes(scopes), ..self.clone() }
+    }
+
+    /// The scopes this handle's tokens ask for.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
     }
 
     /// The repository path, e.g. `team/app`.
@@ -116,7 +140,64 @@ impl Repository {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
-        request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))
+        self.authorized(action, url, request).await
+    }
+
+    /// One attempt, authorized as earlier challenges taught. On a 401 the
+    /// challenge is answered (a token fetched, or Basic credentials found)
+    /// and the request is sent once more, from a copy taken beforehand
+    /// (`try_clone`: bytes bodies copy, streamed bodies do not).
+    async fn authorized(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        // ---- auth: begin ----
+        // Credentials go only to the registry's own host: a Location may point elsewhere (storage).
+        if !same_origin(url, &self.base) {
+            return request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e));
+        }
+        let header = self.auth.authorization(&self.client, url, &self.scopes).await?;
+        // The copy is taken before `Authorization` is set: `header` appends.
+        let spare = request.try_clone();
+        let request = match &header {
+            Some(header) => request.header(AUTHORIZATION, header.clone()),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(header) =
+            self.auth.answer(&self.client, url, response.headers(), &self.scopes, header.as_ref()).await?
+        else {
+            return Err(self.refused(action, url, response).await);
+        };
+        let Some(request) = spare else {
+            // The token died between its renewal check and this request. A
+            // new one is cached now, so doing the whole upload again works.
+            return Err(RegistryError::new(ErrorKind::Unavailable, action)
+                .with_url(url)
+                .with_detail("the registry refused the token for a streamed body that cannot be sent twice")
+                .with_hint("the registry's tokens expire sooner than it says; push again"));
+        };
+        let response = request
+            .header(AUTHORIZATION, header)
+            .send()
+            .await
+            .map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.refused(action, url, response).await);
+        }
+        Ok(response)
+        // ---- auth: end ----
+    }
+
+    /// The error for a 401 that answering the challenge did not cure.
+    async fn refused(&self, action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
+        let hint = self.auth.refusal_hint(&self.client).await;
+        error_from(action, url, response).await.with_hint(hint)
     }
 }
 
@@ -191,13 +272,20 @@ impl Upload {
     /// for lack of a `delete` scope, and the session expires anyway.
     pub async fn cancel(self) {
         let url = self.location.clone();
-        match self.repository.client.http.delete(url.clone()).send().await {
+        let action = format!("cancel an upload to {}", self.repository.name);
+        let request = self.repository.client.http.delete(url.clone());
+        match self.repository.send(&action, &url, request).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
             }
             Err(error) => tracing::debug!(%error, "could not cancel upload"),
         }
     }
+}
+
+/// Same scheme, host and port: the registry itself, not a storage redirect.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 pub(crate) fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {

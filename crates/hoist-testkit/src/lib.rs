@@ -4,6 +4,9 @@
 //!   `docker-registry`) on a free loopback port with a generated config and
 //!   throwaway storage, and stops it when dropped.
 //! - [`fixtures`] builds image archives in memory, layout by layout.
+//! - [`TestRegistry::builder`] configures it: htpasswd basic auth, token
+//!   auth against a [`TokenIssuer`] (real signed JWTs), TLS with a
+//!   [`TestCa`], and TLS requiring a client certificate.
 //! - [`tools`] wraps the independent checkers: skopeo and the Docker Engine.
 //!
 //! Missing tools fail the test with one line naming the package to install;
@@ -13,9 +16,13 @@
 
 pub mod fixtures;
 mod registry;
+pub mod tls;
+pub mod token_issuer;
 pub mod tools;
 
-pub use registry::TestRegistry;
+pub use registry::{RegistryBuilder, TestRegistry};
+pub use tls::TestCa;
+pub use token_issuer::{IssuerConfig, TokenIssuer};
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {

@@ -1,9 +1,12 @@
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::tls::TestCa;
+use crate::token_issuer::TokenIssuer;
 use crate::tools::require;
 
 /// A real distribution registry on `127.0.0.1:<free port>`, killed on drop.
@@ -12,6 +15,102 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
+}
+
+/// How to configure a [`TestRegistry`]: anonymous plain HTTP unless told.
+#[derive(Debug, Default)]
+pub struct RegistryBuilder {
+    basic: Option<(String, String)>,
+    token: Option<TokenAuth>,
+    tls: Option<(PathBuf, PathBuf)>,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct TokenAuth {
+    realm: String,
+    service: String,
+    issuer: String,
+    bundle: PathBuf,
+}
+
+impl RegistryBuilder {
+    /// htpasswd authentication with one user (bcrypt, as distribution wants).
+    #[must_use]
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.basic = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Token authentication against `issuer` (which must outlive the registry's start).
+    #[must_use]
+    pub fn token_auth(mut self, issuer: &TokenIssuer) -> Self {
+        self.token = Some(TokenAuth {
+            realm: issuer.realm(),
+            service: issuer.service().to_owned(),
+            issuer: issuer.issuer().to_owned(),
+            bundle: issuer.root_cert_bundle(),
+        });
+        self
+    }
+
+    /// Token authentication against `issuer`, but with the challenge naming
+    /// `realm` instead: to test what a client does with a realm it must not trust.
+    #[must_use]
+    pub fn token_auth_with_realm(mut self, issuer: &TokenIssuer, realm: &str) -> Self {
+        self = self.token_auth(issuer);
+        if let Some(token) = &mut self.token {
+            realm.clone_into(&mut token.realm);
+        }
+        self
+    }
+
+    /// Serve HTTPS with `ca`'s server certificate (for 127.0.0.1 and localhost).
+    #[must_use]
+    pub fn tls(mut self, ca: &TestCa) -> Self {
+        self.tls = Some((ca.server_cert(), ca.server_key()));
+        self
+    }
+
+    /// Serve HTTPS and require a client certificate signed by `ca`.
+    #[must_use]
+    pub fn require_client_cert(mut self, ca: &TestCa) -> Self {
+        self.client_ca = Some(ca.ca_cert());
+        self.tls(ca)
+    }
+
+    pub fn start(self) -> TestRegistry {
+        TestRegistry::start_with(&self)
+    }
+
+    fn extra_yaml(&self, dir: &Path) -> (String, String) {
+        let mut top = String::new();
+        let mut http = String::new();
+        if let Some((user, password)) = &self.basic {
+            let hash = bcrypt::hash(password, 4).expect("bcrypt the test password");
+            let path = dir.join("htpasswd");
+            std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
+            let _ = write!(top, "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n", path.display());
+        }
+        if let Some(token) = &self.token {
+            let _ = write!(
+                top,
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                token.service,
+                token.issuer,
+                token.bundle.display()
+            );
+        }
+        if let Some((cert, key)) = &self.tls {
+            let _ = write!(http, "  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+            if let Some(ca) = &self.client_ca {
+                let _ = write!(http, "    clientcas:\n      - {}\n", ca.display());
+            }
+        }
+        (top, http)
+    }
 }
 
 const START_ATTEMPTS: usize = 5;
@@ -20,13 +119,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 impl TestRegistry {
     /// Starts an anonymous registry over plain HTTP.
     pub fn start() -> Self {
+        Self::start_with(&RegistryBuilder::default())
+    }
+
+    /// A registry with authentication or TLS: `TestRegistry::builder().basic_auth("u", "p").start()`.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    fn start_with(builder: &RegistryBuilder) -> Self {
         require("docker-registry", "docker-registry");
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::tempdir().expect("temp dir for the registry");
             let port = free_port();
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(&dir.path().join("storage"), port)).expect("write registry config");
+            let (top, http) = builder.extra_yaml(dir.path());
+            // `http` continues the http section that config_yaml ends with; `top` adds sections.
+            let yaml = format!("{}{http}{top}", config_yaml(&dir.path().join("storage"), port));
+            std::fs::write(&config, yaml).expect("write registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
             let child = Command::new("docker-registry")
                 .arg("serve")
@@ -36,7 +147,7 @@ impl TestRegistry {
                 .stderr(log)
                 .spawn()
                 .expect("spawn docker-registry");
-            let mut registry = Self { child, port, dir };
+            let mut registry = Self { child, port, dir, tls: builder.tls.is_some() };
             if registry.wait_ready() {
                 return registry;
             }
@@ -49,6 +160,11 @@ impl TestRegistry {
     /// `127.0.0.1:<port>`: the registry part of a reference.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `localhost:<port>`: the same registry by name (its certificate names both).
+    pub fn localhost(&self) -> String {
+        format!("localhost:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -71,7 +187,12 @@ impl TestRegistry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if let Ok((200, _)) = http_get(self.port, "/v2/") {
+            if self.tls {
+                // No TLS client here: a listening port means distribution is serving.
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return true;
+                }
+            } else if let Ok((200 | 401, _)) = http_get(self.port, "/v2/") {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

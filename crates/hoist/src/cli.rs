@@ -23,6 +23,7 @@ pub(crate) struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing would only obscure clap's derive
 pub(crate) enum Command {
     /// Push the images in an image archive to a registry.
     #[command(after_help = "\
@@ -97,13 +98,32 @@ pub(crate) enum OutputFormat {
 }
 
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // each bool is an independent command-line switch
 pub(crate) struct NetworkArgs {
-    /// Talk plain HTTP to every destination registry (loopback registries always are).
-    #[arg(long)]
+    /// Talk plain HTTP to every destination registry (loopback registries are by default).
+    #[arg(long, conflicts_with = "https")]
     pub(crate) plain_http: bool,
+    /// Talk HTTPS even to loopback registries (which otherwise get plain HTTP, as with docker).
+    #[arg(long)]
+    pub(crate) https: bool,
     /// Do not verify TLS certificates.
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// Also trust the CA certificates in this PEM file (may hold several; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Vec<PathBuf>,
+    /// Docker's per-registry TLS directory: DIR/HOST:PORT/*.crt (CAs), client.cert + client.key (mTLS).
+    #[arg(long, value_name = "DIR", env = "HOIST_CERTS_D", default_value = "/etc/docker/certs.d")]
+    pub(crate) certs_dir: PathBuf,
+    /// User name for the destination registries. Without it, docker's and podman's stored logins are used.
+    #[arg(short, long, value_name = "USER", env = "HOIST_USERNAME")]
+    pub(crate) username: Option<String>,
+    /// Read the password (or access token) from standard input.
+    #[arg(long, conflicts_with = "password")]
+    pub(crate) password_stdin: bool,
+    /// The password on the command line: other users can see it in `ps`. Prefer --password-stdin or HOIST_PASSWORD.
+    #[arg(long, value_name = "PASSWORD")]
+    pub(crate) password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use hoist_archive::Archive;
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions};
+use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, Secret};
 use hoist_transfer::{BlobCache, PushOptions, PushPlan, PushedImage};
 
-use crate::cli::{Format, GlobalArgs, OutputFormat, ProgressMode, PushArgs};
+use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::Usage;
 use crate::reporter;
 
@@ -41,6 +41,8 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         .into());
     }
 
+    let credentials = credentials(&args.network)?;
+
     let path = args.archive.clone();
     let archive = tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
     let archive = Arc::new(archive);
@@ -53,7 +55,24 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     if let Some(target) = target.as_ref().filter(|t| t.plain_http()) {
         plain_http.push(target.registry().to_owned());
     }
-    let client = Client::new(ClientOptions { plain_http, insecure: args.network.insecure, user_agent: None })?;
+    let mut https: Vec<String> = Vec::new();
+    if args.network.https {
+        https.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
+    }
+    if let Some(target) =
+        target.as_ref().filter(|_| args.registry.as_deref().is_some_and(|r| r.starts_with("https://")))
+    {
+        https.push(target.registry().to_owned());
+    }
+    let client = Client::new(ClientOptions {
+        plain_http,
+        https,
+        insecure: args.network.insecure,
+        user_agent: None,
+        credentials,
+        ca_certs: args.network.ca_cert.clone(),
+        certs_dir: Some(args.network.certs_dir.clone()),
+    })?;
     let options = PushOptions {
         jobs: usize::from(args.jobs),
         format: match args.format {
@@ -87,6 +106,45 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// Where credentials come from: `--username` with `--password-stdin` or
+/// `--password`, else `HOIST_USERNAME`/`HOIST_PASSWORD`, else docker's and
+/// podman's stored logins.
+fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
+    let store = CredentialStore::from_environment();
+    let password = if network.password_stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the password from stdin")?;
+        let password = text.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            return Err(Usage::new(
+                "--password-stdin read an empty password",
+                "pipe the password in: `echo \"$PASS\" | hoist push --username USER --password-stdin …`",
+            )
+            .into());
+        }
+        Some(password)
+    } else if let Some(password) = &network.password {
+        eprintln!("warning: --password is visible to other users in `ps`; prefer --password-stdin or HOIST_PASSWORD");
+        Some(password.clone())
+    } else {
+        std::env::var("HOIST_PASSWORD").ok().filter(|p| !p.is_empty())
+    };
+    match (network.username.as_deref().filter(|u| !u.is_empty()), password) {
+        (Some(username), Some(password)) => {
+            Ok(store
+                .with_explicit(Credential::Basic { username: username.to_owned(), password: Secret::new(password) }))
+        }
+        (Some(_), None) => {
+            Err(Usage::new("--username needs a password", "add --password-stdin (or set HOIST_PASSWORD)").into())
+        }
+        (None, Some(_)) => {
+            Err(Usage::new("a password was given without --username", "add --username USER (or set HOIST_USERNAME)")
+                .into())
+        }
+        (None, None) => Ok(store),
+    }
 }
 
 /// The `--output json` document.

@@ -2,6 +2,7 @@
 
 mod archive_hostile;
 mod archive_layouts;
+mod auth;
 mod cache;
 mod docker;
 mod errors;
@@ -9,3 +10,4 @@ mod inspect;
 mod output;
 mod push;
 mod support;
+mod tls;

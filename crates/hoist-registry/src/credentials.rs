@@ -1,0 +1,389 @@
+//! Where credentials come from.
+//!
+//! A [`CredentialStore`] answers "what do I send to this registry?" in a
+//! fixed order: credentials given explicitly (the binary's `--username` /
+//! `--password-stdin` flags, then its `HOIST_USERNAME` / `HOIST_PASSWORD`
+//! environment), then docker's `config.json`, then podman's `auth.json`,
+//! and otherwise nothing (anonymous).
+//!
+//! Inside docker's `config.json` the order is docker's own: a
+//! `credHelpers` entry for the host, else the `credsStore` helper, else the
+//! plain `auths` entry (`auth` is base64 `user:password`; `identitytoken` is
+//! an OAuth2 refresh token; `registrytoken` a ready bearer token). Helpers
+//! are the `docker-credential-<name>` programs, called with `get` and the
+//! server URL on stdin, as docker does.
+//!
+//! Every secret is a [`Secret`], whose `Debug` never shows the value.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::{ErrorKind, RegistryError};
+
+/// The key docker uses for Docker Hub in `config.json` and with helpers.
+const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+/// What a helper prints when it has nothing for a server: not an error.
+const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
+/// The user name helpers return to mean "the secret is an identity token".
+const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// A password or token. Prints as `Secret(…)` so it cannot leak through
+/// `Debug` or a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What to authenticate with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A user name and a password or access token: HTTP Basic to the
+    /// registry, or to its token server.
+    Basic { username: String, password: Secret },
+    /// An OAuth2 refresh token (docker's `identitytoken`): exchanged for
+    /// access tokens with a POST to the token server.
+    IdentityToken { username: Option<String>, token: Secret },
+    /// A bearer token for the registry itself (docker's `registrytoken`).
+    RegistryToken(Secret),
+}
+
+/// Where a credential was found, for messages ("refused the credentials
+/// from ~/.docker/config.json").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Flags or environment variables given to hoist.
+    Explicit,
+    /// The `auths` section of a docker `config.json` or podman `auth.json`.
+    File(PathBuf),
+    /// A `docker-credential-<name>` helper.
+    Helper(String),
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Explicit => f.write_str("--username/HOIST_USERNAME"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Helper(name) => write!(f, "docker-credential-{name}"),
+        }
+    }
+}
+
+/// The sources to look in, in order. `Default` is anonymous.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialStore {
+    explicit: Option<Credential>,
+    docker_config: Option<PathBuf>,
+    podman_auth: Option<PathBuf>,
+}
+
+impl CredentialStore {
+    /// No credentials anywhere.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// Docker's and podman's usual files, found from the environment:
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, and
+    /// `$REGISTRY_AUTH_FILE` or `$XDG_RUNTIME_DIR/containers/auth.json`.
+    pub fn from_environment() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let docker_config = var("DOCKER_CONFIG")
+            .map(|dir| dir.join("config.json"))
+            .or_else(|| var("HOME").map(|home| home.join(".docker/config.json")));
+        let podman_auth =
+            var("REGISTRY_AUTH_FILE").or_else(|| var("XDG_RUNTIME_DIR").map(|dir| dir.join("containers/auth.json")));
+        Self { explicit: None, docker_config, podman_auth }
+    }
+
+    /// Credentials that win over every file (flags or environment).
+    #[must_use]
+    pub fn with_explicit(mut self, credential: Credential) -> Self {
+        self.explicit = Some(credential);
+        self
+    }
+
+    #[must_use]
+    pub fn with_docker_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.docker_config = Some(path.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_podman_auth(mut self, path: impl Into<PathBuf>) -> Self {
+        self.podman_auth = Some(path.into());
+        self
+    }
+
+    /// The credential for `registry` (as written in a reference:
+    /// `docker.io`, `host:port`), and where it came from. Missing files are
+    /// not errors; unreadable or malformed ones are, as with docker.
+    pub fn lookup(&self, registry: &str) -> Result<Option<(Credential, CredentialSource)>, RegistryError> {
+        if let Some(credential) = &self.explicit {
+            return Ok(Some((credential.clone(), CredentialSource::Explicit)));
+        }
+        for path in [&self.docker_config, &self.podman_auth].into_iter().flatten() {
+            if let Some(config) = AuthConfig::load(path)?
+                && let Some(found) = config.lookup(path, registry)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The part of docker's `config.json` (and podman's `auth.json`, which
+/// shares the shape) that concerns credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, AuthEntry>,
+    #[serde(default)]
+    creds_store: Option<String>,
+    #[serde(default)]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+    #[serde(default)]
+    registrytoken: Option<String>,
+}
+
+impl AuthConfig {
+    fn load(path: &Path) -> Result<Option<Self>, RegistryError> {
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(config_error(path, &e.to_string())),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| config_error(path, &e.to_string()))
+    }
+
+    fn lookup(&self, path: &Path, registry: &str) -> Result<Option<(Credential, CredentialSource)>, RegistryError> {
+        let keys = lookup_keys(registry);
+        let server_url = keys[0].clone();
+        let helper = keys.iter().find_map(|k| self.cred_helpers.get(k)).or(self.creds_store.as_ref());
+        if let Some(helper) = helper.filter(|h| !h.is_empty())
+            && let Some(credential) = call_helper(helper, &server_url)?
+        {
+            return Ok(Some((credential, CredentialSource::Helper(helper.clone()))));
+        }
+        let entry = self.auths.iter().find(|(key, _)| keys.contains(&normalize_key(key))).map(|(_, entry)| entry);
+        let Some(entry) = entry else { return Ok(None) };
+        Ok(entry.credential(path)?.map(|c| (c, CredentialSource::File(path.to_owned()))))
+    }
+}
+
+impl AuthEntry {
+    fn credential(&self, path: &Path) -> Result<Option<Credential>, RegistryError> {
+        let (mut username, mut password) = (self.username.clone(), self.password.clone());
+        if let Some(auth) = self.auth.as_deref().filter(|a| !a.is_empty()) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| config_error(path, "an `auth` value is not base64 of `user:password`"))?;
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| config_error(path, "an `auth` value has no `:` between user and password"))?;
+            username = Some(user.to_owned());
+            // docker-cli once padded passwords with NULs; others trim them too.
+            password = Some(pass.trim_end_matches('\0').to_owned());
+        }
+        if let Some(token) = self.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::IdentityToken { username, token: Secret::new(token) }));
+        }
+        if let Some(token) = self.registrytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::RegistryToken(Secret::new(token))));
+        }
+        Ok(match (username, password) {
+            (Some(username), Some(password)) if !username.is_empty() => {
+                Some(Credential::Basic { username, password: Secret::new(password) })
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The keys under which `registry` may be filed, the canonical one first
+/// (the one docker passes to helpers).
+fn lookup_keys(registry: &str) -> Vec<String> {
+    if matches!(registry, "docker.io" | "index.docker.io" | "registry-1.docker.io") {
+        return vec![
+            DOCKER_HUB_KEY.to_owned(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ];
+    }
+    vec![registry.to_owned()]
+}
+
+/// `https://host:5000/v1/` → `host:5000`, as docker-cli's `ConvertToHostname`
+/// does for legacy keys; Docker Hub's URL key stays as it is.
+fn normalize_key(key: &str) -> String {
+    if key == DOCKER_HUB_KEY {
+        return key.to_owned();
+    }
+    let rest = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HelperAnswer {
+    #[serde(default)]
+    username: String,
+    secret: String,
+}
+
+/// Runs `docker-credential-<helper> get` with `server_url` on stdin.
+/// Written by hand: the protocol is one process call and one JSON object,
+/// and the crates that wrap it do not report "not found" apart from failure.
+fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, RegistryError> {
+    let program = format!("docker-credential-{helper}");
+    let failed = |detail: String| {
+        RegistryError::new(ErrorKind::Unauthorized, format!("get credentials for {server_url} from {program}"))
+            .with_detail(detail)
+            .with_hint(format!("check that `{program}` is installed and logged in, or remove it from config.json"))
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is its own business.
+        let _ = stdin.write_all(server_url.as_bytes());
+    }
+    let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if stdout.trim() == HELPER_NOT_FOUND {
+            return Ok(None);
+        }
+        // Helpers print their error on stdout; it names no secret.
+        return Err(failed(format!("it failed ({}): {}", output.status, stdout.trim())));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
+        .map_err(|e| failed(format!("its answer is not the JSON expected: {e}")))?;
+    if answer.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(if answer.username == IDENTITY_TOKEN_USER {
+        Credential::IdentityToken { username: None, token: Secret::new(answer.secret) }
+    } else {
+        Credential::Basic { username: answer.username, password: Secret::new(answer.secret) }
+    }))
+}
+
+fn config_error(path: &Path, detail: &str) -> RegistryError {
+    RegistryError::new(ErrorKind::Unauthorized, format!("read credentials from {}", path.display()))
+        .with_detail(detail.to_owned())
+        .with_hint("fix or move the file (docker and podman would refuse it too)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, json: &str) -> PathBuf {
+        let path = dir.join("config.json");
+        std::fs::write(&path, json).unwrap();
+        path
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = Credential::Basic { username: "u".into(), password: Secret::new("hunter2") };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auths_entries_are_decoded_and_matched_by_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss\0");
+        let path = write(
+            dir.path(),
+            &format!(
+                r#"{{"auths":{{"https://reg.example:5000/v1/":{{"auth":"{auth}"}},
+                "https://index.docker.io/v1/":{{"identitytoken":"refresh-me"}},
+                "tok.example":{{"registrytoken":"ready"}}}}}}"#
+            ),
+        );
+        let store = CredentialStore::anonymous().with_docker_config(&path);
+        let (c, source) = store.lookup("reg.example:5000").unwrap().unwrap();
+        assert_eq!(c, Credential::Basic { username: "alice".into(), password: Secret::new("pa:ss") });
+        assert_eq!(source, CredentialSource::File(path.clone()));
+        let (c, _) = store.lookup("docker.io").unwrap().unwrap();
+        assert_eq!(c, Credential::IdentityToken { username: None, token: Secret::new("refresh-me") });
+        assert_eq!(store.lookup("tok.example").unwrap().unwrap().0, Credential::RegistryToken(Secret::new("ready")));
+        assert!(store.lookup("other.example").unwrap().is_none());
+    }
+
+    #[test]
+    fn explicit_credentials_win_and_missing_files_are_anonymous() {
+        let explicit = Credential::Basic { username: "u".into(), password: Secret::new("p") };
+        let store =
+            CredentialStore::anonymous().with_docker_config("/nonexistent/config.json").with_explicit(explicit.clone());
+        assert_eq!(store.lookup("r").unwrap().unwrap(), (explicit, CredentialSource::Explicit));
+        let store = CredentialStore::anonymous().with_docker_config("/nonexistent/config.json");
+        assert!(store.lookup("r").unwrap().is_none());
+    }
+
+    #[test]
+    fn docker_config_comes_before_podman() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = write(dir.path(), r#"{"auths":{}}"#);
+        let podman = dir.path().join("auth.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("pod:man");
+        std::fs::write(&podman, format!(r#"{{"auths":{{"r:1":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+        let store = CredentialStore::anonymous().with_docker_config(&docker).with_podman_auth(&podman);
+        let (c, source) = store.lookup("r:1").unwrap().unwrap();
+        assert_eq!(c, Credential::Basic { username: "pod".into(), password: Secret::new("man") });
+        assert_eq!(source, CredentialSource::File(podman));
+    }
+
+    #[test]
+    fn malformed_files_are_errors_that_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "{not json");
+        let error = CredentialStore::anonymous().with_docker_config(&path).lookup("r").unwrap_err();
+        assert!(error.to_string().contains("config.json"), "{error}");
+        let path = write(dir.path(), r#"{"auths":{"r":{"auth":"!!!"}}}"#);
+        assert!(CredentialStore::anonymous().with_docker_config(&path).lookup("r").is_err());
+    }
+}
