@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use hoist_oci::Reference;
 
-use crate::{ErrorKind, RegistryError, Repository};
+use crate::{ErrorKind, RegistryError, Repository, RetryObserver, RetryPolicy};
 
 /// Settings that apply to every registry a [`Client`] talks to.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +15,10 @@ pub struct ClientOptions {
     pub insecure: bool,
     /// The `User-Agent` to send; defaults to `hoist/<version>`.
     pub user_agent: Option<String>,
+    /// When and how often failed requests and uploads are tried again.
+    pub retry: RetryPolicy,
+    /// Told about every retry before its delay (the client never prints).
+    pub on_retry: Option<RetryObserver>,
 }
 
 /// A registry client: one connection pool shared by every repository handle.
@@ -54,6 +58,10 @@ impl Client {
         let base = url::Url::parse(&format!("{scheme}://{}/", reference.api_host()))
             .expect("a validated registry host always forms a URL");
         Repository::new(self.clone(), base, reference.repository().to_owned())
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.options
     }
 
     fn uses_plain_http(&self, reference: &Reference) -> bool {

@@ -203,7 +203,7 @@ struct ErrorEntry {
     message: String,
 }
 
-fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
+pub(crate) fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.errors.into_iter().map(|e| ErrorCode { code: e.code, message: e.message }).collect())
         .unwrap_or_default()

@@ -21,8 +21,10 @@ mod error;
 mod fetch;
 mod redact;
 mod repository;
+mod retry;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};
+pub use retry::{RetryEvent, RetryObserver, RetryPolicy};

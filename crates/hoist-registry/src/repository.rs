@@ -1,9 +1,12 @@
+use std::sync::atomic::AtomicU32;
+
 use bytes::Bytes;
 use hoist_oci::{Digest, RawBlob};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::retry::RetryContext;
 use crate::{Client, ErrorKind, RegistryError};
 
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -109,7 +112,37 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
+    /// Every request goes through here.
     pub(crate) async fn send(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.send_counted(action, url, request, None).await
+    }
+
+    // ---- retries (see retry.rs): one `send_once` per attempt ----
+    /// [`Self::send`], adding each retry to `retries`.
+    pub(crate) async fn send_counted(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        retries: Option<&AtomicU32>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let context = self.retry_context(retries);
+        crate::retry::with_retries(context, action, request, |request| self.send_once(action, url, request)).await
+    }
+
+    pub(crate) fn retry_context<'a>(&'a self, counter: Option<&'a AtomicU32>) -> RetryContext<'a> {
+        let options = self.client.options();
+        RetryContext { policy: &options.retry, observer: options.on_retry.as_ref(), counter }
+    }
+    // ---- end retries ----
+
+    /// One attempt at a request.
+    async fn send_once(
         &self,
         action: &str,
         url: &Url,
@@ -195,7 +228,7 @@ impl Upload {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
             }
-            Err(error) => tracing::debug!(%error, "could not cancel upload"),
+            Err(error) => tracing::debug!(error = %error.without_url(), "could not cancel upload"),
         }
     }
 }

@@ -53,7 +53,12 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     if let Some(target) = target.as_ref().filter(|t| t.plain_http()) {
         plain_http.push(target.registry().to_owned());
     }
-    let client = Client::new(ClientOptions { plain_http, insecure: args.network.insecure, user_agent: None })?;
+    let client = Client::new(ClientOptions {
+        plain_http,
+        insecure: args.network.insecure,
+        user_agent: None,
+        ..ClientOptions::default()
+    })?;
     let options = PushOptions {
         jobs: usize::from(args.jobs),
         format: match args.format {
