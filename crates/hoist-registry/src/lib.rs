@@ -22,9 +22,13 @@ mod fetch;
 mod redact;
 mod repository;
 mod retry;
+mod upload;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
+pub use upload::{
+    BlobSource, BlobStream, BytesSource, DEFAULT_CHUNK_SIZE, UploadAction, UploadError, UploadOptions, UploadOutcome,
+};

@@ -4,6 +4,8 @@
 //!   `docker-registry`) on a free loopback port with a generated config and
 //!   throwaway storage, and stops it when dropped.
 //! - [`fixtures`] builds image archives in memory, layout by layout.
+//! - [`fault_proxy::FaultProxy`] sits in front of a registry and injects the
+//!   faults of real networks and registry front ends, logging every request.
 //! - [`tools`] wraps the independent checkers: skopeo and the Docker Engine.
 //!
 //! Missing tools fail the test with one line naming the package to install;
@@ -11,10 +13,12 @@
 
 #![allow(clippy::missing_panics_doc, clippy::print_stderr)] // test support panics on setup failure by design
 
+pub mod fault_proxy;
 pub mod fixtures;
 mod registry;
 pub mod tools;
 
+pub use fault_proxy::{Fault, FaultProxy, Rule};
 pub use registry::TestRegistry;
 
 /// `sha256:<hex>` of `bytes`.

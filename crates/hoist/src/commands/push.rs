@@ -66,6 +66,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
             Format::Oci => ManifestFormat::Oci,
         },
         gzip_level: args.gzip_level,
+        chunk_size: args.chunk_size,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
     let reporter = reporter::for_mode(args.progress, global.quiet);

@@ -3,6 +3,7 @@
 mod cache;
 mod docker;
 mod errors;
+mod faults;
 mod inspect;
 mod output;
 mod push;
