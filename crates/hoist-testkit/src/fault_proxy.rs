@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -46,6 +48,9 @@ pub enum Fault {
     /// Answer 416 to a PATCH with `Content-Range` whose body is larger than
     /// this, as GHCR does above 4 MiB; forward otherwise.
     ChunkCap { max: usize },
+    /// Forward; send only this many bytes of the answer's body (with its
+    /// full `Content-Length`), then break the connection.
+    TruncateResponse(usize),
     /// Answer 307 to the same path and query on `base` (e.g. another proxy).
     RedirectTo { base: String },
 }
@@ -109,6 +114,8 @@ pub struct Logged {
     pub body_len: usize,
     pub content_length: Option<String>,
     pub content_range: Option<String>,
+    /// The `Range` header of a GET.
+    pub range: Option<String>,
     pub transfer_encoding: Option<String>,
     pub authorization: bool,
     /// What the client got; 0 for a dropped connection.
@@ -209,7 +216,12 @@ impl Drop for FaultProxy {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+type Body = BoxBody<Bytes, std::io::Error>;
+type Reply = Response<Body>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 /// Returning `Err` makes hyper close the connection without an answer.
 async fn handle(
@@ -229,6 +241,7 @@ async fn handle(
         body_len: 0,
         content_length: header("content-length"),
         content_range: header("content-range"),
+        range: header("range"),
         transfer_encoding: header("transfer-encoding"),
         authorization: request.headers().contains_key("authorization"),
         status: 0,
@@ -282,6 +295,10 @@ async fn handle(
                 reply.headers_mut().insert("range", first_range.parse().expect("a header value"));
                 logged.fault = Some("201 with a stale Range".into());
             }
+            if let Some(Fault::TruncateResponse(keep)) = fault {
+                reply = truncate(reply, keep).await;
+                logged.fault = Some(format!("answer cut after {keep} bytes"));
+            }
             reply
         }
     };
@@ -326,7 +343,7 @@ fn local_reply(
                 base.trim_end_matches('/'),
                 if query.is_empty() { String::new() } else { format!("?{query}") }
             );
-            let mut reply = Response::new(Full::new(Bytes::new()));
+            let mut reply = Response::new(full(Bytes::new()));
             *reply.status_mut() = StatusCode::TEMPORARY_REDIRECT;
             reply.headers_mut().insert("location", target.parse().expect("a header value"));
             Some(reply)
@@ -372,7 +389,25 @@ async fn forward(parts: hyper::http::request::Parts, body: Bytes, upstream: u16)
     let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     parts.headers.remove("transfer-encoding");
     parts.headers.remove("connection");
-    Ok(Response::from_parts(parts, Full::new(body)))
+    Ok(Response::from_parts(parts, full(body)))
+}
+
+async fn truncate(reply: Reply, keep: usize) -> Reply {
+    let (parts, body) = reply.into_parts();
+    let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+    let prefix = bytes.slice(..keep.min(bytes.len()));
+    // hyper drops unflushed output when a body fails: pause between the
+    // prefix and the failure so that the prefix reaches the client.
+    let frames = futures_util::stream::unfold(Some(prefix), |prefix| async move {
+        match prefix {
+            Some(prefix) => Some((Ok(Frame::data(prefix)), None)),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Some((Err(std::io::Error::other("fault: answer cut")), None))
+            }
+        }
+    });
+    Response::from_parts(parts, StreamBody::new(frames).boxed())
 }
 
 /// Locations naming the registry directly are pointed back at the proxy.
@@ -388,7 +423,7 @@ fn url_state(location: &str) -> Option<String> {
 }
 
 fn html(status: u16) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(format!(
+    let mut reply = Response::new(full(Bytes::from(format!(
         "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>fault-proxy</center></body></html>"
     ))));
     *reply.status_mut() = StatusCode::from_u16(status).expect("a valid status");
@@ -398,7 +433,7 @@ fn html(status: u16) -> Reply {
 
 fn json_error(status: u16, code: &str, message: &str) -> Reply {
     let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    let mut reply = Response::new(full(Bytes::from(body)));
     *reply.status_mut() = StatusCode::from_u16(status).expect("a valid status");
     reply.headers_mut().insert("content-type", "application/json".parse().expect("a header value"));
     reply

@@ -288,3 +288,54 @@ impl Write for ChunkSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures_util::StreamExt;
+    use hoist_archive::Archive;
+    use hoist_registry::BlobSource;
+    use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer};
+
+    use super::LayerSource;
+
+    async fn collect(source: &LayerSource, offset: u64) -> Vec<u8> {
+        let mut stream = source.open(offset).unwrap();
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        out
+    }
+
+    /// A resume re-runs read + compress and skips what the registry has: the
+    /// tail must be exactly the first run's tail, and progress counts once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reopened_layer_is_the_same_bytes_from_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.tar");
+        let fixture = ImageFixture::new().tag("app:1").layer(incompressible_layer(3, 1_500_000));
+        DockerSaveClassic::new().image(fixture).write_to(&path);
+        let archive = Arc::new(Archive::open(&path).unwrap());
+        let layer = archive.images()[0].layers[0].clone();
+        let counted = Arc::new(AtomicU64::new(0));
+        let total = Arc::clone(&counted);
+        let progress = Box::new(move |n| {
+            total.fetch_add(n, Ordering::Relaxed);
+        });
+        let source = LayerSource::new(Arc::clone(&archive), layer.clone(), 6, None, progress);
+        assert_eq!(source.digest(), None, "unknown until a run has finished");
+
+        let whole = collect(&source, 0).await;
+        let made = source.made().expect("the run finished");
+        assert_eq!(made.size, whole.len() as u64);
+        assert_eq!(source.digest(), Some(hoist_oci::Digest::of(&whole)));
+        let offset = 654_321;
+        let tail = collect(&source, offset).await;
+        assert_eq!(tail, whole[offset as usize..], "the regenerated tail");
+        assert_eq!(counted.load(Ordering::Relaxed), layer.size, "archive bytes are reported once");
+        assert!(source.take_failure().is_none());
+    }
+}

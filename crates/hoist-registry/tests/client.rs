@@ -1,5 +1,6 @@
-//! `Repository::upload_blob` against a real distribution registry, through
-//! the fault proxy where the test needs faults or request counts.
+//! The registry client against a real distribution registry: uploads
+//! (`Repository::upload_blob`) and downloads (`Repository::download_blob`),
+//! through the fault proxy where a test needs faults or request counts.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -291,4 +292,62 @@ async fn a_413_falls_back_to_chunks_small_enough() {
     let accepted: Vec<_> = proxy.log().into_iter().filter(|l| l.method == "PATCH" && l.status == 202).collect();
     assert!(!accepted.is_empty() && accepted.iter().all(|l| l.body_len <= 150_000), "{accepted:?}");
     assert_stored(&registry, "app", &bytes);
+}
+
+/// Uploads `bytes` to `name` directly (no proxy) and returns its digest.
+async fn seed(registry: &TestRegistry, name: &str, bytes: &Bytes) -> Digest {
+    let (client, source) = (client(), BytesSource::new(bytes.clone()));
+    let repo = repo(&client, &registry.host(), name);
+    repo.upload_blob(&source, &UploadOptions::default()).await.unwrap().digest
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_download_resumes_with_a_range_request() {
+    let registry = TestRegistry::start();
+    let bytes = blob(700_000);
+    let digest = seed(&registry, "app", &bytes).await;
+    let proxy =
+        FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::TruncateResponse(250_000)).method("GET")]);
+    let mut out = Vec::new();
+    let size = repo(&client(), &proxy.host(), "app").download_blob(&digest, &mut out).await.unwrap();
+    assert_eq!(size, 700_000);
+    assert_eq!(out, bytes, "the resumed download is byte for byte the blob");
+    let gets: Vec<_> = proxy.log().into_iter().filter(|l| l.method == "GET").collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets[1].range.as_deref().is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-"), "{gets:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_follow_redirects_to_another_host() {
+    let registry = TestRegistry::start();
+    let bytes = blob(50_000);
+    let digest = seed(&registry, "app", &bytes).await;
+    let storage = FaultProxy::start(registry.port(), vec![]);
+    let front = FaultProxy::start(
+        registry.port(),
+        vec![Rule::always(Fault::RedirectTo { base: format!("http://{}", storage.host()) }).method("GET")],
+    );
+    let mut out = Vec::new();
+    repo(&client(), &front.host(), "app").download_blob(&digest, &mut out).await.unwrap();
+    assert_eq!(out, bytes);
+    assert_eq!(front.log()[0].status, 307);
+    assert_eq!(storage.count("GET", "/blobs/"), 1, "the redirect was followed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_that_hashes_wrong_is_refused() {
+    let registry = TestRegistry::start();
+    let bytes = blob(1000);
+    seed(&registry, "app", &bytes).await;
+    let other = seed(&registry, "app", &blob(999)).await;
+    // Ask for one digest through a proxy that redirects to the other blob.
+    let storage = FaultProxy::start(registry.port(), vec![]);
+    let front = FaultProxy::start(
+        registry.port(),
+        vec![Rule::always(Fault::RedirectTo { base: format!("http://{}/v2/app/blobs/{other}#", storage.host()) })],
+    );
+    let wanted = Digest::of(&bytes);
+    let mut out = Vec::new();
+    let error = repo(&client(), &front.host(), "app").download_blob(&wanted, &mut out).await.unwrap_err();
+    assert!(error.to_string().contains("hash to"), "{error}");
 }
