@@ -351,3 +351,34 @@ async fn a_download_that_hashes_wrong_is_refused() {
     let error = repo(&client(), &front.host(), "app").download_blob(&wanted, &mut out).await.unwrap_err();
     assert!(error.to_string().contains("hash to"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_locations_are_resolved_and_the_newest_is_used() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::always(Fault::RelativeLocation)]);
+    let client = client();
+    let bytes = blob(256_000);
+    let options = UploadOptions { chunk_size: Some(102_400), ..UploadOptions::default() };
+    repo(&client, &proxy.host(), "app").upload_blob(&LateDigest::new(bytes.clone()), &options).await.unwrap();
+    let log = proxy.log();
+    assert!(log.iter().filter(|l| l.method == "POST").all(|l| l.fault.is_some()), "Locations were relative");
+    // Each request goes to the Location of the answer before it: distribution
+    // signs the offset into `_state`, so a stale one would fail.
+    let states: Vec<&str> = log.iter().filter(|l| l.method != "HEAD").map(|l| l.query.as_str()).collect();
+    assert_eq!(states.len(), 5, "POST, three PATCHes, PUT: {states:?}");
+    assert!(states[1..].windows(2).all(|w| w[0] != w[1]), "every request used a fresh Location");
+    assert_stored(&registry, "app", &bytes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_grow_to_the_registrys_minimum() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::always(Fault::ChunkMinLength(200_000))]);
+    let client = client();
+    let bytes = blob(256_000);
+    let options = UploadOptions { chunk_size: Some(102_400), ..UploadOptions::default() };
+    repo(&client, &proxy.host(), "app").upload_blob(&LateDigest::new(bytes.clone()), &options).await.unwrap();
+    let ranges: Vec<_> = proxy.log().into_iter().filter(|l| l.method == "PATCH").map(|l| l.content_range).collect();
+    assert_eq!(ranges, [Some("0-199999".to_owned()), Some("200000-255999".to_owned())]);
+    assert_stored(&registry, "app", &bytes);
+}

@@ -51,6 +51,12 @@ pub enum Fault {
     /// Forward; send only this many bytes of the answer's body (with its
     /// full `Content-Length`), then break the connection.
     TruncateResponse(usize),
+    /// Forward; turn an absolute `Location` into a relative one (path and
+    /// query), as some registries send.
+    RelativeLocation,
+    /// Forward; add `OCI-Chunk-Min-Length` to the answer of a POST that
+    /// opens an upload.
+    ChunkMinLength(u64),
     /// Answer 307 to the same path and query on `base` (e.g. another proxy).
     RedirectTo { base: String },
 }
@@ -294,6 +300,21 @@ async fn handle(
                 *reply.status_mut() = StatusCode::CREATED;
                 reply.headers_mut().insert("range", first_range.parse().expect("a header value"));
                 logged.fault = Some("201 with a stale Range".into());
+            }
+            if let (Some(Fault::RelativeLocation), Some(location)) =
+                (&fault, reply.headers().get("location").and_then(|v| v.to_str().ok()))
+                && let Some(rest) = location.strip_prefix("http://")
+                && let Some(slash) = rest.find('/')
+            {
+                let relative = rest[slash..].to_owned();
+                reply.headers_mut().insert("location", relative.parse().expect("a header value"));
+                logged.fault = Some("relative Location".into());
+            }
+            if let Some(Fault::ChunkMinLength(min)) = fault
+                && method == "POST"
+            {
+                reply.headers_mut().insert("oci-chunk-min-length", min.into());
+                logged.fault = Some(format!("OCI-Chunk-Min-Length: {min}"));
             }
             if let Some(Fault::TruncateResponse(keep)) = fault {
                 reply = truncate(reply, keep).await;
