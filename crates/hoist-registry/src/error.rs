@@ -51,6 +51,9 @@ pub struct Details {
     pub codes: Vec<ErrorCode>,
     /// The registry's body when it was not the JSON error shape (trimmed), or a transport error.
     pub detail: Option<String>,
+    /// No connection could be made (refused, or the name did not resolve):
+    /// more likely a wrong address than a passing failure, so not retried.
+    pub(crate) no_connection: bool,
 }
 
 impl RegistryError {
@@ -62,6 +65,7 @@ impl RegistryError {
             status: None,
             codes: Vec::new(),
             detail: None,
+            no_connection: false,
         }))
     }
 
@@ -94,12 +98,15 @@ impl RegistryError {
             status: Some(status),
             codes,
             detail,
+            no_connection: false,
         }))
     }
 
     /// Builds the error for a request that got no HTTP answer.
     pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
-        Self::new(ErrorKind::Network, action).with_url(url).with_detail(transport_cause(error))
+        let mut built = Self::new(ErrorKind::Network, action).with_url(url).with_detail(transport_cause(error));
+        built.0.no_connection = error.is_connect() && !error.is_timeout();
+        built
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -111,8 +118,10 @@ impl RegistryError {
         self.0.status
     }
 
+    /// Whether trying again later may succeed: a busy or failing registry,
+    /// or a connection that broke (not one that could not be made).
     pub fn is_retryable(&self) -> bool {
-        self.0.kind.is_retryable()
+        self.0.kind.is_retryable() && !self.0.no_connection
     }
 
     /// True when the registry said this code (e.g. `BLOB_UNKNOWN`).
