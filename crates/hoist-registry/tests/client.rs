@@ -382,3 +382,42 @@ async fn chunks_grow_to_the_registrys_minimum() {
     assert_eq!(ranges, [Some("0-199999".to_owned()), Some("200000-255999".to_owned())]);
     assert_stored(&registry, "app", &bytes);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_session_starts_a_new_upload() {
+    let registry = TestRegistry::start();
+    let lost = Fault::ErrorCode {
+        status: 404,
+        code: "BLOB_UPLOAD_UNKNOWN".into(),
+        message: "blob upload unknown to registry".into(),
+    };
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, lost).method("PATCH")]);
+    let client = client();
+    let bytes = blob(150_000);
+    let options = UploadOptions { chunk_size: Some(102_400), ..UploadOptions::default() };
+    let outcome = repo(&client, &proxy.host(), "app").upload_blob(&LateDigest::new(bytes.clone()), &options).await;
+    assert_eq!(outcome.unwrap().action, UploadAction::Uploaded);
+    assert_eq!(proxy.count("POST", "/blobs/uploads/"), 2, "a new session after the lost one");
+    assert_stored(&registry, "app", &bytes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn giving_up_cancels_the_session() {
+    let registry = TestRegistry::start();
+    let invalid = Fault::ErrorCode {
+        status: 400,
+        code: "DIGEST_INVALID".into(),
+        message: "provided digest did not match".into(),
+    };
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::always(invalid).method("PUT")]);
+    let client = client();
+    let error = repo(&client, &proxy.host(), "app")
+        .upload_blob(&BytesSource::new(blob(5000)), &UploadOptions::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("DIGEST_INVALID"), "{error}");
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 1, "a refused digest is not retried");
+    let deletes: Vec<_> = proxy.log().into_iter().filter(|l| l.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "the session is cancelled");
+    assert!(deletes[0].path.contains("/blobs/uploads/") && deletes[0].status == 204, "{deletes:?}");
+}
