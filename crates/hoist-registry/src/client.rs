@@ -7,7 +7,7 @@ use hoist_oci::Reference;
 use url::Url;
 
 use crate::auth::HostAuth;
-use crate::{CredentialStore, ErrorKind, RegistryError, Repository};
+use crate::{CredentialStore, ErrorKind, RegistryError, Repository, RetryObserver, RetryPolicy};
 
 /// Docker's per-registry TLS directory.
 pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
@@ -35,6 +35,10 @@ pub struct ClientOptions {
     /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` are CAs and
     /// `*.cert` + `*.key` a client certificate. `None`: [`DEFAULT_CERTS_DIR`].
     pub certs_dir: Option<PathBuf>,
+    /// When and how often failed requests and uploads are tried again.
+    pub retry: RetryPolicy,
+    /// Told about every retry before its delay (the client never prints).
+    pub on_retry: Option<RetryObserver>,
 }
 
 /// A registry client: connection pools (one per registry with its own TLS

@@ -53,6 +53,9 @@ pub struct Details {
     pub detail: Option<String>,
     /// A hint that knows more than the kind does (which credentials were refused, a TLS problem).
     pub hint: Option<String>,
+    /// No connection could be made (refused, or the name did not resolve):
+    /// more likely a wrong address than a passing failure, so not retried.
+    pub(crate) no_connection: bool,
 }
 
 impl RegistryError {
@@ -65,6 +68,7 @@ impl RegistryError {
             codes: Vec::new(),
             detail: None,
             hint: None,
+            no_connection: false,
         }))
     }
 
@@ -104,18 +108,20 @@ impl RegistryError {
             codes,
             detail,
             hint: None,
+            no_connection: false,
         }))
     }
 
     /// Builds the error for a request that got no HTTP answer.
     pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
         let cause = transport_cause(error);
-        let error = Self::new(ErrorKind::Network, action).with_url(url);
-        let error = match tls_hint(&cause, url) {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        };
-        error.with_detail(cause)
+        let mut built = Self::new(ErrorKind::Network, action).with_url(url);
+        if let Some(hint) = tls_hint(&cause, url) {
+            built = built.with_hint(hint);
+        }
+        let mut built = built.with_detail(cause);
+        built.0.no_connection = error.is_connect() && !error.is_timeout();
+        built
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -127,8 +133,10 @@ impl RegistryError {
         self.0.status
     }
 
+    /// Whether trying again later may succeed: a busy or failing registry,
+    /// or a connection that broke (not one that could not be made).
     pub fn is_retryable(&self) -> bool {
-        self.0.kind.is_retryable()
+        self.0.kind.is_retryable() && !self.0.no_connection
     }
 
     /// True when the registry said this code (e.g. `BLOB_UNKNOWN`).
@@ -222,7 +230,7 @@ struct ErrorEntry {
     message: String,
 }
 
-fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
+pub(crate) fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.errors.into_iter().map(|e| ErrorCode { code: e.code, message: e.message }).collect())
         .unwrap_or_default()

@@ -1,14 +1,19 @@
 //! A client for the Docker Registry HTTP API v2 / OCI distribution spec.
 //!
 //! [`Client`] holds the connection pool and the options that apply to every
-//! registry (plain HTTP, TLS); [`Client::repository`] gives a [`Repository`]
-//! handle that speaks the protocol for one repository:
+//! registry (plain HTTP, TLS, the [`RetryPolicy`] and a [`RetryObserver`]);
+//! [`Client::repository`] gives a [`Repository`] handle that speaks the
+//! protocol for one repository:
 //!
-//! - blobs: [`Repository::blob_exists`] (HEAD), [`Repository::push_blob`]
-//!   (monolithic POST + PUT for bodies whose digest is known), and
+//! - blobs up: [`Repository::upload_blob`] takes any [`BlobSource`] (bytes
+//!   from any offset; digest known up front or at the end) and HEADs, mounts,
+//!   or uploads monolithically, streamed or in chunks, falling back and
+//!   resuming from the registry's offset when a proxy or the network fails
+//!   (see `upload.rs`). [`Repository::push_blob`] is the in-memory shortcut.
 //!   [`Repository::start_upload`] → [`Upload::send_stream`] →
-//!   [`Upload::commit`] for bodies whose digest is known only once they
-//!   have been sent (one streamed PATCH, then a PUT with the digest);
+//!   [`Upload::commit`] is the bare streamed protocol, without recovery;
+//! - blobs down: [`Repository::download_blob`] resumes with `Range` and
+//!   verifies the digest; redirects to other hosts carry no credentials;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type and checks the digest the registry reports.
 //!
@@ -21,6 +26,12 @@
 //! cross-repository mount. TLS trust comes from the system, from
 //! [`ClientOptions::ca_certs`] and from docker's `certs.d`
 //! ([`ClientOptions::certs_dir`]), which can also hold a client certificate.
+//! Every request passes through one place, `Repository::send`: it retries
+//! 408, 429, 500, 502, 503, 504 and broken connections with capped, jittered
+//! exponential backoff and `Retry-After`, never DENIED, UNAUTHORIZED or quota
+//! errors, and tells the [`RetryObserver`] each time (the library never
+//! prints). Session requests (PATCH, PUT) are sent once; the upload recovers
+//! them itself.
 //!
 //! Every error is a [`RegistryError`] that knows its kind (auth, not found,
 //! retryable, …) and carries a hint. URLs in errors and logs go through
@@ -33,6 +44,8 @@ mod error;
 mod fetch;
 mod redact;
 mod repository;
+mod retry;
+mod upload;
 
 pub use auth::Scope;
 pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
@@ -40,3 +53,7 @@ pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};
+pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
+pub use upload::{
+    BlobSource, BlobStream, BytesSource, DEFAULT_CHUNK_SIZE, UploadAction, UploadError, UploadOptions, UploadOutcome,
+};

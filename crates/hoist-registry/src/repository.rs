@@ -1,12 +1,16 @@
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 
 use bytes::Bytes;
 use hoist_oci::{Digest, RawBlob};
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::BlobSource as _;
 use crate::auth::{HostAuth, Scope, merge_scopes};
+use crate::retry::RetryContext;
+use crate::upload::{next_location, parse_range_end, with_digest};
 use crate::{Client, ErrorKind, RegistryError};
 
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -76,7 +80,7 @@ impl Repository {
         let url = self.endpoint(&format!("blobs/{digest}"));
         let response = self.send(&action, &url, self.client.http.head(url.clone())).await?;
         match response.status() {
-            StatusCode::OK => Ok(Some(response.content_length().unwrap_or_default())),
+            StatusCode::OK => Ok(Some(header_length(&response))),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(error_from(&action, &url, response).await),
         }
@@ -85,11 +89,20 @@ impl Repository {
     /// Uploads a blob whose bytes and digest are known, unless the registry
     /// already has it: HEAD, then POST and a monolithic PUT.
     pub async fn push_blob(&self, digest: &Digest, bytes: Bytes) -> Result<BlobPush, RegistryError> {
-        if self.blob_exists(digest).await?.is_some() {
-            return Ok(BlobPush::Existed);
+        let source = crate::BytesSource::new(bytes);
+        if source.digest().as_ref() != Some(digest) {
+            return Err(RegistryError::new(ErrorKind::Protocol, format!("upload blob {digest} to {}", self.name))
+                .with_detail("the bytes given do not hash to that digest"));
         }
-        self.start_upload().await?.commit_with(digest, bytes).await?;
-        Ok(BlobPush::Uploaded)
+        match self.upload_blob(&source, &crate::UploadOptions::default()).await {
+            Ok(outcome) if outcome.action == crate::UploadAction::Existed => Ok(BlobPush::Existed),
+            Ok(_) => Ok(BlobPush::Uploaded),
+            Err(crate::UploadError::Registry(error)) => Err(error),
+            Err(crate::UploadError::Source(error)) => {
+                Err(RegistryError::new(ErrorKind::Protocol, format!("upload blob {digest} to {}", self.name))
+                    .with_detail(error.to_string()))
+            }
+        }
     }
 
     /// Opens an upload session (POST). A 202 is only a session: nothing is
@@ -133,7 +146,37 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
+    /// Every request goes through here.
     pub(crate) async fn send(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.send_counted(action, url, request, None).await
+    }
+
+    // ---- retries (see retry.rs): one `send_once` per attempt ----
+    /// [`Self::send`], adding each retry to `retries`.
+    pub(crate) async fn send_counted(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        retries: Option<&AtomicU32>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let context = self.retry_context(retries);
+        crate::retry::with_retries(context, action, request, |request| self.send_once(action, url, request)).await
+    }
+
+    pub(crate) fn retry_context<'a>(&'a self, counter: Option<&'a AtomicU32>) -> RetryContext<'a> {
+        let options = self.client.options();
+        RetryContext { policy: &options.retry, observer: options.on_retry.as_ref(), counter }
+    }
+    // ---- end retries ----
+
+    /// One attempt at a request.
+    pub(crate) async fn send_once(
         &self,
         action: &str,
         url: &Url,
@@ -244,8 +287,7 @@ impl Upload {
 
     async fn put(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
         let action = format!("commit blob {digest} to {}", self.repository.name);
-        let mut url = self.location.clone();
-        url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let url = with_digest(&self.location, digest);
         let request = self
             .repository
             .client
@@ -288,45 +330,18 @@ fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// The `Content-Length` header itself: on a HEAD, reqwest's
+/// `content_length()` is the empty body's length.
+pub(crate) fn header_length(response: &reqwest::Response) -> u64 {
+    header_str(response, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse().ok()).unwrap_or_default()
+}
+
 pub(crate) fn header_str(response: &reqwest::Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-/// The session's next URL, resolved against the request that returned it
-/// (registries may answer with a relative or an absolute `Location`).
-fn next_location(action: &str, request_url: &Url, response: &reqwest::Response) -> Result<Url, RegistryError> {
-    let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(request_url)
-            .with_detail("the registry sent no Location header")
-    })?;
-    request_url.join(location).map_err(|e| {
-        RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(request_url)
-            .with_detail(format!("its Location header is not a URL: {e}"))
-    })
-}
-
-/// `0-1023` or `bytes=0-1023` → 1023.
-fn parse_range_end(range: &str) -> Option<u64> {
-    let range = range.trim().trim_start_matches("bytes=");
-    range.split_once('-')?.1.trim().parse().ok()
 }
 
 pub(crate) async fn error_from(action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap_or_default();
     RegistryError::from_response(action, url, status, &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range_end;
-
-    #[test]
-    fn range_headers_are_read_tolerantly() {
-        assert_eq!(parse_range_end("0-1023"), Some(1023));
-        assert_eq!(parse_range_end("bytes=0-1023"), Some(1023));
-        assert_eq!(parse_range_end("garbage"), None);
-    }
 }

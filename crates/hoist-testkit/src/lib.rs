@@ -7,6 +7,8 @@
 //! - [`TestRegistry::builder`] configures it: htpasswd basic auth, token
 //!   auth against a [`TokenIssuer`] (real signed JWTs), TLS with a
 //!   [`TestCa`], and TLS requiring a client certificate.
+//! - [`fault_proxy::FaultProxy`] sits in front of a registry and injects the
+//!   faults of real networks and registry front ends, logging every request.
 //! - [`tools`] wraps the independent checkers: skopeo and the Docker Engine.
 //!
 //! Missing tools fail the test with one line naming the package to install;
@@ -14,12 +16,14 @@
 
 #![allow(clippy::missing_panics_doc, clippy::print_stderr)] // test support panics on setup failure by design
 
+pub mod fault_proxy;
 pub mod fixtures;
 mod registry;
 pub mod tls;
 pub mod token_issuer;
 pub mod tools;
 
+pub use fault_proxy::{Fault, FaultProxy, Rule};
 pub use registry::{RegistryBuilder, TestRegistry};
 pub use tls::TestCa;
 pub use token_issuer::{IssuerConfig, TokenIssuer};

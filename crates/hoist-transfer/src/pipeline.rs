@@ -5,11 +5,14 @@
 //! per layer (and the channel's small queue).
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use hoist_archive::{Archive, Compression, Layer};
 use hoist_oci::{Digest, Sha256};
+use hoist_registry::{BlobSource, BlobStream};
 use tokio::sync::mpsc;
 
 use crate::PushError;
@@ -26,45 +29,138 @@ pub(crate) struct SentBlob {
     /// True if the bytes sent are gzip (compressed by us or stored so).
     pub gzip: bool,
     pub zstd: bool,
+    /// `registry/repository` this run put it in, a source for mounts.
+    pub sent_to: Option<String>,
 }
 
 impl SentBlob {
     /// A blob known from the cache, by its media type.
     pub(crate) fn from_cached(digest: &Digest, size: u64, media_type: &str) -> Self {
-        Self { digest: digest.clone(), size, gzip: media_type.ends_with("gzip"), zstd: media_type.ends_with("zstd") }
+        Self {
+            digest: digest.clone(),
+            size,
+            gzip: media_type.ends_with("gzip"),
+            zstd: media_type.ends_with("zstd"),
+            sent_to: None,
+        }
     }
 }
 
-pub(crate) type Progress = Box<dyn Fn(u64) + Send>;
+pub(crate) type Progress = Box<dyn Fn(u64) + Send + Sync>;
 
-/// Starts the pipeline for `layer`. Returns the HTTP body to send and the
-/// task that yields the sent blob's digest once the body has been drained.
-pub(crate) fn stream_layer(
+/// A layer as the bytes it becomes on the wire, for `upload_blob`.
+///
+/// The first `open(0)` streams live from the compressor; compression is
+/// deterministic, so a resume re-runs read + compress and skips `offset`
+/// bytes instead of keeping anything. The digest and size are known once a
+/// run has finished, or up front from an earlier push (`expected`), which
+/// lets the registry client HEAD or mount before anything is compressed.
+pub(crate) struct LayerSource {
     archive: Arc<Archive>,
     layer: Layer,
     gzip_level: u32,
-    progress: Progress,
-) -> (reqwest::Body, tokio::task::JoinHandle<Result<SentBlob, PushError>>) {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let error_tx = tx.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let result = run(&archive, &layer, gzip_level, &progress, tx);
-        if let Err(error) = &result {
-            // Fail the request body too, so the registry never sees a clean end.
-            let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
-        }
-        result
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (reqwest::Body::wrap_stream(stream), task)
+    expected: Option<SentBlob>,
+    progress: Arc<Progress>,
+    /// Archive bytes already reported, so that re-runs do not count twice.
+    reported: Arc<AtomicU64>,
+    state: Arc<Mutex<RunState>>,
 }
 
+#[derive(Default)]
+struct RunState {
+    made: Option<SentBlob>,
+    /// Why a run failed on its own (not because the upload stopped reading).
+    failure: Option<PushError>,
+}
+
+impl LayerSource {
+    pub(crate) fn new(
+        archive: Arc<Archive>,
+        layer: Layer,
+        gzip_level: u32,
+        expected: Option<SentBlob>,
+        progress: Progress,
+    ) -> Self {
+        Self {
+            archive,
+            layer,
+            gzip_level,
+            expected,
+            progress: Arc::new(progress),
+            reported: Arc::new(AtomicU64::new(0)),
+            state: Arc::default(),
+        }
+    }
+
+    /// What a finished run made.
+    pub(crate) fn made(&self) -> Option<SentBlob> {
+        self.state.lock().ok()?.made.clone()
+    }
+
+    /// The error that stopped a run, if the archive (not the network) was at fault.
+    pub(crate) fn take_failure(&self) -> Option<PushError> {
+        self.state.lock().ok()?.failure.take()
+    }
+}
+
+impl BlobSource for LayerSource {
+    fn open(&self, offset: u64) -> io::Result<BlobStream> {
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let (archive, layer, level) = (Arc::clone(&self.archive), self.layer.clone(), self.gzip_level);
+        let (progress, reported, state) =
+            (Arc::clone(&self.progress), Arc::clone(&self.reported), Arc::clone(&self.state));
+        tokio::task::spawn_blocking(move || {
+            let mut read = 0u64;
+            let count = move |n: u64| {
+                read += n;
+                let before = reported.fetch_max(read, Ordering::Relaxed);
+                if read > before {
+                    progress(read - before);
+                }
+            };
+            let error_tx = tx.clone();
+            let result = run(&archive, &layer, level, count, tx, offset);
+            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = result.and_then(|blob| match &state.made {
+                Some(before) if before.digest != blob.digest => Err(PushError::Internal(format!(
+                    "compressing layer `{}` again gave {} instead of {}",
+                    layer.entry, blob.digest, before.digest
+                ))),
+                _ => Ok(blob),
+            });
+            match result {
+                // Recorded before the stream ends, so the digest is known when it does.
+                Ok(blob) => state.made = Some(blob),
+                Err(PushError::LayerRead { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {}
+                Err(error) => {
+                    // Fail the request body too, so the registry never sees a clean end.
+                    let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
+                    state.failure.get_or_insert(error);
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Ok(stream.boxed())
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.made().map(|blob| blob.size)
+    }
+
+    fn digest(&self) -> Option<Digest> {
+        self.made().or_else(|| self.expected.clone()).map(|blob| blob.digest)
+    }
+}
+
+/// Reads, checks and (if needed) compresses `layer`, sending the outgoing
+/// bytes from `skip` on to `tx`.
 fn run(
     archive: &Archive,
     layer: &Layer,
     gzip_level: u32,
-    progress: &Progress,
+    mut progress: impl FnMut(u64),
     tx: mpsc::Sender<io::Result<Bytes>>,
+    skip: u64,
 ) -> Result<SentBlob, PushError> {
     let read_error = |source: io::Error| PushError::LayerRead {
         archive: archive.path().display().to_string(),
@@ -73,12 +169,12 @@ fn run(
     };
     let mut reader = archive.layer_reader(layer);
     let mut buffer = vec![0u8; READ_BUFFER];
-    let sink = ChunkSink::new(tx);
+    let sink = ChunkSink::new(tx, skip);
     let (diff_id, sink) = match layer.compression {
         Compression::None => {
             let mut diff = Sha256::new();
             let mut encoder = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(gzip_level));
-            pump(&mut reader, &mut buffer, progress, |chunk| {
+            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
                 diff.update(chunk);
                 encoder.write_all(chunk)
             })
@@ -89,7 +185,7 @@ fn run(
         Compression::Gzip => {
             let mut sink = sink;
             let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
-            pump(&mut reader, &mut buffer, progress, |chunk| {
+            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
                 sink.write_all(chunk)?;
                 decoder.write_all(chunk)
             })
@@ -99,7 +195,7 @@ fn run(
         Compression::Zstd => {
             let mut sink = sink;
             let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
-            pump(&mut reader, &mut buffer, progress, |chunk| {
+            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
                 sink.write_all(chunk)?;
                 decoder.write_all(chunk)
             })
@@ -122,13 +218,14 @@ fn run(
         size,
         gzip: layer.compression != Compression::Zstd,
         zstd: layer.compression == Compression::Zstd,
+        sent_to: None,
     })
 }
 
 fn pump(
     reader: &mut impl Read,
     buffer: &mut [u8],
-    progress: &Progress,
+    progress: &mut impl FnMut(u64),
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     loop {
@@ -143,16 +240,18 @@ fn pump(
     }
 }
 
-/// Collects the outgoing bytes into chunks for the HTTP body and hashes them.
+/// Collects the outgoing bytes into chunks for the HTTP body and hashes
+/// them all, sending only those from `skip` on (a resumed upload).
 struct ChunkSink {
     tx: mpsc::Sender<io::Result<Bytes>>,
     hasher: Sha256,
     buffer: Vec<u8>,
+    skip: u64,
 }
 
 impl ChunkSink {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
-        Self { tx, hasher: Sha256::new(), buffer: Vec::with_capacity(CHUNK) }
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>, skip: u64) -> Self {
+        Self { tx, hasher: Sha256::new(), buffer: Vec::with_capacity(CHUNK), skip }
     }
 
     fn send_buffer(&mut self) -> io::Result<()> {
@@ -176,7 +275,9 @@ impl ChunkSink {
 impl Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.hasher.update(data);
-        self.buffer.extend_from_slice(data);
+        let skipped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
+        self.skip -= skipped as u64;
+        self.buffer.extend_from_slice(&data[skipped..]);
         if self.buffer.len() >= CHUNK {
             self.send_buffer()?;
         }
@@ -185,5 +286,56 @@ impl Write for ChunkSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures_util::StreamExt;
+    use hoist_archive::Archive;
+    use hoist_registry::BlobSource;
+    use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer};
+
+    use super::LayerSource;
+
+    async fn collect(source: &LayerSource, offset: u64) -> Vec<u8> {
+        let mut stream = source.open(offset).unwrap();
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece.unwrap());
+        }
+        out
+    }
+
+    /// A resume re-runs read + compress and skips what the registry has: the
+    /// tail must be exactly the first run's tail, and progress counts once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reopened_layer_is_the_same_bytes_from_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.tar");
+        let fixture = ImageFixture::new().tag("app:1").layer(incompressible_layer(3, 1_500_000));
+        DockerSaveClassic::new().image(fixture).write_to(&path);
+        let archive = Arc::new(Archive::open(&path).unwrap());
+        let layer = archive.images()[0].layers[0].clone();
+        let counted = Arc::new(AtomicU64::new(0));
+        let total = Arc::clone(&counted);
+        let progress = Box::new(move |n| {
+            total.fetch_add(n, Ordering::Relaxed);
+        });
+        let source = LayerSource::new(Arc::clone(&archive), layer.clone(), 6, None, progress);
+        assert_eq!(source.digest(), None, "unknown until a run has finished");
+
+        let whole = collect(&source, 0).await;
+        let made = source.made().expect("the run finished");
+        assert_eq!(made.size, whole.len() as u64);
+        assert_eq!(source.digest(), Some(hoist_oci::Digest::of(&whole)));
+        let offset = 654_321;
+        let tail = collect(&source, offset).await;
+        assert_eq!(tail, whole[offset as usize..], "the regenerated tail");
+        assert_eq!(counted.load(Ordering::Relaxed), layer.size, "archive bytes are reported once");
+        assert!(source.take_failure().is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hoist_archive::{Archive, Compression, Layer};
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
-use hoist_registry::{BlobPush, Client, Repository};
+use hoist_registry::{BlobPush, Client, Repository, UploadAction, UploadError, UploadOptions};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -25,11 +25,13 @@ pub struct PushOptions {
     pub gzip_level: u32,
     /// Where the blob cache lives; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// Upload layers in chunks of this many bytes instead of one streamed request.
+    pub chunk_size: Option<u64>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6, cache_dir: None }
+        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6, cache_dir: None, chunk_size: None }
     }
 }
 
@@ -56,6 +58,8 @@ pub struct PushPlan {
 pub enum BlobAction {
     Uploaded,
     Existed,
+    /// Linked from another repository of the same registry.
+    Mounted,
 }
 
 impl BlobAction {
@@ -63,6 +67,7 @@ impl BlobAction {
         match self {
             Self::Uploaded => "uploaded",
             Self::Existed => "existed",
+            Self::Mounted => "mounted",
         }
     }
 }
@@ -282,10 +287,19 @@ async fn push_layers(
     let mut tasks = JoinSet::new();
     for layer in layers {
         let settings = options.compression_settings(&layer);
-        let known = sent.get(&layer.diff_id).cloned().or_else(|| {
-            cache.lookup(&layer.diff_id, &settings).map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type))
-        });
+        let cached = cache.lookup(&layer.diff_id, &settings);
+        let mut seen_at: Vec<String> = cached.as_ref().map(|c| c.seen.iter().cloned().collect()).unwrap_or_default();
+        if let Some(at) = sent.get(&layer.diff_id).and_then(|blob| blob.sent_to.clone()) {
+            seen_at.insert(0, at);
+        }
+        let known = sent.get(&layer.diff_id).cloned();
+        let known = known.or_else(|| cached.map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type)));
         let known = known.or_else(|| learned.get(&layer.diff_id).cloned());
+        let upload = UploadOptions {
+            mount_from: mount_source(location, &seen_at),
+            chunk_size: options.chunk_size,
+            ..UploadOptions::default()
+        };
         let (cache, location) = (Arc::clone(cache), (*location).to_owned());
         let (archive, repo, jobs, reporter) =
             (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(reporter));
@@ -294,8 +308,9 @@ async fn push_layers(
             let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
             let diff_id = layer.diff_id.clone();
             let started = Instant::now();
-            let result = push_layer(archive, &repo, layer, known, level, &reporter).await;
-            let result = result.map(|(blob, action)| {
+            let result = push_layer(archive, &repo, layer, known, upload, level, &reporter).await;
+            let result = result.map(|(mut blob, action)| {
+                blob.sent_to = Some(location.clone());
                 let report = report(&blob, action, format, started.elapsed());
                 cache.record(&diff_id, &settings, &blob.digest, blob.size, &report.media_type, &location);
                 (blob, report)
@@ -341,43 +356,47 @@ async fn push_layer(
     repo: &Repository,
     layer: Layer,
     known: Option<SentBlob>,
+    upload: UploadOptions,
     gzip_level: u32,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<(SentBlob, BlobAction), PushError> {
     let id = layer.diff_id.clone();
-    reporter.blob_started(&id, repo.name(), layer.size);
-    if let Some(blob) = known
-        && repo.blob_exists(&blob.digest).await?.is_some()
-    {
-        reporter.blob_progress(&id, layer.size);
-        reporter.blob_finished(&id, BlobAction::Existed, &blob.digest);
-        return Ok((blob, BlobAction::Existed));
-    }
-    let mut upload = repo.start_upload().await?;
+    let size = layer.size;
+    reporter.blob_started(&id, repo.name(), size);
     let progress_reporter = Arc::clone(reporter);
     let progress_id = id.clone();
     let progress = Box::new(move |bytes| progress_reporter.blob_progress(&progress_id, bytes));
-    let (body, pipeline) = pipeline::stream_layer(archive, layer, gzip_level, progress);
-    let sent = upload.send_stream(body).await;
-    let made = pipeline.await.unwrap_or_else(|e| Err(PushError::Internal(format!("the layer pipeline failed: {e}"))));
-    let blob = match (sent, made) {
-        (Ok(_), Ok(blob)) => blob,
-        (Err(registry), Err(PushError::LayerRead { source, .. }))
-            if source.kind() == std::io::ErrorKind::BrokenPipe =>
-        {
-            upload.cancel().await;
-            return Err(registry.into());
-        }
-        (_, Err(error)) => {
-            upload.cancel().await;
-            return Err(error);
-        }
-        (Err(registry), Ok(_)) => {
-            upload.cancel().await;
-            return Err(registry.into());
+    let source = pipeline::LayerSource::new(archive, layer, gzip_level, known.clone(), progress);
+    let outcome = match repo.upload_blob(&source, &upload).await {
+        Ok(outcome) => outcome,
+        // The archive's own error explains more than the failed request it caused.
+        Err(error) => {
+            return Err(source.take_failure().unwrap_or_else(|| match error {
+                UploadError::Registry(error) => error.into(),
+                UploadError::Source(error) => PushError::Internal(format!("the layer pipeline failed: {error}")),
+            }));
         }
     };
-    upload.commit(&blob.digest).await?;
-    reporter.blob_finished(&id, BlobAction::Uploaded, &blob.digest);
-    Ok((blob, BlobAction::Uploaded))
+    let (blob, action) = match (outcome.action, known) {
+        (UploadAction::Existed, Some(blob)) => (blob, BlobAction::Existed),
+        (UploadAction::Mounted, Some(blob)) => (blob, BlobAction::Mounted),
+        (_, _) => {
+            let blob = source.made().ok_or_else(|| PushError::Internal("an uploaded layer has no digest".into()))?;
+            (blob, BlobAction::Uploaded)
+        }
+    };
+    if action != BlobAction::Uploaded {
+        reporter.blob_progress(&id, size);
+    }
+    reporter.blob_finished(&id, action, &blob.digest);
+    Ok((blob, action))
+}
+
+/// A repository on the same registry, other than `location`, where the blob
+/// is known to be: a cross-repository mount saves uploading it.
+fn mount_source<'a>(location: &str, seen: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    let (registry, _) = location.split_once('/')?;
+    seen.into_iter()
+        .filter(|other| other.as_str() != location)
+        .find_map(|other| other.strip_prefix(registry)?.strip_prefix('/').map(str::to_owned))
 }

@@ -78,8 +78,30 @@ pub(crate) struct PushArgs {
     /// What to print on stdout: `REF@DIGEST` lines, or one JSON summary.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
+    /// Upload layers in chunks of SIZE bytes (`8MiB`, `512k`, …) instead of one streamed request each.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) chunk_size: Option<u64>,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
+}
+
+/// `1048576`, `1024k`, `1M`, `1MiB`, `1mb`: binary multiples.
+fn parse_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{value}` is not a size such as 8MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches('b').trim_end_matches('i') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return Err(format!("`{value}` has an unknown unit; use k, M or G")),
+    };
+    number
+        .checked_shl(shift)
+        .filter(|size| *size > 0 && size >> shift == number)
+        .ok_or_else(|| format!("`{value}` is out of range"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,4 +166,20 @@ pub(crate) struct InspectArgs {
     /// Hash every layer (decompressed if stored compressed) and check it against its diff_id.
     #[arg(long)]
     pub(crate) verify: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
 }

@@ -32,6 +32,7 @@ fn action_word(action: BlobAction) -> &'static str {
     match action {
         BlobAction::Uploaded => "uploaded",
         BlobAction::Existed => "already there",
+        BlobAction::Mounted => "mounted",
     }
 }
 
@@ -200,6 +201,7 @@ impl Reporter for JsonReporter {
         let event = match action {
             BlobAction::Uploaded => "done",
             BlobAction::Existed => "skipped",
+            BlobAction::Mounted => "mounted",
         };
         emit(&serde_json::json!({ "event": event, "id": id, "digest": digest }));
     }

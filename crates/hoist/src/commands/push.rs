@@ -72,6 +72,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         credentials,
         ca_certs: args.network.ca_cert.clone(),
         certs_dir: Some(args.network.certs_dir.clone()),
+        ..ClientOptions::default()
     })?;
     let options = PushOptions {
         jobs: usize::from(args.jobs),
@@ -80,6 +81,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
             Format::Oci => ManifestFormat::Oci,
         },
         gzip_level: args.gzip_level,
+        chunk_size: args.chunk_size,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
     let reporter = reporter::for_mode(args.progress, global.quiet);

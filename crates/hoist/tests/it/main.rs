@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod docker;
 mod errors;
+mod faults;
 mod inspect;
 mod output;
 mod push;
