@@ -8,6 +8,8 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /bin/busybox ] || need+=(busybox-static)
+# ISA-L, the fast gzip behind --compression gzip:1-3 (hoist links it).
+[ -e /usr/include/isa-l/igzip_lib.h ] || need+=(libisal-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

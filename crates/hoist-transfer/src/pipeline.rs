@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hoist_archive::{Archive, Compression, Layer};
+use hoist_codec::Codec;
 use hoist_oci::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -33,22 +34,35 @@ impl SentBlob {
     pub(crate) fn from_cached(digest: &Digest, size: u64, media_type: &str) -> Self {
         Self { digest: digest.clone(), size, gzip: media_type.ends_with("gzip"), zstd: media_type.ends_with("zstd") }
     }
+
+    /// `gzip`, `zstd`, or `None` for a plain tar.
+    pub(crate) fn suffix(&self) -> Option<&'static str> {
+        if self.gzip {
+            Some("gzip")
+        } else if self.zstd {
+            Some("zstd")
+        } else {
+            None
+        }
+    }
 }
 
 pub(crate) type Progress = Box<dyn Fn(u64) + Send>;
 
-/// Starts the pipeline for `layer`. Returns the HTTP body to send and the
-/// task that yields the sent blob's digest once the body has been drained.
+/// Starts the pipeline for `layer`: the stored bytes as they are if
+/// `encode` is `None`, else decoded and re-encoded with that codec. Returns
+/// the HTTP body to send and the task that yields the sent blob's digest once
+/// the body has been drained.
 pub(crate) fn stream_layer(
     archive: Arc<Archive>,
     layer: Layer,
-    gzip_level: u32,
+    encode: Option<Codec>,
     progress: Progress,
 ) -> (reqwest::Body, tokio::task::JoinHandle<Result<SentBlob, PushError>>) {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let error_tx = tx.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let result = run(&archive, &layer, gzip_level, &progress, tx);
+        let result = run(&archive, &layer, encode, progress, tx);
         if let Err(error) = &result {
             // Fail the request body too, so the registry never sees a clean end.
             let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
@@ -62,8 +76,8 @@ pub(crate) fn stream_layer(
 fn run(
     archive: &Archive,
     layer: &Layer,
-    gzip_level: u32,
-    progress: &Progress,
+    encode: Option<Codec>,
+    progress: Progress,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<SentBlob, PushError> {
     let read_error = |source: io::Error| PushError::LayerRead {
@@ -71,41 +85,69 @@ fn run(
         entry: layer.entry.clone(),
         source,
     };
-    let mut reader = archive.layer_reader(layer);
+    let reader = ProgressReader { inner: archive.layer_reader(layer), progress };
     let mut buffer = vec![0u8; READ_BUFFER];
     let sink = ChunkSink::new(tx);
-    let (diff_id, sink) = match layer.compression {
-        Compression::None => {
+    let (diff_id, sink, suffix) = match encode {
+        Some(codec) => {
+            // The uncompressed tar, whatever the archive stored, hashed for
+            // the diff_id on its way into the encoder.
+            let mut tar: Box<dyn Read> = match layer.compression {
+                Compression::None => Box::new(reader),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(read_error)?),
+            };
             let mut diff = Sha256::new();
-            let mut encoder = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(gzip_level));
-            pump(&mut reader, &mut buffer, progress, |chunk| {
+            let mut encoder = codec.encoder(sink).map_err(read_error)?;
+            pump(&mut tar, &mut buffer, |chunk| {
                 diff.update(chunk);
                 encoder.write_all(chunk)
             })
             .map_err(read_error)?;
-            let sink = encoder.finish().map_err(read_error)?;
-            (diff.finish(), sink)
+            (diff.finish(), encoder.finish().map_err(read_error)?, codec.media_type_suffix())
         }
-        Compression::Gzip => {
+        // Stored compressed and sent as stored: decompress only to check the
+        // diff_id, beside the bytes going out.
+        None => {
             let mut sink = sink;
-            let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
-            pump(&mut reader, &mut buffer, progress, |chunk| {
-                sink.write_all(chunk)?;
-                decoder.write_all(chunk)
-            })
-            .map_err(read_error)?;
-            (decoder.finish().map_err(read_error)?.finish(), sink)
-        }
-        Compression::Zstd => {
-            let mut sink = sink;
-            let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
-            pump(&mut reader, &mut buffer, progress, |chunk| {
-                sink.write_all(chunk)?;
-                decoder.write_all(chunk)
-            })
-            .map_err(read_error)?;
-            decoder.flush().map_err(read_error)?;
-            (decoder.into_inner().finish(), sink)
+            let mut reader = reader;
+            let diff_id = match layer.compression {
+                Compression::None => {
+                    let mut diff = Sha256::new();
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        diff.update(chunk);
+                        Ok(())
+                    })
+                    .map_err(read_error)?;
+                    diff.finish()
+                }
+                Compression::Gzip => {
+                    let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })
+                    .map_err(read_error)?;
+                    decoder.finish().map_err(read_error)?.finish()
+                }
+                Compression::Zstd => {
+                    let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })
+                    .map_err(read_error)?;
+                    decoder.flush().map_err(read_error)?;
+                    decoder.into_inner().finish()
+                }
+            };
+            let suffix = match layer.compression {
+                Compression::None => None,
+                Compression::Gzip => Some("gzip"),
+                Compression::Zstd => Some("zstd"),
+            };
+            (diff_id, sink, suffix)
         }
     };
     if diff_id != layer.diff_id {
@@ -117,20 +159,10 @@ fn run(
         });
     }
     let (digest, size) = sink.finish().map_err(read_error)?;
-    Ok(SentBlob {
-        digest,
-        size,
-        gzip: layer.compression != Compression::Zstd,
-        zstd: layer.compression == Compression::Zstd,
-    })
+    Ok(SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd") })
 }
 
-fn pump(
-    reader: &mut impl Read,
-    buffer: &mut [u8],
-    progress: &Progress,
-    mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<()> {
+fn pump(reader: &mut impl Read, buffer: &mut [u8], mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     loop {
         let n = match reader.read(buffer) {
             Ok(0) => return Ok(()),
@@ -139,7 +171,21 @@ fn pump(
             Err(e) => return Err(e),
         };
         each(&buffer[..n])?;
-        progress(n as u64);
+    }
+}
+
+/// Reports the stored bytes read, so progress means the same thing whether
+/// the layer is re-encoded or sent as it is.
+struct ProgressReader<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
     }
 }
 

@@ -33,6 +33,13 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
                 .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
         })
         .transpose()?;
+    if args.format == Format::Docker && args.compression.media_type_suffix() == Some("zstd") {
+        return Err(Usage::new(
+            "zstd layers exist only in OCI images, and --format is docker",
+            "add `--format oci`, or use `--compression gzip`",
+        )
+        .into());
+    }
     if target.is_some() && !destinations.is_empty() {
         return Err(Usage::new(
             "--registry re-homes RepoTags and cannot be combined with DEST",
@@ -60,7 +67,8 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
             Format::Docker => ManifestFormat::Docker,
             Format::Oci => ManifestFormat::Oci,
         },
-        gzip_level: args.gzip_level,
+        compression: args.compression,
+        recompress: args.recompress,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
     let reporter = reporter::for_mode(args.progress, global.quiet);
