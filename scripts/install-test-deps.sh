@@ -9,6 +9,8 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils) # xz-wrapped archive fixtures
+# ISA-L, the fast gzip behind --compression gzip:1-3 (hoist links it).
+[ -e /usr/include/isa-l/igzip_lib.h ] || need+=(libisal-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

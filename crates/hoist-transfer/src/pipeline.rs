@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hoist_archive::{Archive, Compression, Layer};
+use hoist_codec::Codec;
 use hoist_oci::{Digest, Sha256};
 use hoist_registry::{BlobSource, BlobStream};
 use tokio::sync::mpsc;
@@ -44,6 +45,17 @@ impl SentBlob {
             sent_to: None,
         }
     }
+
+    /// `gzip`, `zstd`, or `None` for a plain tar.
+    pub(crate) fn suffix(&self) -> Option<&'static str> {
+        if self.gzip {
+            Some("gzip")
+        } else if self.zstd {
+            Some("zstd")
+        } else {
+            None
+        }
+    }
 }
 
 pub(crate) type Progress = Box<dyn Fn(u64) + Send + Sync>;
@@ -58,7 +70,8 @@ pub(crate) type Progress = Box<dyn Fn(u64) + Send + Sync>;
 pub(crate) struct LayerSource {
     archive: Arc<Archive>,
     layer: Layer,
-    gzip_level: u32,
+    /// The codec the layer is re-encoded with; `None` sends it as stored.
+    encode: Option<Codec>,
     expected: Option<SentBlob>,
     progress: Arc<Progress>,
     /// Archive bytes already reported, so that re-runs do not count twice.
@@ -77,14 +90,14 @@ impl LayerSource {
     pub(crate) fn new(
         archive: Arc<Archive>,
         layer: Layer,
-        gzip_level: u32,
+        encode: Option<Codec>,
         expected: Option<SentBlob>,
         progress: Progress,
     ) -> Self {
         Self {
             archive,
             layer,
-            gzip_level,
+            encode,
             expected,
             progress: Arc::new(progress),
             reported: Arc::new(AtomicU64::new(0)),
@@ -106,7 +119,7 @@ impl LayerSource {
 impl BlobSource for LayerSource {
     fn open(&self, offset: u64) -> io::Result<BlobStream> {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-        let (archive, layer, level) = (Arc::clone(&self.archive), self.layer.clone(), self.gzip_level);
+        let (archive, layer, encode) = (Arc::clone(&self.archive), self.layer.clone(), self.encode);
         let (progress, reported, state) =
             (Arc::clone(&self.progress), Arc::clone(&self.reported), Arc::clone(&self.state));
         tokio::task::spawn_blocking(move || {
@@ -119,7 +132,7 @@ impl BlobSource for LayerSource {
                 }
             };
             let error_tx = tx.clone();
-            let result = run(&archive, &layer, level, count, tx, offset);
+            let result = run(&archive, &layer, encode, count, tx, offset);
             let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let result = result.and_then(|blob| match &state.made {
                 Some(before) if before.digest != blob.digest => Err(PushError::Internal(format!(
@@ -152,13 +165,13 @@ impl BlobSource for LayerSource {
     }
 }
 
-/// Reads, checks and (if needed) compresses `layer`, sending the outgoing
+/// Reads, checks and (if asked) re-encodes `layer`, sending the outgoing
 /// bytes from `skip` on to `tx`.
 fn run(
     archive: &Archive,
     layer: &Layer,
-    gzip_level: u32,
-    mut progress: impl FnMut(u64),
+    encode: Option<Codec>,
+    progress: impl FnMut(u64),
     tx: mpsc::Sender<io::Result<Bytes>>,
     skip: u64,
 ) -> Result<SentBlob, PushError> {
@@ -167,41 +180,63 @@ fn run(
         entry: layer.entry.clone(),
         source,
     };
-    let mut reader = archive.layer_reader(layer);
+    let mut reader = ProgressReader { inner: archive.layer_reader(layer), progress };
     let mut buffer = vec![0u8; READ_BUFFER];
     let sink = ChunkSink::new(tx, skip);
-    let (diff_id, sink) = match layer.compression {
-        Compression::None => {
+    let (diff_id, sink, suffix) = match encode {
+        Some(codec) => {
+            // The uncompressed tar, whatever the archive stored, hashed for
+            // the diff_id on its way into the encoder.
+            let mut tar: Box<dyn Read + '_> = match layer.compression {
+                Compression::None => Box::new(reader),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(read_error)?),
+            };
             let mut diff = Sha256::new();
-            let mut encoder = flate2::GzBuilder::new().mtime(0).write(sink, flate2::Compression::new(gzip_level));
-            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
+            let mut encoder = codec.encoder(sink).map_err(read_error)?;
+            pump(&mut tar, &mut buffer, |chunk| {
                 diff.update(chunk);
                 encoder.write_all(chunk)
             })
             .map_err(read_error)?;
-            let sink = encoder.finish().map_err(read_error)?;
-            (diff.finish(), sink)
+            (diff.finish(), encoder.finish().map_err(read_error)?, codec.media_type_suffix())
         }
-        Compression::Gzip => {
+        // Sent as stored: a compressed layer is decompressed only to check
+        // the diff_id, beside the bytes going out.
+        None => {
             let mut sink = sink;
-            let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
-            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
-                sink.write_all(chunk)?;
-                decoder.write_all(chunk)
-            })
-            .map_err(read_error)?;
-            (decoder.finish().map_err(read_error)?.finish(), sink)
-        }
-        Compression::Zstd => {
-            let mut sink = sink;
-            let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
-            pump(&mut reader, &mut buffer, &mut progress, |chunk| {
-                sink.write_all(chunk)?;
-                decoder.write_all(chunk)
-            })
-            .map_err(read_error)?;
-            decoder.flush().map_err(read_error)?;
-            (decoder.into_inner().finish(), sink)
+            let diff_id = match layer.compression {
+                Compression::None => {
+                    let mut diff = Sha256::new();
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        diff.update(chunk);
+                        Ok(())
+                    })
+                    .map_err(read_error)?;
+                    diff.finish()
+                }
+                Compression::Gzip => {
+                    let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })
+                    .map_err(read_error)?;
+                    decoder.finish().map_err(read_error)?.finish()
+                }
+                Compression::Zstd => {
+                    let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })
+                    .map_err(read_error)?;
+                    decoder.flush().map_err(read_error)?;
+                    decoder.into_inner().finish()
+                }
+            };
+            (diff_id, sink, stored_suffix(layer.compression))
         }
     };
     if diff_id != layer.diff_id {
@@ -213,21 +248,19 @@ fn run(
         });
     }
     let (digest, size) = sink.finish().map_err(read_error)?;
-    Ok(SentBlob {
-        digest,
-        size,
-        gzip: layer.compression != Compression::Zstd,
-        zstd: layer.compression == Compression::Zstd,
-        sent_to: None,
-    })
+    Ok(SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None })
 }
 
-fn pump(
-    reader: &mut impl Read,
-    buffer: &mut [u8],
-    progress: &mut impl FnMut(u64),
-    mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<()> {
+/// The media-type suffix of a layer's stored bytes.
+pub(crate) fn stored_suffix(compression: Compression) -> Option<&'static str> {
+    match compression {
+        Compression::None => None,
+        Compression::Gzip => Some("gzip"),
+        Compression::Zstd => Some("zstd"),
+    }
+}
+
+fn pump(reader: &mut impl Read, buffer: &mut [u8], mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     loop {
         let n = match reader.read(buffer) {
             Ok(0) => return Ok(()),
@@ -236,7 +269,21 @@ fn pump(
             Err(e) => return Err(e),
         };
         each(&buffer[..n])?;
-        progress(n as u64);
+    }
+}
+
+/// Reports the stored bytes read, so progress means the same thing whether
+/// the layer is re-encoded or sent as it is.
+struct ProgressReader<R, P> {
+    inner: R,
+    progress: P,
+}
+
+impl<R: Read, P: FnMut(u64)> Read for ProgressReader<R, P> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
     }
 }
 
@@ -325,7 +372,8 @@ mod tests {
         let progress = Box::new(move |n| {
             total.fetch_add(n, Ordering::Relaxed);
         });
-        let source = LayerSource::new(Arc::clone(&archive), layer.clone(), 6, None, progress);
+        let source =
+            LayerSource::new(Arc::clone(&archive), layer.clone(), Some(hoist_codec::Codec::default()), None, progress);
         assert_eq!(source.digest(), None, "unknown until a run has finished");
 
         let whole = collect(&source, 0).await;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoist_archive::{Archive, Compression, Layer};
+use hoist_codec::Codec;
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
 use hoist_registry::{BlobPush, Client, Repository, UploadAction, UploadError, UploadOptions};
 use tokio::sync::Semaphore;
@@ -21,8 +22,11 @@ pub struct PushOptions {
     /// Layers processed at once (each on its own thread and connection).
     pub jobs: usize,
     pub format: ManifestFormat,
-    /// gzip level (0–9) for layers stored uncompressed in the archive.
-    pub gzip_level: u32,
+    /// What layers stored uncompressed in the archive become.
+    pub compression: Codec,
+    /// Re-encode layers the archive stores compressed, too, instead of
+    /// sending them as they are.
+    pub recompress: bool,
     /// Where the blob cache lives; `None` disables it.
     pub cache_dir: Option<PathBuf>,
     /// Upload layers in chunks of this many bytes instead of one streamed request.
@@ -31,16 +35,37 @@ pub struct PushOptions {
 
 impl Default for PushOptions {
     fn default() -> Self {
-        Self { jobs: 3, format: ManifestFormat::Docker, gzip_level: 6, cache_dir: None, chunk_size: None }
+        Self {
+            jobs: 3,
+            format: ManifestFormat::Docker,
+            compression: Codec::default(),
+            recompress: false,
+            cache_dir: None,
+            chunk_size: None,
+        }
     }
 }
 
 impl PushOptions {
+    /// The codec `layer` is re-encoded with, or `None` to send it as stored.
+    fn encoding_for(&self, layer: &Layer) -> Option<Codec> {
+        (layer.compression == Compression::None || self.recompress).then_some(self.compression)
+    }
+
     /// What decides the bytes a layer becomes: the cache key's second half.
     fn compression_settings(&self, layer: &Layer) -> String {
-        match layer.compression {
-            Compression::None => format!("gzip:{}:zlib-rs", self.gzip_level),
-            stored => format!("stored:{}", stored.name()),
+        match self.encoding_for(layer) {
+            Some(codec) => codec.settings_key(),
+            None => format!("stored:{}", layer.compression.name()),
+        }
+    }
+
+    /// The compression suffix of the blob `layer` becomes (`gzip`, `zstd`,
+    /// or `None` for a plain tar).
+    fn blob_suffix(&self, layer: &Layer) -> Option<&'static str> {
+        match self.encoding_for(layer) {
+            Some(codec) => codec.media_type_suffix(),
+            None => pipeline::stored_suffix(layer.compression),
         }
     }
 }
@@ -294,7 +319,9 @@ async fn push_layers(
         }
         let known = sent.get(&layer.diff_id).cloned();
         let known = known.or_else(|| cached.map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type)));
-        let known = known.or_else(|| learned.get(&layer.diff_id).cloned());
+        // A learned blob counts only if it is what this push would make.
+        let suffix = options.blob_suffix(&layer);
+        let known = known.or_else(|| learned.get(&layer.diff_id).filter(|blob| blob.suffix() == suffix).cloned());
         let upload = UploadOptions {
             mount_from: mount_source(location, &seen_at),
             chunk_size: options.chunk_size,
@@ -303,12 +330,12 @@ async fn push_layers(
         let (cache, location) = (Arc::clone(cache), (*location).to_owned());
         let (archive, repo, jobs, reporter) =
             (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(reporter));
-        let (format, level) = (options.format, options.gzip_level);
+        let (format, encode) = (options.format, options.encoding_for(&layer));
         tasks.spawn(async move {
             let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
             let diff_id = layer.diff_id.clone();
             let started = Instant::now();
-            let result = push_layer(archive, &repo, layer, known, upload, level, &reporter).await;
+            let result = push_layer(archive, &repo, layer, known, upload, encode, &reporter).await;
             let result = result.map(|(mut blob, action)| {
                 blob.sent_to = Some(location.clone());
                 let report = report(&blob, action, format, started.elapsed());
@@ -357,7 +384,7 @@ async fn push_layer(
     layer: Layer,
     known: Option<SentBlob>,
     upload: UploadOptions,
-    gzip_level: u32,
+    encode: Option<Codec>,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<(SentBlob, BlobAction), PushError> {
     let id = layer.diff_id.clone();
@@ -366,7 +393,7 @@ async fn push_layer(
     let progress_reporter = Arc::clone(reporter);
     let progress_id = id.clone();
     let progress = Box::new(move |bytes| progress_reporter.blob_progress(&progress_id, bytes));
-    let source = pipeline::LayerSource::new(archive, layer, gzip_level, known.clone(), progress);
+    let source = pipeline::LayerSource::new(archive, layer, encode, known.clone(), progress);
     let outcome = match repo.upload_blob(&source, &upload).await {
         Ok(outcome) => outcome,
         // The archive's own error explains more than the failed request it caused.

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hoist_codec::Codec;
 
 /// Move container images without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -63,9 +64,13 @@ pub(crate) struct PushArgs {
     /// The manifest and media-type family to push.
     #[arg(long, value_enum, default_value_t = Format::Docker)]
     pub(crate) format: Format,
-    /// gzip level (1-9) for layers stored uncompressed.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub(crate) gzip_level: u32,
+    /// How to compress layers the archive stores uncompressed: `gzip[:1-9]`, `zstd[:1-19]` (needs `--format oci`)
+    /// or `none`. Layers stored compressed go up as they are, unless --recompress.
+    #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:1")]
+    pub(crate) compression: Codec,
+    /// Re-encode layers the archive stores compressed with --compression, too.
+    #[arg(long)]
+    pub(crate) recompress: bool,
     /// Where to keep the blob cache (what each layer became when last pushed). Default: `$XDG_CACHE_HOME/hoist`.
     #[arg(long, value_name = "DIR", env = "HOIST_CACHE_DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
@@ -148,7 +153,7 @@ pub(crate) struct NetworkArgs {
     pub(crate) password: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     /// Docker v2 schema 2 (what `docker push` writes).
     Docker,

@@ -33,6 +33,13 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
                 .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
         })
         .transpose()?;
+    if args.format == Format::Docker && args.compression.media_type_suffix() == Some("zstd") {
+        return Err(Usage::new(
+            "zstd layers exist only in OCI images, and --format is docker",
+            "add `--format oci`, or use `--compression gzip`",
+        )
+        .into());
+    }
     if target.is_some() && !destinations.is_empty() {
         return Err(Usage::new(
             "--registry re-homes RepoTags and cannot be combined with DEST",
@@ -48,39 +55,15 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     let archive = Arc::new(archive);
     let plans = plan(&archive, &args, destinations, target.as_ref())?;
 
-    let mut plain_http: Vec<String> = Vec::new();
-    if args.network.plain_http {
-        plain_http.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
-    }
-    if let Some(target) = target.as_ref().filter(|t| t.plain_http()) {
-        plain_http.push(target.registry().to_owned());
-    }
-    let mut https: Vec<String> = Vec::new();
-    if args.network.https {
-        https.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
-    }
-    if let Some(target) =
-        target.as_ref().filter(|_| args.registry.as_deref().is_some_and(|r| r.starts_with("https://")))
-    {
-        https.push(target.registry().to_owned());
-    }
-    let client = Client::new(ClientOptions {
-        plain_http,
-        https,
-        insecure: args.network.insecure,
-        user_agent: None,
-        credentials,
-        ca_certs: args.network.ca_cert.clone(),
-        certs_dir: Some(args.network.certs_dir.clone()),
-        ..ClientOptions::default()
-    })?;
+    let client = client(&args, &plans, target.as_ref(), credentials)?;
     let options = PushOptions {
         jobs: usize::from(args.jobs),
         format: match args.format {
             Format::Docker => ManifestFormat::Docker,
             Format::Oci => ManifestFormat::Oci,
         },
-        gzip_level: args.gzip_level,
+        compression: args.compression,
+        recompress: args.recompress,
         chunk_size: args.chunk_size,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
@@ -108,6 +91,39 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         }
     }
     Ok(())
+}
+/// The registry client for this push: which registries get plain HTTP or
+/// HTTPS, credentials, and TLS material.
+fn client(
+    args: &PushArgs,
+    plans: &[PushPlan],
+    target: Option<&RegistryTarget>,
+    credentials: CredentialStore,
+) -> anyhow::Result<Client> {
+    let mut plain_http: Vec<String> = Vec::new();
+    if args.network.plain_http {
+        plain_http.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
+    }
+    if let Some(target) = target.filter(|t| t.plain_http()) {
+        plain_http.push(target.registry().to_owned());
+    }
+    let mut https: Vec<String> = Vec::new();
+    if args.network.https {
+        https.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
+    }
+    if let Some(target) = target.filter(|_| args.registry.as_deref().is_some_and(|r| r.starts_with("https://"))) {
+        https.push(target.registry().to_owned());
+    }
+    Ok(Client::new(ClientOptions {
+        plain_http,
+        https,
+        insecure: args.network.insecure,
+        user_agent: None,
+        credentials,
+        ca_certs: args.network.ca_cert.clone(),
+        certs_dir: Some(args.network.certs_dir.clone()),
+        ..ClientOptions::default()
+    })?)
 }
 
 /// Where credentials come from: `--username` with `--password-stdin` or

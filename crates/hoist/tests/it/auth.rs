@@ -261,7 +261,7 @@ fn token_auth_renews_short_lived_tokens_during_a_push() {
     let scene = Scene::new(image);
     let dest = format!("{}/team/big:1", registry.host());
     let run = with_stdin(
-        &mut scene.push(&[&dest, "--username", USER, "--password-stdin", "--gzip-level", "9", "--no-cache"]),
+        &mut scene.push(&[&dest, "--username", USER, "--password-stdin", "--compression", "gzip:9", "--no-cache"]),
         PASSWORD,
     );
     run.success();
