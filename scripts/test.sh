@@ -11,6 +11,9 @@ echo "== format and lints" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== fuzz (each target ${HOIST_FUZZ_SECONDS:-30}s from the kept corpus)" >&2
+scripts/fuzz.sh "${HOIST_FUZZ_SECONDS:-30}"
+
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doctests; run them first so its summary closes the output.
