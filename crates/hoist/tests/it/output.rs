@@ -1,7 +1,7 @@
 //! What `hoist push` prints: results on stdout, progress on stderr in the chosen mode.
 
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
-use hoist_testkit::{TestRegistry, tools};
+use hoist_testkit::{Fault, FaultProxy, Rule, TestRegistry, tools};
 
 use crate::support::{hoist_run, path_str};
 
@@ -37,6 +37,76 @@ fn progress_json_is_ndjson_on_stderr_with_every_event() {
     assert_eq!(format!("{dest}@{}", manifest["digest"].as_str().unwrap()), run.stdout.trim());
     for diff_id in fixture.diff_ids() {
         assert!(events.iter().any(|e| e["event"] == "done" && e["id"] == diff_id), "done event for {diff_id}");
+    }
+}
+
+fn ndjson(stderr: &str) -> Vec<serde_json::Value> {
+    stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
+}
+
+/// A 503 on starting an upload is retried by the registry client; the
+/// retry reaches the reporter in every mode.
+#[test]
+fn retries_are_reported_as_events_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let push = |progress: &str| {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::Status(503)).method("POST")]);
+        let dest = format!("{}/app:1", proxy.host());
+        let run = hoist_run(&["push", "--no-cache", "--progress", progress, path_str(&path), &dest]);
+        run.success();
+        assert_eq!(proxy.faulted().len(), 1, "the proxy answered 503 once");
+        tools::skopeo_copy_to_dir(&format!("{}/app:1", registry.host()), &dir.path().join(progress));
+        run
+    };
+
+    let json = push("json");
+    let events = ndjson(&json.stderr);
+    let retries: Vec<_> = events.iter().filter(|e| e["event"] == "retry").collect();
+    assert_eq!(retries.len(), 1, "{}", json.stderr);
+    let retry = retries[0];
+    assert!(retry["reason"].as_str().unwrap().contains("503"), "{retry}");
+    assert!(retry["action"].as_str().unwrap().contains("app"), "{retry}");
+    assert_eq!(retry["attempt"], 1);
+    assert!(retry["delay_ms"].is_u64());
+    let position = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
+    assert!(position("retry") < position("manifest"), "the retry comes before the manifest");
+
+    let plain = push("plain");
+    let line = plain.stderr.lines().find(|l| l.starts_with("retrying: ")).unwrap_or_else(|| panic!("{}", plain.stderr));
+    assert!(line.contains("503") && line.contains("attempt 1"), "{line}");
+}
+
+/// The second repository of one push mounts the layers the first received:
+/// a `mounted` event in JSON, a `mounted` line in plain mode.
+#[test]
+fn mounts_are_reported_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, fixture) = archive(dir.path());
+    for progress in ["json", "plain"] {
+        let registry = TestRegistry::start();
+        let first = format!("{}/first/app:1", registry.host());
+        let second = format!("{}/second/app:1", registry.host());
+        let run = hoist_run(&["push", "--no-cache", "--progress", progress, path_str(&path), &first, &second]);
+        run.success();
+        tools::skopeo_copy_to_dir(&second, &dir.path().join(progress));
+        if progress == "json" {
+            let events = ndjson(&run.stderr);
+            for diff_id in fixture.diff_ids() {
+                let finished: Vec<&str> = events
+                    .iter()
+                    .filter(|e| {
+                        e["id"] == diff_id && ["done", "skipped", "mounted"].contains(&e["event"].as_str().unwrap())
+                    })
+                    .map(|e| e["event"].as_str().unwrap())
+                    .collect();
+                assert_eq!(finished, ["done", "mounted"], "{diff_id}: uploaded to first, mounted into second");
+            }
+        } else {
+            let mounted = run.stderr.lines().filter(|l| l.contains(": mounted as ")).count();
+            assert_eq!(mounted, 2, "a line per mounted layer: {}", run.stderr);
+        }
     }
 }
 
