@@ -182,6 +182,9 @@ fn summary(pushed: &[PushedImage]) -> serde_json::Value {
                         "size": blob.size,
                         "action": blob.action.name(),
                         "seconds": (blob.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                        "compression": blob.compression,
+                        "bytes_sent": blob.bytes_sent,
+                        "retries": blob.retries,
                     })
                 })
                 .collect();

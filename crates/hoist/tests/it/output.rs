@@ -54,9 +54,14 @@ fn retries_are_reported_as_events_and_lines() {
         let registry = TestRegistry::start();
         let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::Status(503)).method("POST")]);
         let dest = format!("{}/app:1", proxy.host());
-        let run = hoist_run(&["push", "--no-cache", "--progress", progress, path_str(&path), &dest]);
+        let run =
+            hoist_run(&["push", "--no-cache", "--output", "json", "--progress", progress, path_str(&path), &dest]);
         run.success();
         assert_eq!(proxy.faulted().len(), 1, "the proxy answered 503 once");
+        let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let retries: Vec<u64> =
+            summary["images"][0]["blobs"].as_array().unwrap().iter().map(|b| b["retries"].as_u64().unwrap()).collect();
+        assert_eq!(retries.iter().sum::<u64>(), 1, "the retry is counted on the blob it delayed: {retries:?}");
         tools::skopeo_copy_to_dir(&format!("{}/app:1", registry.host()), &dir.path().join(progress));
         run
     };
@@ -88,8 +93,26 @@ fn mounts_are_reported_in_every_mode() {
         let registry = TestRegistry::start();
         let first = format!("{}/first/app:1", registry.host());
         let second = format!("{}/second/app:1", registry.host());
-        let run = hoist_run(&["push", "--no-cache", "--progress", progress, path_str(&path), &first, &second]);
+        let run = hoist_run(&[
+            "push",
+            "--no-cache",
+            "--output",
+            "json",
+            "--progress",
+            progress,
+            path_str(&path),
+            &first,
+            &second,
+        ]);
         run.success();
+        let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let blobs = |image: usize| summary["images"][image]["blobs"].as_array().unwrap().clone();
+        assert_eq!(summary["images"][1]["reference"], second);
+        for (blob, uploaded) in blobs(1).iter().skip(1).zip(blobs(0).iter().skip(1)) {
+            assert_eq!(blob["action"], "mounted", "{blob}");
+            assert_eq!(blob["bytes_sent"], 0, "nothing is sent for a mount");
+            assert_eq!((&blob["digest"], &blob["compression"]), (&uploaded["digest"], &uploaded["compression"]));
+        }
         tools::skopeo_copy_to_dir(&second, &dir.path().join(progress));
         if progress == "json" {
             let events = ndjson(&run.stderr);
@@ -144,11 +167,17 @@ fn output_json_summarises_references_digests_and_blobs() {
     assert!(
         blobs.iter().all(|b| b["action"] == "uploaded" && b["size"].as_u64().unwrap() > 0 && b["seconds"].is_number())
     );
+    assert!(blobs.iter().all(|b| b["retries"] == 0 && b["bytes_sent"] == b["size"]), "{blobs:?}");
+    let compression: Vec<&str> = blobs.iter().map(|b| b["compression"].as_str().unwrap()).collect();
+    assert_eq!(compression, ["stored", "gzip:1", "gzip:1"], "the config as it is, layers with the default codec");
 
     let again = hoist_run(&["push", "--output", "json", "-q", path_str(&path), &dest]);
     let summary: serde_json::Value = serde_json::from_str(&again.success().stdout).unwrap();
     assert_eq!(summary["images"][0]["digest"], image["digest"]);
     assert_eq!(summary["images"][0]["blobs"][0]["action"], "existed", "the config is found by HEAD");
+    for blob in summary["images"][0]["blobs"].as_array().unwrap() {
+        assert_eq!((&blob["action"], &blob["bytes_sent"]), (&"existed".into(), &0.into()), "{blob}");
+    }
 }
 
 #[test]
