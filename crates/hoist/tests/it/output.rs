@@ -78,9 +78,13 @@ fn retries_are_reported_as_events_and_lines() {
     let position = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
     assert!(position("retry") < position("manifest"), "the retry comes before the manifest");
 
-    let plain = push("plain");
-    let line = plain.stderr.lines().find(|l| l.starts_with("retrying: ")).unwrap_or_else(|| panic!("{}", plain.stderr));
-    assert!(line.contains("503") && line.contains("attempt 1"), "{line}");
+    // Bars print the line above themselves (here stderr is no terminal, so only the line shows).
+    for mode in ["plain", "bars"] {
+        let run = push(mode);
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("retrying: ")).collect();
+        assert_eq!(lines.len(), 1, "{mode}: {}", run.stderr);
+        assert!(lines[0].contains("503") && lines[0].contains("attempt 1"), "{mode}: {}", lines[0]);
+    }
 }
 
 /// The second repository of one push mounts the layers the first received:
