@@ -365,9 +365,8 @@ async fn push_layers(
             let result = push_layer(archive, &repo, layer, known, upload, encode, &reporter).await;
             let result = result.map(|(mut blob, action, outcome)| {
                 blob.sent_to = Some(location.clone());
-                let mut report = report(&blob, action, format, started.elapsed());
-                report.compression = encode.map_or_else(|| STORED.to_owned(), |codec| codec.to_string());
-                (report.bytes_sent, report.retries) = (outcome.bytes_sent, outcome.retries);
+                let compression = encode.map_or_else(|| STORED.to_owned(), |codec| codec.to_string());
+                let report = report(&blob, action, format, compression, &outcome, started.elapsed());
                 cache.record(&diff_id, &settings, &blob.digest, blob.size, &report.media_type, &location);
                 (blob, report)
             });
@@ -402,7 +401,14 @@ async fn push_layers(
     }
 }
 
-fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: Duration) -> BlobReport {
+fn report(
+    blob: &SentBlob,
+    action: BlobAction,
+    format: ManifestFormat,
+    compression: String,
+    outcome: &UploadOutcome,
+    elapsed: Duration,
+) -> BlobReport {
     let media_type = if blob.zstd { media_type::OCI_LAYER_ZSTD } else { format.layer_media_type(blob.gzip) };
     BlobReport {
         digest: blob.digest.clone(),
@@ -410,9 +416,9 @@ fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: 
         media_type: media_type.to_owned(),
         action,
         elapsed,
-        compression: STORED.to_owned(),
-        bytes_sent: 0,
-        retries: 0,
+        compression,
+        bytes_sent: outcome.bytes_sent,
+        retries: outcome.retries,
     }
 }
 
