@@ -75,3 +75,23 @@ pub fn gunzip_sha256(path: &Path) -> String {
     std::io::Read::read_to_end(&mut decoder, &mut plain).unwrap_or_else(|e| panic!("gunzip {}: {e}", path.display()));
     crate::sha256(&plain)
 }
+
+/// `sha256:` of the uncompressed contents of the layer blob at `path`,
+/// decoded as its manifest `media_type` says (gzip, zstd or a plain tar):
+/// what the config's diff_id must be when the media type is honest.
+pub fn layer_diff_id(path: &Path, media_type: &str) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let plain = if media_type.ends_with("gzip") {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut plain)
+            .unwrap_or_else(|e| panic!("{} is not gzip ({media_type}): {e}", path.display()));
+        plain
+    } else if media_type.ends_with("zstd") {
+        zstd::stream::decode_all(&bytes[..])
+            .unwrap_or_else(|e| panic!("{} is not zstd ({media_type}): {e}", path.display()))
+    } else {
+        assert!(media_type.rsplit('.').next() == Some("tar"), "unexpected layer media type {media_type}");
+        bytes
+    };
+    crate::sha256(&plain)
+}

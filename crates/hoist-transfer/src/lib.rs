@@ -12,7 +12,8 @@
 //!
 //! A failure anywhere stops before step 3, so no tag ever points at an image
 //! with missing blobs. Progress goes to a [`Reporter`]; this crate prints
-//! nothing.
+//! nothing; retries inside the registry client reach the same reporter
+//! through [`retry_observer`].
 
 mod cache;
 mod error;
@@ -24,4 +25,4 @@ mod reporter;
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
-pub use reporter::{BlobId, NoReporter, Reporter};
+pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};

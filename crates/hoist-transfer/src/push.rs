@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hoist_archive::{Archive, Compression, Layer};
 use hoist_codec::Codec;
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
-use hoist_registry::{BlobPush, Client, Repository, UploadAction, UploadError, UploadOptions};
+use hoist_registry::{BytesSource, Client, Repository, UploadAction, UploadError, UploadOptions, UploadOutcome};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -87,6 +87,16 @@ pub enum BlobAction {
     Mounted,
 }
 
+impl From<UploadAction> for BlobAction {
+    fn from(action: UploadAction) -> Self {
+        match action {
+            UploadAction::Existed => Self::Existed,
+            UploadAction::Mounted => Self::Mounted,
+            UploadAction::Uploaded => Self::Uploaded,
+        }
+    }
+}
+
 impl BlobAction {
     pub fn name(self) -> &'static str {
         match self {
@@ -106,7 +116,19 @@ pub struct BlobReport {
     pub action: BlobAction,
     /// Wall time from the blob's start to its commit (or existence check).
     pub elapsed: Duration,
+    /// What the bytes are: the codec this push encoded the layer with
+    /// (`gzip:1`, `zstd:3`, `none`), or `stored` when sent as the archive
+    /// holds it (configs too).
+    pub compression: String,
+    /// Bytes handed to the network for it, resends included; 0 when it
+    /// existed or was mounted.
+    pub bytes_sent: u64,
+    /// Requests retried and upload recoveries (resumes, restarts).
+    pub retries: u32,
 }
+
+/// [`BlobReport::compression`] of a blob sent as the archive holds it.
+const STORED: &str = "stored";
 
 /// One reference that now points at a pushed image.
 #[derive(Clone, Debug)]
@@ -173,10 +195,12 @@ async fn push_all(
             };
             let started = Instant::now();
             reporter.blob_started(&config.digest, repo.name(), config.size());
-            let action = match repo.push_blob(&config.digest, Bytes::from(config.bytes.clone())).await? {
-                BlobPush::Existed => BlobAction::Existed,
-                BlobPush::Uploaded => BlobAction::Uploaded,
-            };
+            let source = BytesSource::new(Bytes::from(config.bytes.clone()));
+            let outcome = repo.upload_blob(&source, &UploadOptions::default()).await.map_err(|error| match error {
+                UploadError::Registry(error) => PushError::from(error),
+                UploadError::Source(error) => PushError::Internal(format!("reading the config from memory: {error}")),
+            })?;
+            let action = BlobAction::from(outcome.action);
             reporter.blob_progress(&config.digest, config.size());
             reporter.blob_finished(&config.digest, action, &config.digest);
             let mut blobs = vec![BlobReport {
@@ -185,6 +209,9 @@ async fn push_all(
                 media_type: config.media_type.clone(),
                 action,
                 elapsed: started.elapsed(),
+                compression: STORED.to_owned(),
+                bytes_sent: outcome.bytes_sent,
+                retries: outcome.retries,
             }];
             let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
             for layer in &image.layers {
@@ -336,9 +363,10 @@ async fn push_layers(
             let diff_id = layer.diff_id.clone();
             let started = Instant::now();
             let result = push_layer(archive, &repo, layer, known, upload, encode, &reporter).await;
-            let result = result.map(|(mut blob, action)| {
+            let result = result.map(|(mut blob, action, outcome)| {
                 blob.sent_to = Some(location.clone());
-                let report = report(&blob, action, format, started.elapsed());
+                let compression = encode.map_or_else(|| STORED.to_owned(), |codec| codec.to_string());
+                let report = report(&blob, action, format, compression, &outcome, started.elapsed());
                 cache.record(&diff_id, &settings, &blob.digest, blob.size, &report.media_type, &location);
                 (blob, report)
             });
@@ -373,9 +401,25 @@ async fn push_layers(
     }
 }
 
-fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: Duration) -> BlobReport {
+fn report(
+    blob: &SentBlob,
+    action: BlobAction,
+    format: ManifestFormat,
+    compression: String,
+    outcome: &UploadOutcome,
+    elapsed: Duration,
+) -> BlobReport {
     let media_type = if blob.zstd { media_type::OCI_LAYER_ZSTD } else { format.layer_media_type(blob.gzip) };
-    BlobReport { digest: blob.digest.clone(), size: blob.size, media_type: media_type.to_owned(), action, elapsed }
+    BlobReport {
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: media_type.to_owned(),
+        action,
+        elapsed,
+        compression,
+        bytes_sent: outcome.bytes_sent,
+        retries: outcome.retries,
+    }
 }
 
 async fn push_layer(
@@ -386,7 +430,7 @@ async fn push_layer(
     upload: UploadOptions,
     encode: Option<Codec>,
     reporter: &Arc<dyn Reporter>,
-) -> Result<(SentBlob, BlobAction), PushError> {
+) -> Result<(SentBlob, BlobAction, UploadOutcome), PushError> {
     let id = layer.diff_id.clone();
     let size = layer.size;
     reporter.blob_started(&id, repo.name(), size);
@@ -416,7 +460,7 @@ async fn push_layer(
         reporter.blob_progress(&id, size);
     }
     reporter.blob_finished(&id, action, &blob.digest);
-    Ok((blob, action))
+    Ok((blob, action, outcome))
 }
 
 /// A repository on the same registry, other than `location`, where the blob

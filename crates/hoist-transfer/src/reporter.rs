@@ -1,4 +1,7 @@
+use std::sync::Arc;
+
 use hoist_oci::{Digest, Reference};
+use hoist_registry::{RetryEvent, RetryObserver};
 
 use crate::BlobAction;
 
@@ -20,6 +23,18 @@ pub trait Reporter: Send + Sync {
     fn blob_finished(&self, _id: &BlobId, _action: BlobAction, _digest: &Digest) {}
     /// A manifest was put under `reference`.
     fn manifest_pushed(&self, _reference: &Reference, _digest: &Digest) {}
+    /// A request or upload step failed and is tried again after
+    /// `event.delay`. Comes from the registry client, so it names the
+    /// request (`event.action`), not a [`BlobId`].
+    fn retry(&self, _event: &RetryEvent) {}
+}
+
+/// A registry-client retry observer that hands every retry to `reporter`:
+/// put it in [`hoist_registry::ClientOptions::on_retry`] of the client given
+/// to [`crate::push`].
+pub fn retry_observer(reporter: &Arc<dyn Reporter>) -> RetryObserver {
+    let reporter = Arc::clone(reporter);
+    RetryObserver::new(move |event| reporter.retry(event))
 }
 
 /// A reporter that ignores every event.

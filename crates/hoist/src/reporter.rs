@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hoist_oci::{Digest, Reference};
+use hoist_registry::RetryEvent;
 use hoist_transfer::{BlobAction, BlobId, NoReporter, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -26,6 +27,17 @@ pub(crate) fn for_mode(mode: ProgressMode, quiet: bool) -> Arc<dyn Reporter> {
         ProgressMode::Json => Arc::new(JsonReporter::default()),
         ProgressMode::None => Arc::new(NoReporter),
     }
+}
+
+/// A retry as one line: what failed, why, and when it is tried again.
+fn retry_line(event: &RetryEvent) -> String {
+    format!(
+        "retrying: {} failed ({}, attempt {}); trying again in {:.1}s",
+        event.action,
+        event.reason,
+        event.attempt,
+        event.delay.as_secs_f64()
+    )
 }
 
 fn action_word(action: BlobAction) -> &'static str {
@@ -96,6 +108,11 @@ impl Reporter for BarsReporter {
         self.multi.suspend(|| eprintln!("pushed {reference} ({})", digest.short()));
         self.total.finish();
     }
+
+    fn retry(&self, event: &RetryEvent) {
+        // Above the bars, which keep their place.
+        self.multi.suspend(|| eprintln!("{}", retry_line(event)));
+    }
 }
 
 /// Plain lines for logs and CI: a line per blob start and finish, and a total
@@ -154,6 +171,10 @@ impl Reporter for PlainReporter {
     fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
         eprintln!("pushed {reference} ({})", digest.short());
     }
+
+    fn retry(&self, event: &RetryEvent) {
+        eprintln!("{}", retry_line(event));
+    }
 }
 
 /// NDJSON events on stderr, one object per line, for programs to follow.
@@ -208,6 +229,16 @@ impl Reporter for JsonReporter {
 
     fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
         emit(&serde_json::json!({ "event": "manifest", "reference": reference.to_string(), "digest": digest }));
+    }
+
+    fn retry(&self, event: &RetryEvent) {
+        emit(&serde_json::json!({
+            "event": "retry",
+            "action": event.action,
+            "attempt": event.attempt,
+            "delay_ms": u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
+            "reason": event.reason,
+        }));
     }
 }
 

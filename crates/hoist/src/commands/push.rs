@@ -5,7 +5,7 @@ use anyhow::Context;
 use hoist_archive::Archive;
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
 use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, Secret};
-use hoist_transfer::{BlobCache, PushOptions, PushPlan, PushedImage};
+use hoist_transfer::{BlobCache, PushOptions, PushPlan, PushedImage, Reporter};
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::Usage;
@@ -55,7 +55,8 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     let archive = Arc::new(archive);
     let plans = plan(&archive, &args, destinations, target.as_ref())?;
 
-    let client = client(&args, &plans, target.as_ref(), credentials)?;
+    let reporter = reporter::for_mode(args.progress, global.quiet);
+    let client = client(&args, &plans, target.as_ref(), credentials, &reporter)?;
     let options = PushOptions {
         jobs: usize::from(args.jobs),
         format: match args.format {
@@ -67,7 +68,6 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         chunk_size: args.chunk_size,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     };
-    let reporter = reporter::for_mode(args.progress, global.quiet);
     let pushed = match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
         Ok(pushed) => pushed,
         Err(error) => {
@@ -99,6 +99,7 @@ fn client(
     plans: &[PushPlan],
     target: Option<&RegistryTarget>,
     credentials: CredentialStore,
+    reporter: &Arc<dyn Reporter>,
 ) -> anyhow::Result<Client> {
     let mut plain_http: Vec<String> = Vec::new();
     if args.network.plain_http {
@@ -122,6 +123,7 @@ fn client(
         credentials,
         ca_certs: args.network.ca_cert.clone(),
         certs_dir: Some(args.network.certs_dir.clone()),
+        on_retry: Some(hoist_transfer::retry_observer(reporter)),
         ..ClientOptions::default()
     })?)
 }
@@ -180,6 +182,9 @@ fn summary(pushed: &[PushedImage]) -> serde_json::Value {
                         "size": blob.size,
                         "action": blob.action.name(),
                         "seconds": (blob.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                        "compression": blob.compression,
+                        "bytes_sent": blob.bytes_sent,
+                        "retries": blob.retries,
                     })
                 })
                 .collect();

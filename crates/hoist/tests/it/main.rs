@@ -4,6 +4,7 @@ mod archive_hostile;
 mod archive_layouts;
 mod auth;
 mod cache;
+mod compression;
 mod docker;
 mod errors;
 mod faults;

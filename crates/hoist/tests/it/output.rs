@@ -1,7 +1,7 @@
 //! What `hoist push` prints: results on stdout, progress on stderr in the chosen mode.
 
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, layer_tar};
-use hoist_testkit::{TestRegistry, tools};
+use hoist_testkit::{Fault, FaultProxy, Rule, TestRegistry, tools};
 
 use crate::support::{hoist_run, path_str};
 
@@ -40,6 +40,103 @@ fn progress_json_is_ndjson_on_stderr_with_every_event() {
     }
 }
 
+fn ndjson(stderr: &str) -> Vec<serde_json::Value> {
+    stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect()
+}
+
+/// A 503 on starting an upload is retried by the registry client; the
+/// retry reaches the reporter in every mode.
+#[test]
+fn retries_are_reported_as_events_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let push = |progress: &str| {
+        let registry = TestRegistry::start();
+        let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::Status(503)).method("POST")]);
+        let dest = format!("{}/app:1", proxy.host());
+        let run =
+            hoist_run(&["push", "--no-cache", "--output", "json", "--progress", progress, path_str(&path), &dest]);
+        run.success();
+        assert_eq!(proxy.faulted().len(), 1, "the proxy answered 503 once");
+        let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let retries: Vec<u64> =
+            summary["images"][0]["blobs"].as_array().unwrap().iter().map(|b| b["retries"].as_u64().unwrap()).collect();
+        assert_eq!(retries.iter().sum::<u64>(), 1, "the retry is counted on the blob it delayed: {retries:?}");
+        tools::skopeo_copy_to_dir(&format!("{}/app:1", registry.host()), &dir.path().join(progress));
+        run
+    };
+
+    let json = push("json");
+    let events = ndjson(&json.stderr);
+    let retries: Vec<_> = events.iter().filter(|e| e["event"] == "retry").collect();
+    assert_eq!(retries.len(), 1, "{}", json.stderr);
+    let retry = retries[0];
+    assert!(retry["reason"].as_str().unwrap().contains("503"), "{retry}");
+    assert!(retry["action"].as_str().unwrap().contains("app"), "{retry}");
+    assert_eq!(retry["attempt"], 1);
+    assert!(retry["delay_ms"].is_u64());
+    let position = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
+    assert!(position("retry") < position("manifest"), "the retry comes before the manifest");
+
+    // Bars print the line above themselves (here stderr is no terminal, so only the line shows).
+    for mode in ["plain", "bars"] {
+        let run = push(mode);
+        let lines: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("retrying: ")).collect();
+        assert_eq!(lines.len(), 1, "{mode}: {}", run.stderr);
+        assert!(lines[0].contains("503") && lines[0].contains("attempt 1"), "{mode}: {}", lines[0]);
+    }
+}
+
+/// The second repository of one push mounts the layers the first received:
+/// a `mounted` event in JSON, a `mounted` line in plain mode.
+#[test]
+fn mounts_are_reported_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, fixture) = archive(dir.path());
+    for progress in ["json", "plain"] {
+        let registry = TestRegistry::start();
+        let first = format!("{}/first/app:1", registry.host());
+        let second = format!("{}/second/app:1", registry.host());
+        let run = hoist_run(&[
+            "push",
+            "--no-cache",
+            "--output",
+            "json",
+            "--progress",
+            progress,
+            path_str(&path),
+            &first,
+            &second,
+        ]);
+        run.success();
+        let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let blobs = |image: usize| summary["images"][image]["blobs"].as_array().unwrap().clone();
+        assert_eq!(summary["images"][1]["reference"], second);
+        for (blob, uploaded) in blobs(1).iter().skip(1).zip(blobs(0).iter().skip(1)) {
+            assert_eq!(blob["action"], "mounted", "{blob}");
+            assert_eq!(blob["bytes_sent"], 0, "nothing is sent for a mount");
+            assert_eq!((&blob["digest"], &blob["compression"]), (&uploaded["digest"], &uploaded["compression"]));
+        }
+        tools::skopeo_copy_to_dir(&second, &dir.path().join(progress));
+        if progress == "json" {
+            let events = ndjson(&run.stderr);
+            for diff_id in fixture.diff_ids() {
+                let finished: Vec<&str> = events
+                    .iter()
+                    .filter(|e| {
+                        e["id"] == diff_id && ["done", "skipped", "mounted"].contains(&e["event"].as_str().unwrap())
+                    })
+                    .map(|e| e["event"].as_str().unwrap())
+                    .collect();
+                assert_eq!(finished, ["done", "mounted"], "{diff_id}: uploaded to first, mounted into second");
+            }
+        } else {
+            let mounted = run.stderr.lines().filter(|l| l.contains(": mounted as ")).count();
+            assert_eq!(mounted, 2, "a line per mounted layer: {}", run.stderr);
+        }
+    }
+}
+
 #[test]
 fn progress_json_reports_errors_as_an_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,11 +171,17 @@ fn output_json_summarises_references_digests_and_blobs() {
     assert!(
         blobs.iter().all(|b| b["action"] == "uploaded" && b["size"].as_u64().unwrap() > 0 && b["seconds"].is_number())
     );
+    assert!(blobs.iter().all(|b| b["retries"] == 0 && b["bytes_sent"] == b["size"]), "{blobs:?}");
+    let compression: Vec<&str> = blobs.iter().map(|b| b["compression"].as_str().unwrap()).collect();
+    assert_eq!(compression, ["stored", "gzip:1", "gzip:1"], "the config as it is, layers with the default codec");
 
     let again = hoist_run(&["push", "--output", "json", "-q", path_str(&path), &dest]);
     let summary: serde_json::Value = serde_json::from_str(&again.success().stdout).unwrap();
     assert_eq!(summary["images"][0]["digest"], image["digest"]);
     assert_eq!(summary["images"][0]["blobs"][0]["action"], "existed", "the config is found by HEAD");
+    for blob in summary["images"][0]["blobs"].as_array().unwrap() {
+        assert_eq!((&blob["action"], &blob["bytes_sent"]), (&"existed".into(), &0.into()), "{blob}");
+    }
 }
 
 #[test]
