@@ -61,6 +61,12 @@ impl Repository {
                 ))
                 .with_hint("an image with this many layers or annotations cannot be pushed as one manifest"));
         }
+        if let Some(problem) = mixed_families(manifest) {
+            return Err(RegistryError::new(ErrorKind::Rejected, action).with_url(&url).with_detail(problem).with_hint(
+                "Docker and OCI media types cannot be mixed in one manifest (skopeo, podman and Quay refuse it); \
+                 zstd layers exist only in OCI images: push with `--format oci`, or `--recompress` them to gzip",
+            ));
+        }
         let request =
             self.http().put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone());
         let response = self.send(&action, &url, request).await?;
@@ -140,6 +146,39 @@ impl Repository {
     }
 }
 
+/// The parts of an image manifest whose media types are checked.
+#[derive(serde::Deserialize)]
+struct Image {
+    config: Option<Described>,
+    #[serde(default)]
+    layers: Vec<Described>,
+}
+
+#[derive(serde::Deserialize)]
+struct Described {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+}
+
+/// Why `manifest` mixes the Docker and OCI media-type families, if it does:
+/// an image manifest of one family whose config or layers name the other.
+/// Other types (artifacts, lists and indexes) are not judged here.
+fn mixed_families(manifest: &RawBlob) -> Option<String> {
+    let other = match manifest.media_type.as_str() {
+        media_type::DOCKER_MANIFEST => "application/vnd.oci.",
+        media_type::OCI_MANIFEST => "application/vnd.docker.",
+        _ => return None,
+    };
+    // Bytes that are not an image manifest are the registry's to judge (MANIFEST_INVALID).
+    let image: Image = serde_json::from_slice(&manifest.bytes).ok()?;
+    image
+        .config
+        .iter()
+        .chain(&image.layers)
+        .find(|d| d.media_type.starts_with(other))
+        .map(|d| format!("a {} names a blob of type {}", manifest.media_type, d.media_type))
+}
+
 /// `Content-Type` without parameters (`; charset=…`).
 fn bare_media_type(response: &reqwest::Response) -> String {
     header_str(response, CONTENT_TYPE.as_str())
@@ -205,4 +244,40 @@ pub(crate) async fn read_capped(
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(manifest_type: &str, config_type: &str, layer_types: &[&str]) -> RawBlob {
+        let digest = Digest::of(b"x").to_string();
+        let layers: Vec<_> =
+            layer_types.iter().map(|t| serde_json::json!({"mediaType": t, "digest": digest, "size": 1})).collect();
+        let document = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {"mediaType": config_type, "digest": digest, "size": 1},
+            "layers": layers,
+        });
+        RawBlob::new(manifest_type, serde_json::to_vec(&document).unwrap())
+    }
+
+    #[test]
+    fn image_manifests_never_mix_families() {
+        use media_type::{
+            DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP,
+            OCI_LAYER_ZSTD, OCI_MANIFEST,
+        };
+        assert_eq!(mixed_families(&image(DOCKER_MANIFEST, DOCKER_CONFIG, &[DOCKER_LAYER_GZIP, DOCKER_LAYER])), None);
+        assert_eq!(mixed_families(&image(OCI_MANIFEST, OCI_CONFIG, &[OCI_LAYER_GZIP, OCI_LAYER_ZSTD])), None);
+        let zstd_in_docker =
+            mixed_families(&image(DOCKER_MANIFEST, DOCKER_CONFIG, &[DOCKER_LAYER_GZIP, OCI_LAYER_ZSTD]));
+        assert!(zstd_in_docker.is_some_and(|p| p.contains(OCI_LAYER_ZSTD)));
+        assert!(mixed_families(&image(OCI_MANIFEST, DOCKER_CONFIG, &[OCI_LAYER_GZIP])).is_some());
+        // Artifacts carry their own types; lists and unparseable bytes are not judged here.
+        assert_eq!(mixed_families(&image(OCI_MANIFEST, "application/vnd.cncf.helm.config.v1+json", &[])), None);
+        assert_eq!(mixed_families(&RawBlob::new(media_type::OCI_INDEX, b"{}".to_vec())), None);
+        assert_eq!(mixed_families(&RawBlob::new(DOCKER_MANIFEST, b"not json".to_vec())), None);
+    }
 }

@@ -178,6 +178,19 @@ async fn a_get_or_head_answered_with_another_digest_is_a_protocol_error() {
     assert_eq!(repo.head_manifest("v1").await.unwrap().unwrap().digest.to_string(), wrong_digest());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_answered_without_location_succeeds() {
+    let registry = TestRegistry::start();
+    let rule = Rule::always(Fault::RemoveHeader { name: "Location".into() }).method("PUT").path("/manifests/");
+    let proxy = FaultProxy::start(registry.port(), vec![rule]);
+    let client = client();
+    let repo = repo(&client, &proxy.host(), "app");
+    let manifest = image(&repo, ManifestFormat::Docker, "bare").await;
+    assert_eq!(repo.put_manifest("v1", &manifest).await.unwrap(), manifest.digest);
+    assert_eq!(proxy.faulted().len(), 1, "the answer had its Location removed");
+    assert_eq!(hoist_testkit::tools::skopeo_raw_manifest(&format!("{}/app:v1", registry.host())), manifest.bytes);
+}
+
 /// An OCI manifest of exactly `size` bytes, padded with an annotation.
 fn manifest_of_size(base: &RawBlob, size: usize) -> RawBlob {
     let mut document: serde_json::Value = serde_json::from_slice(&base.bytes).unwrap();

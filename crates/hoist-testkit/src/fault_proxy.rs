@@ -68,6 +68,9 @@ pub enum Fault {
     /// Forward; add header `name: value` to the answer, keeping any already
     /// there (e.g. a `Warning`, as a registry deprecating something sends).
     AddHeader { name: String, value: String },
+    /// Forward; drop header `name` from the answer (e.g. the `Location` of
+    /// a manifest PUT, which not every registry sends).
+    RemoveHeader { name: String },
     /// Answer `status` with `headers` and `body` streamed without a
     /// `Content-Length` unless `headers` has one, as a front end serving
     /// something the registry never stored (an oversized manifest).
@@ -468,7 +471,7 @@ fn rewrite_location(reply: &mut Reply, upstream: u16, port: u16) {
     reply.headers_mut().insert("location", rewritten.parse().expect("a header value"));
 }
 
-/// [`Fault::SetHeader`] and [`Fault::AddHeader`] on a forwarded answer.
+/// [`Fault::SetHeader`], [`Fault::AddHeader`] and [`Fault::RemoveHeader`] on a forwarded answer.
 fn edit_headers(fault: Option<&Fault>, reply: &mut Reply, logged: &mut Logged) {
     match fault {
         Some(Fault::SetHeader { name, value }) => {
@@ -478,6 +481,10 @@ fn edit_headers(fault: Option<&Fault>, reply: &mut Reply, logged: &mut Logged) {
         Some(Fault::AddHeader { name, value }) => {
             reply.headers_mut().append(header_name(name), value.parse().expect("a header value"));
             logged.fault = Some(format!("added {name}: {value}"));
+        }
+        Some(Fault::RemoveHeader { name }) => {
+            reply.headers_mut().remove(header_name(name));
+            logged.fault = Some(format!("removed {name}"));
         }
         _ => {}
     }
