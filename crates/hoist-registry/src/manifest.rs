@@ -20,7 +20,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use hoist_oci::{Digest, RawBlob, media_type};
+use hoist_oci::{Digest, RawBlob, Reference, media_type};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use url::Url;
@@ -51,6 +51,7 @@ impl Repository {
     /// `Location` in the answer (not every registry sends one).
     pub async fn put_manifest(&self, tag_or_digest: &str, manifest: &RawBlob) -> Result<Digest, RegistryError> {
         let action = format!("push manifest {} to {}:{tag_or_digest}", manifest.digest, self.name());
+        check_tag_or_digest(&action, tag_or_digest)?;
         let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
         if manifest.bytes.len() > MAX_MANIFEST_SIZE {
             return Err(RegistryError::new(ErrorKind::Rejected, action)
@@ -82,6 +83,7 @@ impl Repository {
     /// must hash to the digest asked for and to `Docker-Content-Digest`.
     pub async fn get_manifest(&self, tag_or_digest: &str) -> Result<Option<RawBlob>, RegistryError> {
         let action = format!("read manifest {}:{tag_or_digest}", self.name());
+        check_tag_or_digest(&action, tag_or_digest)?;
         let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
         let request = self.http().get(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
         let response = self.send(&action, &url, request).await?;
@@ -112,6 +114,7 @@ impl Repository {
     /// bytes are then verified), since a tag alone says nothing.
     pub async fn head_manifest(&self, tag_or_digest: &str) -> Result<Option<ManifestInfo>, RegistryError> {
         let action = format!("check manifest {}:{tag_or_digest}", self.name());
+        check_tag_or_digest(&action, tag_or_digest)?;
         let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
         let request = self.http().head(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
         let response = self.send(&action, &url, request).await?;
@@ -144,6 +147,21 @@ impl Repository {
         };
         Ok(Some(ManifestInfo { digest, size, media_type }))
     }
+}
+
+/// Refuses, before any request, what is neither a tag nor a digest by the
+/// spec's grammar (the same check as [`Reference::parse`], whose property
+/// tests cover it): a `/`, `..` or `?` must never reach the URL path.
+fn check_tag_or_digest(action: &str, tag_or_digest: &str) -> Result<(), RegistryError> {
+    let is_digest = Digest::parse(tag_or_digest).is_ok();
+    let is_tag = Reference::from_parts("localhost", "x", Some(tag_or_digest))
+        .is_ok_and(|r| r.tag() == Some(tag_or_digest) && r.digest().is_none());
+    if is_digest || is_tag {
+        return Ok(());
+    }
+    Err(RegistryError::new(ErrorKind::Rejected, action)
+        .with_detail(format!("`{tag_or_digest}` is neither a tag nor a sha256 digest"))
+        .with_hint("a tag is up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`"))
 }
 
 /// The parts of an image manifest whose media types are checked.
@@ -261,6 +279,19 @@ mod tests {
             "layers": layers,
         });
         RawBlob::new(manifest_type, serde_json::to_vec(&document).unwrap())
+    }
+
+    #[test]
+    fn only_tags_and_digests_are_accepted() {
+        let digest = Digest::of(b"x").to_string();
+        for good in ["1", "v1.0-rc_2", "latest", "_x", &"a".repeat(128), &digest] {
+            assert!(check_tag_or_digest("read", good).is_ok(), "{good}");
+        }
+        let with_digest = format!("1@{digest}");
+        for bad in ["", ".x", "-x", "a/b", "../../blobs/x", "a?b", "a b", "a:b", &"a".repeat(129), &with_digest] {
+            let error = check_tag_or_digest("read", bad).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Rejected, "{bad}");
+        }
     }
 
     #[test]

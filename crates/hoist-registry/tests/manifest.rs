@@ -191,6 +191,20 @@ async fn a_put_answered_without_location_succeeds() {
     assert_eq!(hoist_testkit::tools::skopeo_raw_manifest(&format!("{}/app:v1", registry.host())), manifest.bytes);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_tag_is_refused_before_any_request() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port(), vec![]);
+    let repo = repo(&client(), &proxy.host(), "app");
+    let manifest = RawBlob::new(media_type::OCI_MANIFEST, b"{}".to_vec());
+    for bad in ["../../blobs/uploads", "v1?x=1", "-v1"] {
+        assert_eq!(repo.put_manifest(bad, &manifest).await.unwrap_err().kind(), ErrorKind::Rejected);
+        assert_eq!(repo.get_manifest(bad).await.unwrap_err().kind(), ErrorKind::Rejected);
+        assert_eq!(repo.head_manifest(bad).await.unwrap_err().kind(), ErrorKind::Rejected);
+    }
+    assert!(proxy.log().is_empty(), "{:?}", proxy.log());
+}
+
 /// An OCI manifest of exactly `size` bytes, padded with an annotation.
 fn manifest_of_size(base: &RawBlob, size: usize) -> RawBlob {
     let mut document: serde_json::Value = serde_json::from_slice(&base.bytes).unwrap();
