@@ -17,8 +17,10 @@
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type as `Content-Type`; [`Repository::get_manifest`] and
 //!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
-//!   all three check `Docker-Content-Digest` against the bytes' own digest
-//!   and hold manifests to 4 MiB (see `manifest.rs`).
+//!   all three check `Docker-Content-Digest` against the bytes' own digest,
+//!   hold manifests to 4 MiB and refuse anything but a tag or a digest before
+//!   any request; a PUT also refuses an image manifest that mixes Docker and
+//!   OCI media types (see `manifest.rs`).
 //!
 //! Authentication is the client's business, not the caller's: every request
 //! goes through one place that answers the registry's `401` challenges

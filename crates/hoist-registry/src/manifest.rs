@@ -17,6 +17,10 @@
 //!
 //! A digest that does not match is a [`ErrorKind::Protocol`] error: the
 //! registry, or something between it and us, is not serving what it says.
+//! A PUT of an image manifest that names blobs of the other media-type
+//! family (a zstd layer in a Docker manifest) is refused before sending:
+//! distribution stores such manifests, but skopeo, podman and Quay refuse
+//! them. Tags and digests are checked before any request.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
