@@ -51,6 +51,8 @@ pub struct Client {
     per_host: Arc<HashMap<String, reqwest::Client>>,
     auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
     options: Arc<ClientOptions>,
+    /// `Warning` texts already shown: each is shown once per client.
+    pub(crate) warnings: Arc<crate::warning::Warnings>,
 }
 
 impl Client {
@@ -77,6 +79,7 @@ impl Client {
             per_host: Arc::new(per_host),
             auth: Arc::new(Mutex::new(HashMap::new())),
             options: Arc::new(options),
+            warnings: Arc::default(),
         })
     }
 

@@ -161,6 +161,17 @@ impl RegistryError {
             ErrorKind::Denied => {
                 "the account lacks push permission for this repository, or a quota is exhausted".into()
             }
+            ErrorKind::NotFound if self.repository_unknown() => {
+                let repository = d.url.as_ref().and_then(|u| repository_of(u.inner())).unwrap_or_default();
+                let project = repository.split('/').next().unwrap_or_default();
+                let port = d.url.as_ref().and_then(|u| u.inner().port()).map(|p| format!(":{p}")).unwrap_or_default();
+                format!(
+                    "repository `{repository}` does not exist on {host}{port}: check the name. Registries that do not \
+                     create repositories on push need it created first: on Amazon ECR, `aws ecr create-repository \
+                     --repository-name {repository}`; on Harbor, create the project `{project}` (hoist does not \
+                     create either)"
+                )
+            }
             ErrorKind::NotFound => {
                 "check the repository name; some registries (ECR, Harbor) need the repository or project created first"
                     .into()
@@ -171,6 +182,28 @@ impl RegistryError {
             ErrorKind::Rejected | ErrorKind::Protocol => return None,
         })
     }
+}
+
+impl RegistryError {
+    /// The registry says the repository itself is unknown: distribution's
+    /// and ECR's `NAME_UNKNOWN`, or Harbor's "project … not found".
+    fn repository_unknown(&self) -> bool {
+        self.has_code("NAME_UNKNOWN")
+            || self.0.codes.iter().any(|c| {
+                let message = c.message.to_ascii_lowercase();
+                message.contains("project") && message.contains("not found")
+            })
+    }
+}
+
+/// `team/app` from `…/v2/team/app/blobs/…` (or `/manifests/`, `/tags/`).
+fn repository_of(url: &url::Url) -> Option<String> {
+    let path = url.path().strip_prefix("/v2/")?;
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .find_map(|marker| path.find(marker))
+        .map(|end| path[..end].to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 impl fmt::Display for RegistryError {
@@ -302,5 +335,35 @@ mod tests {
         assert!(e.to_string().contains("Bad Gateway"));
         let e = RegistryError::from_response("push", &url, 413, b"");
         assert!(e.hint().unwrap().contains("proxy"));
+    }
+
+    #[test]
+    fn an_unknown_repository_says_how_to_create_it() {
+        let url =
+            url::Url::parse("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/v2/team/app/blobs/uploads/").unwrap();
+        // ECR's answer to a push into a repository nobody created.
+        let ecr = RegistryError::from_response(
+            "start a blob upload to team/app",
+            &url,
+            404,
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'team/app' does not exist in the registry with id '123456789012'"}]}"#,
+        );
+        assert_eq!(ecr.kind(), ErrorKind::NotFound);
+        let hint = ecr.hint().unwrap();
+        assert!(hint.contains("repository `team/app` does not exist on 123456789012.dkr.ecr"), "{hint}");
+        assert!(hint.contains("aws ecr create-repository --repository-name team/app"), "{hint}");
+        assert!(hint.contains("create the project `team`"), "{hint}");
+        // Harbor's answer when the project is missing.
+        let url = url::Url::parse("https://harbor.example/v2/library2/app/manifests/1").unwrap();
+        let harbor = RegistryError::from_response(
+            "push manifest",
+            &url,
+            404,
+            br#"{"errors":[{"code":"NOT_FOUND","message":"project library2 not found"}]}"#,
+        );
+        assert!(harbor.hint().unwrap().contains("create the project `library2`"), "{:?}", harbor.hint());
+        // Any other 404 keeps the general hint.
+        let blob = RegistryError::from_response("read blob", &url, 404, br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
+        assert!(blob.hint().unwrap().starts_with("check the repository name"), "{:?}", blob.hint());
     }
 }

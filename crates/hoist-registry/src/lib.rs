@@ -15,7 +15,12 @@
 //! - blobs down: [`Repository::download_blob`] resumes with `Range` and
 //!   verifies the digest; redirects to other hosts carry no credentials;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
-//!   media type and checks the digest the registry reports.
+//!   media type as `Content-Type`; [`Repository::get_manifest`] and
+//!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
+//!   all three check `Docker-Content-Digest` against the bytes' own digest,
+//!   hold manifests to 4 MiB and refuse anything but a tag or a digest before
+//!   any request; a PUT also refuses an image manifest that mixes Docker and
+//!   OCI media types (see `manifest.rs`).
 //!
 //! Authentication is the client's business, not the caller's: every request
 //! goes through one place that answers the registry's `401` challenges
@@ -33,6 +38,9 @@
 //! prints). Session requests (PATCH, PUT) are sent once; the upload recovers
 //! them itself.
 //!
+//! A `Warning: 299 - "text"` on any answer is logged once per distinct text
+//! with `tracing::warn!` and changes nothing else (see `warning.rs`).
+//!
 //! Every error is a [`RegistryError`] that knows its kind (auth, not found,
 //! retryable, …) and carries a hint. URLs in errors and logs go through
 //! [`RedactedUrl`], which hides upload `_state` tokens and passwords.
@@ -42,15 +50,18 @@ mod client;
 pub mod credentials;
 mod error;
 mod fetch;
+mod manifest;
 mod redact;
 mod repository;
 mod retry;
 mod upload;
+mod warning;
 
 pub use auth::Scope;
 pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
+pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use bytes::Bytes;
-use hoist_oci::{Digest, RawBlob};
+use hoist_oci::Digest;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use url::Url;
@@ -15,8 +15,6 @@ use crate::{Client, ErrorKind, RegistryError};
 
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const OCTET_STREAM: &str = "application/octet-stream";
-/// distribution refuses larger manifests; so should we, before sending.
-const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
 /// What [`Repository::push_blob`] had to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,33 +117,6 @@ impl Repository {
         Ok(Upload { repository: self.clone(), location })
     }
 
-    /// PUTs a manifest's exact bytes under `tag_or_digest` and returns the
-    /// digest, after checking the registry computed the same one.
-    pub async fn put_manifest(&self, tag_or_digest: &str, manifest: &RawBlob) -> Result<Digest, RegistryError> {
-        let action = format!("push manifest {} to {}:{tag_or_digest}", manifest.digest, self.name);
-        let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
-        if manifest.bytes.len() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::new(ErrorKind::Rejected, action).with_detail(format!(
-                "the manifest is {} bytes; registries accept at most 4 MiB",
-                manifest.bytes.len()
-            )));
-        }
-        let request =
-            self.client.http.put(url.clone()).header(CONTENT_TYPE, &manifest.media_type).body(manifest.bytes.clone());
-        let response = self.send(&action, &url, request).await?;
-        if !matches!(response.status(), StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED) {
-            return Err(error_from(&action, &url, response).await);
-        }
-        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST)
-            && reported != manifest.digest.to_string()
-        {
-            return Err(RegistryError::new(ErrorKind::Protocol, action)
-                .with_url(&url)
-                .with_detail(format!("the registry stored it as {reported}, not {}", manifest.digest)));
-        }
-        Ok(manifest.digest.clone())
-    }
-
     /// Every request goes through here.
     pub(crate) async fn send(
         &self,
@@ -183,7 +154,14 @@ impl Repository {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
-        self.authorized(action, url, request).await
+        let response = self.authorized(action, url, request).await?;
+        // Every answer, whatever its status, may carry a Warning for the user.
+        let registry = match self.base.port() {
+            Some(port) => format!("{}:{port}", self.base.host_str().unwrap_or_default()),
+            None => self.base.host_str().unwrap_or_default().to_owned(),
+        };
+        self.client.warnings.observe(&registry, response.headers());
+        Ok(response)
     }
 
     /// One attempt, authorized as earlier challenges taught. On a 401 the

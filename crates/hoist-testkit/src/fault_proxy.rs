@@ -5,7 +5,9 @@
 //! front ends), whose misbehaviour no local registry reproduces: gateway
 //! errors, rate limits with `Retry-After`, connections dropped in the middle
 //! of a request body, body-size limits, ECR's 201 with a stale `Range`,
-//! GHCR's 416 for chunks above 4 MiB, and redirects to another host.
+//! GHCR's 416 for chunks above 4 MiB, redirects to another host, answer
+//! headers changed or added (a wrong `Docker-Content-Digest`, a `Warning`),
+//! and answers served in the registry's place (an oversized manifest).
 //! Everything it does not fault it forwards unchanged to the real registry,
 //! which stays the judge of what was stored.
 //!
@@ -59,6 +61,20 @@ pub enum Fault {
     ChunkMinLength(u64),
     /// Answer 307 to the same path and query on `base` (e.g. another proxy).
     RedirectTo { base: String },
+    /// Forward; replace header `name` of the answer with `value` (e.g. a
+    /// `Docker-Content-Digest` that does not match what was stored, as a
+    /// broken front end or a tampering middlebox would send).
+    SetHeader { name: String, value: String },
+    /// Forward; add header `name: value` to the answer, keeping any already
+    /// there (e.g. a `Warning`, as a registry deprecating something sends).
+    AddHeader { name: String, value: String },
+    /// Forward; drop header `name` from the answer (e.g. the `Location` of
+    /// a manifest PUT, which not every registry sends).
+    RemoveHeader { name: String },
+    /// Answer `status` with `headers` and `body` streamed without a
+    /// `Content-Length` unless `headers` has one, as a front end serving
+    /// something the registry never stored (an oversized manifest).
+    Serve { status: u16, headers: Vec<(String, String)>, body: Bytes },
 }
 
 /// When a [`Fault`] applies: method and path fragment, after `skip` matching
@@ -123,6 +139,8 @@ pub struct Logged {
     /// The `Range` header of a GET.
     pub range: Option<String>,
     pub transfer_encoding: Option<String>,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
     pub authorization: bool,
     /// What the client got; 0 for a dropped connection.
     pub status: u16,
@@ -249,6 +267,8 @@ async fn handle(
         content_range: header("content-range"),
         range: header("range"),
         transfer_encoding: header("transfer-encoding"),
+        content_type: header("content-type"),
+        accept: header("accept"),
         authorization: request.headers().contains_key("authorization"),
         status: 0,
         fault: None,
@@ -316,6 +336,7 @@ async fn handle(
                 reply.headers_mut().insert("oci-chunk-min-length", min.into());
                 logged.fault = Some(format!("OCI-Chunk-Min-Length: {min}"));
             }
+            edit_headers(fault.as_ref(), &mut reply, &mut logged);
             if let Some(Fault::TruncateResponse(keep)) = fault {
                 reply = truncate(reply, keep).await;
                 logged.fault = Some(format!("answer cut after {keep} bytes"));
@@ -367,6 +388,18 @@ fn local_reply(
             let mut reply = Response::new(full(Bytes::new()));
             *reply.status_mut() = StatusCode::TEMPORARY_REDIRECT;
             reply.headers_mut().insert("location", target.parse().expect("a header value"));
+            Some(reply)
+        }
+        Fault::Serve { status, headers, body } => {
+            // A stream of one piece has no known length: hyper sends it
+            // chunked unless `headers` carries a Content-Length.
+            let piece =
+                futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(Frame::data(body.clone()))));
+            let mut reply = Response::new(StreamBody::new(piece).boxed());
+            *reply.status_mut() = StatusCode::from_u16(*status).expect("a valid status");
+            for (name, value) in headers {
+                reply.headers_mut().append(header_name(name), value.parse().expect("a header value"));
+            }
             Some(reply)
         }
         _ => None,
@@ -436,6 +469,29 @@ fn rewrite_location(reply: &mut Reply, upstream: u16, port: u16) {
     let Some(location) = reply.headers().get("location").and_then(|v| v.to_str().ok()) else { return };
     let rewritten = location.replace(&format!("127.0.0.1:{upstream}"), &format!("127.0.0.1:{port}"));
     reply.headers_mut().insert("location", rewritten.parse().expect("a header value"));
+}
+
+/// [`Fault::SetHeader`], [`Fault::AddHeader`] and [`Fault::RemoveHeader`] on a forwarded answer.
+fn edit_headers(fault: Option<&Fault>, reply: &mut Reply, logged: &mut Logged) {
+    match fault {
+        Some(Fault::SetHeader { name, value }) => {
+            reply.headers_mut().insert(header_name(name), value.parse().expect("a header value"));
+            logged.fault = Some(format!("{name}: {value}"));
+        }
+        Some(Fault::AddHeader { name, value }) => {
+            reply.headers_mut().append(header_name(name), value.parse().expect("a header value"));
+            logged.fault = Some(format!("added {name}: {value}"));
+        }
+        Some(Fault::RemoveHeader { name }) => {
+            reply.headers_mut().remove(header_name(name));
+            logged.fault = Some(format!("removed {name}"));
+        }
+        _ => {}
+    }
+}
+
+fn header_name(name: &str) -> hyper::header::HeaderName {
+    hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name")
 }
 
 fn url_state(location: &str) -> Option<String> {

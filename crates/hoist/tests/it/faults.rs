@@ -189,3 +189,41 @@ fn debug_logs_show_no_upload_state() {
     }
     setup.assert_intact("app");
 }
+
+#[test]
+fn registry_warnings_are_shown_once_and_change_nothing() {
+    let text = "this repository will be archived on 2027-01-01";
+    let setup = setup(
+        300_000,
+        vec![Rule::always(Fault::AddHeader { name: "Warning".into(), value: format!(r#"299 - "{text}""#) })],
+    );
+    let printed = setup.push("app", &[]);
+    assert!(setup.proxy.faulted().len() > 5, "every answer carried the warning");
+    assert_eq!(printed.matches(text).count(), 1, "shown once: {printed}");
+    setup.assert_intact("app");
+}
+
+#[test]
+fn an_unknown_repository_says_how_to_create_it() {
+    // ECR's answer to a push into a repository nobody created.
+    let setup = setup(
+        300_000,
+        vec![
+            Rule::always(Fault::ErrorCode {
+                status: 404,
+                code: "NAME_UNKNOWN".into(),
+                message: "The repository with name 'team/app' does not exist in the registry with id '123456789012'"
+                    .into(),
+            })
+            .method("POST"),
+        ],
+    );
+    let dest = format!("{}/team/app:1.0", setup.proxy.host());
+    let result = run(hoist().args(["push", "--no-cache", path_str(&setup.archive), &dest]));
+    result.fails_with(5, "NAME_UNKNOWN");
+    let hint = result.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap();
+    assert!(hint.contains(&format!("`team/app` does not exist on {}", setup.proxy.host())), "{hint}");
+    assert!(hint.contains("aws ecr create-repository --repository-name team/app"), "{hint}");
+    assert!(hint.contains("create the project `team`"), "{hint}");
+    assert_eq!(setup.proxy.count("PUT", "/manifests/"), 0, "no tag was written");
+}

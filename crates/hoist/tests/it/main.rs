@@ -9,6 +9,7 @@ mod docker;
 mod errors;
 mod faults;
 mod inspect;
+mod media_types;
 mod output;
 mod push;
 mod support;
