@@ -48,8 +48,11 @@ impl Default for PushOptions {
 
 impl PushOptions {
     /// The codec `layer` is re-encoded with, or `None` to send it as stored.
+    /// Docker manifests have no zstd layer type, so a Docker push re-encodes
+    /// stored zstd layers rather than write a manifest no client can read.
     fn encoding_for(&self, layer: &Layer) -> Option<Codec> {
-        (layer.compression == Compression::None || self.recompress).then_some(self.compression)
+        let docker_cannot_name = layer.compression == Compression::Zstd && self.format == ManifestFormat::Docker;
+        (layer.compression == Compression::None || self.recompress || docker_cannot_name).then_some(self.compression)
     }
 
     /// What decides the bytes a layer becomes: the cache key's second half.

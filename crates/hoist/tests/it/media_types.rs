@@ -61,24 +61,22 @@ fn a_docker_archive_pushed_as_oci_has_only_oci_media_types() {
     }
 }
 
-/// An archive that stores zstd layers, pushed as Docker without
-/// `--recompress`: the layers would go up as they are, which a Docker
-/// manifest cannot name. The registry client refuses to write the mixed
-/// manifest, so no tag moves and the user is told what to do.
+/// An archive that stores zstd layers, pushed as Docker: a Docker manifest
+/// cannot name a zstd layer, so those layers are re-encoded with
+/// `--compression` (gzip) instead of going up as they are; with
+/// `--format oci` they keep their bytes.
 #[test]
-fn zstd_layers_in_a_docker_manifest_are_refused_before_any_tag_moves() {
+fn zstd_layers_pushed_as_docker_are_reencoded_and_kept_as_oci() {
     let registry = TestRegistry::start();
     let archive = OciArchive::new().image(image()).compression(LayerCompression::Zstd).build();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("archive.tar");
-    std::fs::write(&path, archive).unwrap();
-    let run = hoist_run(&["push", "--no-cache", path_str(&path), &format!("{}/families/zstd:1", registry.host())]);
-    run.fails_with(8, "application/vnd.oci.image.layer.v1.tar+zstd");
-    assert!(run.stderr.contains("--format oci"), "{}", run.stderr);
-    let (status, _) = registry.get("/v2/families/zstd/manifests/1");
-    assert_eq!(status, 404, "no tag moved");
-    // As asked, it works.
-    let manifest =
-        push(&std::fs::read(&path).unwrap(), &format!("{}/families/zstd:2", registry.host()), &["--format", "oci"]);
-    assert!(media_types(&manifest).iter().all(|t| t.starts_with("application/vnd.oci.")));
+    let as_docker = push(&archive, &format!("{}/families/zstd:1", registry.host()), &[]);
+    let types = media_types(&as_docker);
+    assert!(types.iter().all(|t| t.starts_with("application/vnd.docker.")), "{types:?}");
+    assert!(types[2..].iter().all(|t| t.ends_with("tar.gzip")), "{types:?}");
+    let as_oci = push(&archive, &format!("{}/families/zstd:2", registry.host()), &["--format", "oci"]);
+    let types = media_types(&as_oci);
+    assert!(types[2..].iter().all(|t| t.ends_with("+zstd")), "{types:?}");
+    let stored: Vec<_> = as_oci["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect();
+    let reencoded: Vec<_> = as_docker["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect();
+    assert!(stored.iter().all(|d| !reencoded.contains(d)), "the Docker push made new blobs");
 }
