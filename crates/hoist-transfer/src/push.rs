@@ -49,14 +49,23 @@ impl Default for PushOptions {
 impl PushOptions {
     /// The codec `layer` is re-encoded with, or `None` to send it as stored.
     fn encoding_for(&self, layer: &Layer) -> Option<Codec> {
-        (layer.compression == Compression::None || self.recompress).then_some(self.compression)
+        self.encoding_for_stored(layer.compression)
+    }
+
+    /// The codec bytes stored with `compression` are re-encoded with.
+    pub(crate) fn encoding_for_stored(&self, compression: Compression) -> Option<Codec> {
+        (compression == Compression::None || self.recompress).then_some(self.compression)
     }
 
     /// What decides the bytes a layer becomes: the cache key's second half.
     fn compression_settings(&self, layer: &Layer) -> String {
-        match self.encoding_for(layer) {
+        self.settings_for_stored(layer.compression)
+    }
+
+    pub(crate) fn settings_for_stored(&self, compression: Compression) -> String {
+        match self.encoding_for_stored(compression) {
             Some(codec) => codec.settings_key(),
-            None => format!("stored:{}", layer.compression.name()),
+            None => format!("stored:{}", compression.name()),
         }
     }
 
@@ -239,10 +248,10 @@ fn planned_work(archive: &Archive, groups: &[(Reference, RepositoryGroup)]) -> (
 }
 
 /// Images bound for one repository, each with its references there.
-type RepositoryGroup = Vec<(usize, Vec<Reference>)>;
+pub(crate) type RepositoryGroup = Vec<(usize, Vec<Reference>)>;
 
 /// Destinations grouped by repository, in first-seen order.
-fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> {
+pub(crate) fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> {
     let mut groups: Vec<(Reference, RepositoryGroup)> = Vec::new();
     for plan in plans {
         for destination in &plan.destinations {
@@ -373,7 +382,7 @@ async fn push_layers(
     }
 }
 
-fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: Duration) -> BlobReport {
+pub(crate) fn report(blob: &SentBlob, action: BlobAction, format: ManifestFormat, elapsed: Duration) -> BlobReport {
     let media_type = if blob.zstd { media_type::OCI_LAYER_ZSTD } else { format.layer_media_type(blob.gzip) };
     BlobReport { digest: blob.digest.clone(), size: blob.size, media_type: media_type.to_owned(), action, elapsed }
 }
@@ -421,7 +430,7 @@ async fn push_layer(
 
 /// A repository on the same registry, other than `location`, where the blob
 /// is known to be: a cross-repository mount saves uploading it.
-fn mount_source<'a>(location: &str, seen: impl IntoIterator<Item = &'a String>) -> Option<String> {
+pub(crate) fn mount_source<'a>(location: &str, seen: impl IntoIterator<Item = &'a String>) -> Option<String> {
     let (registry, _) = location.split_once('/')?;
     seen.into_iter()
         .filter(|other| other.as_str() != location)

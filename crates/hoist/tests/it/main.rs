@@ -10,5 +10,6 @@ mod faults;
 mod inspect;
 mod output;
 mod push;
+mod stream;
 mod support;
 mod tls;
