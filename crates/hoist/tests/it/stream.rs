@@ -251,3 +251,21 @@ fn docker_save_piped_to_hoist_pulls_and_runs() {
     assert!(said.status.success(), "docker run failed: {}", String::from_utf8_lossy(&said.stderr));
     assert_eq!(String::from_utf8_lossy(&said.stdout), "streamed\n");
 }
+
+#[test]
+fn a_stream_cut_inside_a_layer_commits_nothing() {
+    let registry = TestRegistry::start();
+    let bytes = DockerSaveClassic::new().image(image()).build();
+    let cut = bytes[..bytes.len() / 2].to_vec();
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], cut, None);
+    push.fails_with(3, "cut short");
+    assert_eq!(committed_blobs(&registry), 0, "every session was cancelled");
+}
+
+#[test]
+fn stdin_archive_and_password_stdin_exclude_each_other() {
+    let push =
+        hoist_stdin(&["push", "-", "127.0.0.1:1/app:1", "--username", "u", "--password-stdin"], Vec::new(), None);
+    push.fails_with(2, "--password-stdin");
+}
