@@ -117,11 +117,8 @@ pub async fn read_stream(
             (Target::Session(repo.clone()), None, Some(repo))
         }
         Hold::Stage(dir) => {
-            let builder = {
-                let mut builder = tempfile::Builder::new();
-                builder.prefix("hoist-staging-");
-                builder
-            };
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("hoist-staging-");
             let staging = match dir {
                 Some(dir) => builder.tempdir_in(dir),
                 None => builder.tempdir(),

@@ -269,3 +269,20 @@ fn stdin_archive_and_password_stdin_exclude_each_other() {
         hoist_stdin(&["push", "-", "127.0.0.1:1/app:1", "--username", "u", "--password-stdin"], Vec::new(), None);
     push.fails_with(2, "--password-stdin");
 }
+
+#[test]
+fn dests_on_two_registries_are_staged_and_pushed_to_both() {
+    let (one, two) = (TestRegistry::start(), TestRegistry::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let first = format!("{}/team/app:1", one.host());
+    let second = format!("{}/team/app:1", two.host());
+    let push = hoist_stdin(&["push", "-", &first, &second], bytes, Some(tmp.path()));
+    push.success();
+    assert!(push.stderr.contains("staging its layers"), "says it stages: {}", push.stderr);
+    for reference in [&first, &second] {
+        assert_image(reference, &pushed_digest(&push, reference), &fixture);
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the staging directory is removed");
+}
