@@ -286,3 +286,20 @@ fn dests_on_two_registries_are_staged_and_pushed_to_both() {
     }
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the staging directory is removed");
 }
+
+#[test]
+fn a_repeat_stream_push_commits_nothing_new() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let dest = format!("{}/team/app:1.0", registry.host());
+    hoist_stdin(&["push", "-", &dest], bytes.clone(), None).success();
+    let again = hoist_stdin(&["push", "-", &dest, "--output", "json", "--no-cache"], bytes, None);
+    again.success();
+    let summary: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    let actions: Vec<&str> =
+        summary["images"][0]["blobs"].as_array().unwrap().iter().map(|b| b["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["existed", "existed", "existed"], "HEAD found every blob; the sessions were cancelled");
+    assert_image(&dest, summary["images"][0]["digest"].as_str().unwrap(), &fixture);
+    assert_eq!(committed_blobs(&registry), 4);
+}
