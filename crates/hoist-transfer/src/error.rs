@@ -13,6 +13,9 @@ pub enum PushError {
     DiffIdMismatch { archive: String, entry: String, expected: Digest, actual: Digest },
     #[error("cannot read layer `{entry}` in `{archive}`: {source}")]
     LayerRead { archive: String, entry: String, source: std::io::Error },
+    /// Staging a streamed layer on disk, or placing it from there, failed.
+    #[error("{0}")]
+    Staging(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("image {image} of the archive has no tags and no destination was given")]
@@ -29,6 +32,9 @@ impl PushError {
             }
             Self::NoDestination { .. } => {
                 Some("name a destination: `hoist push ARCHIVE REGISTRY/REPOSITORY:TAG`".into())
+            }
+            Self::Staging(_) => {
+                Some("give DEST so layers go straight to the registry, or point TMPDIR at a disk with room".into())
             }
             Self::Internal(_) => Some("this is a bug in hoist; please report it".into()),
         }

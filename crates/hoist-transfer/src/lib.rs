@@ -21,8 +21,10 @@ mod learn;
 mod pipeline;
 mod push;
 mod reporter;
+mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};
+pub use stream::{Hold, StreamedPush, read_stream};

@@ -20,7 +20,7 @@ use crate::PushError;
 
 const READ_BUFFER: usize = 256 * 1024;
 const CHUNK: usize = 1024 * 1024;
-const CHUNKS_IN_FLIGHT: usize = 4;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What a layer became on the wire.
 #[derive(Clone, Debug)]
@@ -180,65 +180,9 @@ fn run(
         entry: layer.entry.clone(),
         source,
     };
-    let mut reader = ProgressReader { inner: archive.layer_reader(layer), progress };
-    let mut buffer = vec![0u8; READ_BUFFER];
-    let sink = ChunkSink::new(tx, skip);
-    let (diff_id, sink, suffix) = match encode {
-        Some(codec) => {
-            // The uncompressed tar, whatever the archive stored, hashed for
-            // the diff_id on its way into the encoder.
-            let mut tar: Box<dyn Read + '_> = match layer.compression {
-                Compression::None => Box::new(reader),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(read_error)?),
-            };
-            let mut diff = Sha256::new();
-            let mut encoder = codec.encoder(sink).map_err(read_error)?;
-            pump(&mut tar, &mut buffer, |chunk| {
-                diff.update(chunk);
-                encoder.write_all(chunk)
-            })
-            .map_err(read_error)?;
-            (diff.finish(), encoder.finish().map_err(read_error)?, codec.media_type_suffix())
-        }
-        // Sent as stored: a compressed layer is decompressed only to check
-        // the diff_id, beside the bytes going out.
-        None => {
-            let mut sink = sink;
-            let diff_id = match layer.compression {
-                Compression::None => {
-                    let mut diff = Sha256::new();
-                    pump(&mut reader, &mut buffer, |chunk| {
-                        sink.write_all(chunk)?;
-                        diff.update(chunk);
-                        Ok(())
-                    })
-                    .map_err(read_error)?;
-                    diff.finish()
-                }
-                Compression::Gzip => {
-                    let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
-                    pump(&mut reader, &mut buffer, |chunk| {
-                        sink.write_all(chunk)?;
-                        decoder.write_all(chunk)
-                    })
-                    .map_err(read_error)?;
-                    decoder.finish().map_err(read_error)?.finish()
-                }
-                Compression::Zstd => {
-                    let mut decoder = zstd::stream::write::Decoder::new(Sha256::new()).map_err(read_error)?;
-                    pump(&mut reader, &mut buffer, |chunk| {
-                        sink.write_all(chunk)?;
-                        decoder.write_all(chunk)
-                    })
-                    .map_err(read_error)?;
-                    decoder.flush().map_err(read_error)?;
-                    decoder.into_inner().finish()
-                }
-            };
-            (diff_id, sink, stored_suffix(layer.compression))
-        }
-    };
+    let reader = ProgressReader { inner: archive.layer_reader(layer), progress };
+    let (diff_id, sink, suffix) =
+        transform(reader, layer.compression, encode, ChunkSink::new(tx, skip)).map_err(read_error)?;
     if diff_id != layer.diff_id {
         return Err(PushError::DiffIdMismatch {
             archive: archive.path().display().to_string(),
@@ -249,6 +193,71 @@ fn run(
     }
     let (digest, size) = sink.finish().map_err(read_error)?;
     Ok(SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None })
+}
+
+/// Reads a layer's stored bytes (`compression` says how they are stored),
+/// hashes the uncompressed tar for the diff_id, and writes what goes out to
+/// `sink`: re-encoded with `encode`, or as stored. Returns the diff_id, the
+/// sink, and the outgoing bytes' media-type suffix.
+pub(crate) fn transform<W: Write>(
+    mut reader: impl Read,
+    compression: Compression,
+    encode: Option<Codec>,
+    sink: W,
+) -> io::Result<(Digest, W, Option<&'static str>)> {
+    let mut buffer = vec![0u8; READ_BUFFER];
+    match encode {
+        Some(codec) => {
+            // The uncompressed tar, whatever the archive stored, hashed for
+            // the diff_id on its way into the encoder.
+            let mut tar: Box<dyn Read + '_> = match compression {
+                Compression::None => Box::new(reader),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+            };
+            let mut diff = Sha256::new();
+            let mut encoder = codec.encoder(sink)?;
+            pump(&mut tar, &mut buffer, |chunk| {
+                diff.update(chunk);
+                encoder.write_all(chunk)
+            })?;
+            Ok((diff.finish(), encoder.finish()?, codec.media_type_suffix()))
+        }
+        // Sent as stored: a compressed layer is decompressed only to check
+        // the diff_id, beside the bytes going out.
+        None => {
+            let mut sink = sink;
+            let diff_id = match compression {
+                Compression::None => {
+                    let mut diff = Sha256::new();
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        diff.update(chunk);
+                        Ok(())
+                    })?;
+                    diff.finish()
+                }
+                Compression::Gzip => {
+                    let mut decoder = flate2::write::MultiGzDecoder::new(Sha256::new());
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })?;
+                    decoder.finish()?.finish()
+                }
+                Compression::Zstd => {
+                    let mut decoder = zstd::stream::write::Decoder::new(Sha256::new())?;
+                    pump(&mut reader, &mut buffer, |chunk| {
+                        sink.write_all(chunk)?;
+                        decoder.write_all(chunk)
+                    })?;
+                    decoder.flush()?;
+                    decoder.into_inner().finish()
+                }
+            };
+            Ok((diff_id, sink, stored_suffix(compression)))
+        }
+    }
 }
 
 /// The media-type suffix of a layer's stored bytes.
@@ -289,7 +298,7 @@ impl<R: Read, P: FnMut(u64)> Read for ProgressReader<R, P> {
 
 /// Collects the outgoing bytes into chunks for the HTTP body and hashes
 /// them all, sending only those from `skip` on (a resumed upload).
-struct ChunkSink {
+pub(crate) struct ChunkSink {
     tx: mpsc::Sender<io::Result<Bytes>>,
     hasher: Sha256,
     buffer: Vec<u8>,
@@ -297,7 +306,7 @@ struct ChunkSink {
 }
 
 impl ChunkSink {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>, skip: u64) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>, skip: u64) -> Self {
         Self { tx, hasher: Sha256::new(), buffer: Vec::with_capacity(CHUNK), skip }
     }
 
@@ -312,7 +321,7 @@ impl ChunkSink {
     }
 
     /// Sends what is left and returns the digest and size of everything sent.
-    fn finish(mut self) -> io::Result<(Digest, u64)> {
+    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
         self.send_buffer()?;
         let size = self.hasher.len();
         Ok((self.hasher.finish(), size))

@@ -51,15 +51,29 @@ impl PushOptions {
     /// Docker manifests have no zstd layer type, so a Docker push re-encodes
     /// stored zstd layers rather than write a manifest no client can read.
     fn encoding_for(&self, layer: &Layer) -> Option<Codec> {
-        let docker_cannot_name = layer.compression == Compression::Zstd && self.format == ManifestFormat::Docker;
-        (layer.compression == Compression::None || self.recompress || docker_cannot_name).then_some(self.compression)
+        self.encoding_for_stored(layer.compression)
+    }
+
+    /// The codec bytes stored with `compression` are re-encoded with.
+    pub(crate) fn encoding_for_stored(&self, compression: Compression) -> Option<Codec> {
+        let docker_cannot_name = compression == Compression::Zstd && self.format == ManifestFormat::Docker;
+        (compression == Compression::None || self.recompress || docker_cannot_name).then_some(self.compression)
     }
 
     /// What decides the bytes a layer becomes: the cache key's second half.
     fn compression_settings(&self, layer: &Layer) -> String {
-        match self.encoding_for(layer) {
+        self.settings_for_stored(layer.compression)
+    }
+
+    /// How the blob is described in reports: the codec, or `stored`.
+    pub(crate) fn compression_name_for_stored(&self, compression: Compression) -> String {
+        self.encoding_for_stored(compression).map_or_else(|| STORED.to_owned(), |codec| codec.to_string())
+    }
+
+    pub(crate) fn settings_for_stored(&self, compression: Compression) -> String {
+        match self.encoding_for_stored(compression) {
             Some(codec) => codec.settings_key(),
-            None => format!("stored:{}", layer.compression.name()),
+            None => format!("stored:{}", compression.name()),
         }
     }
 
@@ -196,26 +210,7 @@ async fn push_all(
                 digest: image.config.digest.clone(),
                 bytes: image.config.bytes.clone(),
             };
-            let started = Instant::now();
-            reporter.blob_started(&config.digest, repo.name(), config.size());
-            let source = BytesSource::new(Bytes::from(config.bytes.clone()));
-            let outcome = repo.upload_blob(&source, &UploadOptions::default()).await.map_err(|error| match error {
-                UploadError::Registry(error) => PushError::from(error),
-                UploadError::Source(error) => PushError::Internal(format!("reading the config from memory: {error}")),
-            })?;
-            let action = BlobAction::from(outcome.action);
-            reporter.blob_progress(&config.digest, config.size());
-            reporter.blob_finished(&config.digest, action, &config.digest);
-            let mut blobs = vec![BlobReport {
-                digest: config.digest.clone(),
-                size: config.size(),
-                media_type: config.media_type.clone(),
-                action,
-                elapsed: started.elapsed(),
-                compression: STORED.to_owned(),
-                bytes_sent: outcome.bytes_sent,
-                retries: outcome.retries,
-            }];
+            let mut blobs = vec![push_config(&repo, &config, reporter).await?];
             let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
             for layer in &image.layers {
                 let report = layer_reports[&layer.diff_id].clone();
@@ -269,10 +264,10 @@ fn planned_work(archive: &Archive, groups: &[(Reference, RepositoryGroup)]) -> (
 }
 
 /// Images bound for one repository, each with its references there.
-type RepositoryGroup = Vec<(usize, Vec<Reference>)>;
+pub(crate) type RepositoryGroup = Vec<(usize, Vec<Reference>)>;
 
 /// Destinations grouped by repository, in first-seen order.
-fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> {
+pub(crate) fn group_by_repository(plans: &[PushPlan]) -> Vec<(Reference, RepositoryGroup)> {
     let mut groups: Vec<(Reference, RepositoryGroup)> = Vec::new();
     for plan in plans {
         for destination in &plan.destinations {
@@ -404,7 +399,35 @@ async fn push_layers(
     }
 }
 
-fn report(
+/// Uploads an image's config (HEAD first) and reports it like any blob.
+pub(crate) async fn push_config(
+    repo: &Repository,
+    config: &RawBlob,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<BlobReport, PushError> {
+    let started = Instant::now();
+    reporter.blob_started(&config.digest, repo.name(), config.size());
+    let source = BytesSource::new(Bytes::from(config.bytes.clone()));
+    let outcome = repo.upload_blob(&source, &UploadOptions::default()).await.map_err(|error| match error {
+        UploadError::Registry(error) => PushError::from(error),
+        UploadError::Source(error) => PushError::Internal(format!("reading the config from memory: {error}")),
+    })?;
+    let action = BlobAction::from(outcome.action);
+    reporter.blob_progress(&config.digest, config.size());
+    reporter.blob_finished(&config.digest, action, &config.digest);
+    Ok(BlobReport {
+        digest: config.digest.clone(),
+        size: config.size(),
+        media_type: config.media_type.clone(),
+        action,
+        elapsed: started.elapsed(),
+        compression: STORED.to_owned(),
+        bytes_sent: outcome.bytes_sent,
+        retries: outcome.retries,
+    })
+}
+
+pub(crate) fn report(
     blob: &SentBlob,
     action: BlobAction,
     format: ManifestFormat,
@@ -468,7 +491,7 @@ async fn push_layer(
 
 /// A repository on the same registry, other than `location`, where the blob
 /// is known to be: a cross-repository mount saves uploading it.
-fn mount_source<'a>(location: &str, seen: impl IntoIterator<Item = &'a String>) -> Option<String> {
+pub(crate) fn mount_source<'a>(location: &str, seen: impl IntoIterator<Item = &'a String>) -> Option<String> {
     let (registry, _) = location.split_once('/')?;
     seen.into_iter()
         .filter(|other| other.as_str() != location)

@@ -74,7 +74,7 @@ fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
                 PushError::Registry(registry) => registry_exit(registry),
                 PushError::DiffIdMismatch { .. } => Exit::Verification,
                 PushError::NoDestination { .. } => Exit::Usage,
-                PushError::Internal(_) => Exit::Failure,
+                PushError::Internal(_) | PushError::Staging(_) => Exit::Failure,
             };
             return (exit, push.hint());
         }

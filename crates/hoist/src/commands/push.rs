@@ -2,10 +2,12 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hoist_archive::Archive;
+use std::path::Path;
+
+use hoist_archive::{Archive, Image, Wrapper};
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
 use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, Secret};
-use hoist_transfer::{BlobCache, PushOptions, PushPlan, PushedImage, Reporter};
+use hoist_transfer::{BlobCache, Hold, PushOptions, PushPlan, PushedImage, Reporter, read_stream};
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::Usage;
@@ -48,33 +50,41 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         .into());
     }
 
+    let stdin = args.archive.as_os_str() == "-";
+    if stdin && args.network.password_stdin {
+        return Err(Usage::new(
+            "the archive and --password-stdin cannot both come from standard input",
+            "set HOIST_PASSWORD, or give the archive as a file",
+        )
+        .into());
+    }
     let credentials = credentials(&args.network)?;
-
-    let path = args.archive.clone();
-    let archive = tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
-    let archive = Arc::new(archive);
-    let plans = plan(&archive, &args, destinations, target.as_ref())?;
-
+    let options = options(&args);
     let reporter = reporter::for_mode(args.progress, global.quiet);
-    let client = client(&args, &plans, target.as_ref(), credentials, &reporter)?;
-    let options = PushOptions {
-        jobs: usize::from(args.jobs),
-        format: match args.format {
-            Format::Docker => ManifestFormat::Docker,
-            Format::Oci => ManifestFormat::Oci,
-        },
-        compression: args.compression,
-        recompress: args.recompress,
-        chunk_size: args.chunk_size,
-        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
+
+    // `-` and wrapped archives cannot seek: they are read in one pass.
+    let input: Option<Box<dyn std::io::Read + Send>> = if stdin {
+        Some(Box::new(std::io::stdin()))
+    } else {
+        // A file that cannot be opened gets its error from `Archive::open`.
+        std::fs::File::open(&args.archive).ok().and_then(|mut file| {
+            let wrapped = Wrapper::sniff_file(&mut file).is_ok_and(|w| w != Wrapper::None);
+            wrapped.then(|| Box::new(file) as Box<dyn std::io::Read + Send>)
+        })
     };
-    let pushed = match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
-        Ok(pushed) => pushed,
-        Err(error) => {
-            if args.progress == ProgressMode::Json {
-                reporter::emit_error(&error.to_string(), error.hint().as_deref());
-            }
-            return Err(error.into());
+    let pushed = if let Some(input) = input {
+        let streamed = Streamed { input, destinations, target: target.as_ref(), credentials, options: &options };
+        push_streamed(&args, streamed, reporter).await?
+    } else {
+        let path = args.archive.clone();
+        let archive =
+            tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
+        let archive = Arc::new(archive);
+        let plans = plan(archive.images(), archive.path(), &args, destinations, target.as_ref())?;
+        let client = client(&args, &plans, target.as_ref(), credentials, &reporter)?;
+        match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
+            Ok(pushed) => pushed,
+            Err(error) => return Err(report_error(&args, error)),
         }
     };
 
@@ -92,6 +102,69 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// A push from an input read once, front to back.
+struct Streamed<'a> {
+    input: Box<dyn std::io::Read + Send>,
+    destinations: Vec<Reference>,
+    target: Option<&'a RegistryTarget>,
+    credentials: CredentialStore,
+    options: &'a PushOptions,
+}
+
+async fn push_streamed(
+    args: &PushArgs,
+    streamed: Streamed<'_>,
+    reporter: Arc<dyn Reporter>,
+) -> anyhow::Result<Vec<PushedImage>> {
+    let Streamed { input, destinations, target, credentials, options } = streamed;
+    let early = if destinations.is_empty() {
+        Vec::new()
+    } else {
+        vec![PushPlan { image: 0, destinations: destinations.clone() }]
+    };
+    let client = client(args, &early, target, credentials, &reporter)?;
+    // Sessions in the first DEST's repository, when every DEST can mount from it.
+    let hold = match destinations.first() {
+        Some(first) if destinations.iter().all(|d| d.registry() == first.registry()) => Hold::Session(first.clone()),
+        _ => Hold::Stage(None),
+    };
+    let streamed = read_stream(input, args.archive.clone(), &client, hold, options).await;
+    let streamed = match streamed {
+        Ok(streamed) => streamed,
+        Err(error) => return Err(report_error(args, error)),
+    };
+    let plans = match plan(streamed.images(), streamed.archive().label(), args, destinations, target) {
+        Ok(plans) => plans,
+        Err(error) => {
+            streamed.abandon().await;
+            return Err(error);
+        }
+    };
+    streamed.push(&client, &plans, options, reporter).await.map_err(|error| report_error(args, error))
+}
+
+fn report_error(args: &PushArgs, error: hoist_transfer::PushError) -> anyhow::Error {
+    if args.progress == ProgressMode::Json {
+        reporter::emit_error(&error.to_string(), error.hint().as_deref());
+    }
+    error.into()
+}
+
+fn options(args: &PushArgs) -> PushOptions {
+    PushOptions {
+        jobs: usize::from(args.jobs),
+        format: match args.format {
+            Format::Docker => ManifestFormat::Docker,
+            Format::Oci => ManifestFormat::Oci,
+        },
+        compression: args.compression,
+        recompress: args.recompress,
+        chunk_size: args.chunk_size,
+        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
+    }
+}
+
 /// The registry client for this push: which registries get plain HTTP or
 /// HTTPS, credentials, and TLS material.
 fn client(
@@ -201,20 +274,20 @@ fn summary(pushed: &[PushedImage]) -> serde_json::Value {
 
 /// Decides which image goes where.
 fn plan(
-    archive: &Archive,
+    images: &[Image],
+    label: &Path,
     args: &PushArgs,
     destinations: Vec<Reference>,
     target: Option<&RegistryTarget>,
 ) -> anyhow::Result<Vec<PushPlan>> {
-    let images = archive.images();
     let chosen: Vec<usize> = match &args.image {
-        Some(choice) => vec![choose_image(archive, choice)?],
+        Some(choice) => vec![choose_image(images, choice)?],
         None => (0..images.len()).collect(),
     };
     if !destinations.is_empty() {
         if chosen.len() > 1 {
             return Err(Usage::new(
-                format!("`{}` holds {} images; a DEST names one", archive.path().display(), chosen.len()),
+                format!("`{}` holds {} images; a DEST names one", label.display(), chosen.len()),
                 "choose one with `--image N` or `--image TAG`, or give no DEST to push every image to its RepoTags",
             )
             .into());
@@ -227,11 +300,7 @@ fn plan(
             let tags = &images[index].tags;
             if tags.is_empty() {
                 return Err(Usage::new(
-                    format!(
-                        "image {} in `{}` has no RepoTags, so it has no destination",
-                        index + 1,
-                        archive.path().display()
-                    ),
+                    format!("image {} in `{}` has no RepoTags, so it has no destination", index + 1, label.display()),
                     "name one: `hoist push ARCHIVE HOST/REPOSITORY:TAG`",
                 )
                 .into());
@@ -252,8 +321,7 @@ fn plan(
         .collect()
 }
 
-fn choose_image(archive: &Archive, choice: &str) -> anyhow::Result<usize> {
-    let images = archive.images();
+fn choose_image(images: &[Image], choice: &str) -> anyhow::Result<usize> {
     if let Ok(number) = choice.parse::<usize>() {
         if (1..=images.len()).contains(&number) {
             return Ok(number - 1);

@@ -12,5 +12,6 @@ mod inspect;
 mod media_types;
 mod output;
 mod push;
+mod stream;
 mod support;
 mod tls;

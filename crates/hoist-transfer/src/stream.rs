@@ -1,0 +1,643 @@
+//! Pushing an archive that can only be read once, front to back: standard
+//! input, or a gzip-, zstd- or xz-wrapped file.
+//!
+//! [`read_stream`] makes the one pass. Each layer-like entry goes through the
+//! same read → diff_id → encode → digest pipeline as a seekable push while
+//! it streams by, into one of two holding places ([`Hold`]):
+//!
+//! - [`Hold::Session`]: an upload session in the first destination
+//!   repository, left open (never committed) while the stream goes on;
+//! - [`Hold::Stage`]: a file in a temporary staging directory, when the
+//!   destinations are known only from the archive's RepoTags at its end.
+//!
+//! Only at the end are the images known (a classic `docker save` writes
+//! `manifest.json` after the layers). The caller then plans where each goes
+//! and calls [`StreamedPush::push`], which checks every chosen layer's
+//! diff_id, commits only the sessions the chosen images use (cancelling the
+//! rest), mounts or uploads into the other repositories, sends configs, and
+//! puts manifests last. A failure before the manifests moves no tag.
+//!
+//! Memory stays bounded: one layer is in flight at a time, through one read
+//! buffer, the encoder and a few 1 MiB chunks.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hoist_archive::{ArchiveError, Image, LayerVisitor, StreamedArchive, StreamedBlob};
+use hoist_oci::{Descriptor, Digest, ManifestBuilder, RawBlob, Reference, Sha256};
+use hoist_registry::{BlobSource, BlobStream, Client, Repository, Upload, UploadAction, UploadOptions, UploadOutcome};
+use tokio::sync::mpsc;
+
+use crate::cache::BlobCache;
+use crate::pipeline::{self, CHUNKS_IN_FLIGHT, ChunkSink, SentBlob};
+use crate::push::{self, BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, RepositoryGroup};
+use crate::{PushError, Reporter};
+
+/// Where layers wait while the stream goes on.
+#[derive(Clone, Debug)]
+pub enum Hold {
+    /// In open upload sessions in this repository (the first destination;
+    /// every destination must be on its registry, so others can mount).
+    Session(Reference),
+    /// In files under a new temporary directory in `dir` (`None`: `$TMPDIR`).
+    Stage(Option<PathBuf>),
+}
+
+/// One layer-like entry, as it came out of the pipeline.
+#[derive(Debug)]
+struct Made {
+    diff_id: Digest,
+    blob: SentBlob,
+    /// Bytes stored in the archive (what progress counts).
+    stored_size: u64,
+    settings: String,
+    /// The codec it was encoded with, or `stored`, for reports.
+    compression: String,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// An open session holding exactly the blob's bytes.
+    Session(Box<Upload>),
+    Staged(PathBuf),
+    /// Already committed or cancelled.
+    Gone,
+}
+
+/// What the pass made of each layer-like entry, by entry name.
+#[derive(Debug, Default)]
+struct HeldLayers {
+    made: HashMap<String, Made>,
+    /// Sessions of entries whose name came again later (the later one counts).
+    superseded: Vec<Upload>,
+}
+
+impl HeldLayers {
+    /// Cancels every session still open. Staged files go with their directory.
+    async fn abandon(&mut self) {
+        for made in self.made.values_mut() {
+            if let Held::Session(upload) = std::mem::replace(&mut made.held, Held::Gone) {
+                upload.cancel().await;
+            }
+        }
+        for upload in self.superseded.drain(..) {
+            upload.cancel().await;
+        }
+    }
+}
+
+/// A stream read to its end, its layers held, its images known.
+#[derive(Debug)]
+pub struct StreamedPush {
+    archive: StreamedArchive,
+    held: HeldLayers,
+    session_repo: Option<Repository>,
+    /// Deleted, with every staged file, when this is dropped.
+    staging: Option<tempfile::TempDir>,
+}
+
+/// Reads `input` once, holding each layer-like entry as [`Hold`] says. `label`
+/// names the input in messages (`-` for standard input).
+pub async fn read_stream(
+    input: Box<dyn Read + Send>,
+    label: PathBuf,
+    client: &Client,
+    hold: Hold,
+    options: &PushOptions,
+) -> Result<StreamedPush, PushError> {
+    let (target, staging, session_repo) = match hold {
+        Hold::Session(reference) => {
+            let repo = client.repository(&reference);
+            (Target::Session(repo.clone()), None, Some(repo))
+        }
+        Hold::Stage(dir) => {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix("hoist-staging-");
+            let staging = match dir {
+                Some(dir) => builder.tempdir_in(dir),
+                None => builder.tempdir(),
+            }
+            .map_err(|e| PushError::Staging(format!("cannot create a staging directory: {e}")))?;
+            tracing::warn!(
+                "`{}` names its destinations only at its end: staging its layers in {} until then \
+                 (deleted afterwards)",
+                label.display(),
+                staging.path().display()
+            );
+            (Target::Stage(staging.path().to_owned()), Some(staging), None)
+        }
+    };
+    let visitor = Visitor {
+        handle: tokio::runtime::Handle::current(),
+        target,
+        options: options.clone(),
+        label: label.display().to_string(),
+        held: HeldLayers::default(),
+        failure: None,
+        staged_bytes: 0,
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut visitor = visitor;
+        let result = hoist_archive::read_stream(input, &label, &mut visitor);
+        (result, visitor)
+    })
+    .await
+    .map_err(|e| PushError::Internal(format!("the stream reader failed: {e}")))?;
+    let (result, mut visitor) = joined;
+    if let Some(dir) = staging.as_ref().filter(|_| !visitor.held.made.is_empty()) {
+        tracing::warn!(
+            "staged {} layer(s), {} bytes, in {}",
+            visitor.held.made.len(),
+            visitor.staged_bytes,
+            dir.path().display()
+        );
+    }
+    let archive = match result {
+        Ok(archive) => archive,
+        Err(error) => {
+            let error = match (visitor.failure.take(), error) {
+                (Some(failure), ArchiveError::Visitor { .. }) => failure,
+                (_, error) => error.into(),
+            };
+            visitor.held.abandon().await;
+            return Err(error);
+        }
+    };
+    Ok(StreamedPush { archive, held: visitor.held, session_repo, staging })
+}
+
+impl StreamedPush {
+    /// The images the stream held.
+    pub fn images(&self) -> &[Image] {
+        self.archive.images()
+    }
+
+    pub fn archive(&self) -> &StreamedArchive {
+        &self.archive
+    }
+
+    /// Where layers are staged, when they are.
+    pub fn staging_dir(&self) -> Option<&Path> {
+        self.staging.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// Cancels every held session and deletes staged files, pushing nothing.
+    pub async fn abandon(mut self) {
+        self.held.abandon().await;
+    }
+
+    /// Pushes the planned images. Every chosen layer is checked against its
+    /// diff_id first; only then are sessions committed (those the images
+    /// use; the others are cancelled), and manifests go up last.
+    pub async fn push(
+        mut self,
+        client: &Client,
+        plans: &[PushPlan],
+        options: &PushOptions,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Vec<PushedImage>, PushError> {
+        let result = self.push_inner(client, plans, options, &reporter).await;
+        // Whatever happened, nothing stays open; staged files go with `self`.
+        self.held.abandon().await;
+        result
+    }
+
+    async fn push_inner(
+        &mut self,
+        client: &Client,
+        plans: &[PushPlan],
+        options: &PushOptions,
+        reporter: &Arc<dyn Reporter>,
+    ) -> Result<Vec<PushedImage>, PushError> {
+        let label = self.archive.label().display().to_string();
+        // Every chosen layer, checked before anything is committed.
+        let mut needed: Vec<String> = Vec::new();
+        for plan in plans {
+            let image = self
+                .archive
+                .images()
+                .get(plan.image)
+                .ok_or_else(|| PushError::Internal(format!("image {} is not in the archive", plan.image + 1)))?;
+            for layer in &image.layers {
+                let made = self.held.made.get(&layer.entry).ok_or_else(|| {
+                    PushError::Archive(ArchiveError::BadEntry {
+                        path: self.archive.label().to_owned(),
+                        entry: layer.entry.clone(),
+                        reason: "it does not look like a layer (neither tar, gzip nor zstd)".into(),
+                    })
+                })?;
+                if made.diff_id != layer.diff_id {
+                    return Err(PushError::DiffIdMismatch {
+                        archive: label,
+                        entry: layer.entry.clone(),
+                        expected: layer.diff_id.clone(),
+                        actual: made.diff_id.clone(),
+                    });
+                }
+                if !needed.contains(&layer.entry) {
+                    needed.push(layer.entry.clone());
+                }
+            }
+        }
+        reporter.push_planned(needed.len(), needed.iter().map(|e| self.held.made[e].stored_size).sum());
+        let groups = push::group_by_repository(plans);
+        // (`registry/repository`, digest) → what placing the blob there took.
+        let mut done: HashMap<(String, Digest), BlobReport> = HashMap::new();
+        if let Some(repo) = self.session_repo.clone() {
+            let location = location_of(&repo, plans);
+            self.commit_sessions(&repo, &location, &needed, options, reporter, &mut done).await?;
+        }
+        self.place_layers(client, &groups, options, reporter, &mut done).await?;
+        self.put_images(client, groups, options, reporter, &done).await
+    }
+
+    /// Puts every layer of `groups` into its repository, unless `done`
+    /// says it is there: a HEAD, a mount from where it already is, or an
+    /// upload from its staged file.
+    async fn place_layers(
+        &self,
+        client: &Client,
+        groups: &[(Reference, RepositoryGroup)],
+        options: &PushOptions,
+        reporter: &Arc<dyn Reporter>,
+        done: &mut HashMap<(String, Digest), BlobReport>,
+    ) -> Result<(), PushError> {
+        let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
+        for (reference, images) in groups {
+            let repo = client.repository(reference);
+            let location = format!("{}/{}", reference.registry(), reference.repository());
+            let mut entries: Vec<&String> = Vec::new();
+            for (image, _) in images {
+                for layer in &self.archive.images()[*image].layers {
+                    if !entries.contains(&&layer.entry) {
+                        entries.push(&layer.entry);
+                    }
+                }
+            }
+            for entry in entries {
+                let made = &self.held.made[entry];
+                if done.contains_key(&(location.clone(), made.blob.digest.clone())) {
+                    continue;
+                }
+                let holders: Vec<&String> =
+                    done.keys().filter(|(_, digest)| *digest == made.blob.digest).map(|(at, _)| at).collect();
+                let started = Instant::now();
+                reporter.blob_started(&made.diff_id, repo.name(), made.stored_size);
+                let source = HeldSource {
+                    digest: made.blob.digest.clone(),
+                    size: made.blob.size,
+                    staged: match &made.held {
+                        Held::Staged(path) => Some(path.clone()),
+                        _ => None,
+                    },
+                };
+                let upload = UploadOptions {
+                    mount_from: push::mount_source(&location, holders),
+                    chunk_size: options.chunk_size,
+                    ..UploadOptions::default()
+                };
+                let outcome = repo.upload_blob(&source, &upload).await.map_err(|error| match error {
+                    hoist_registry::UploadError::Registry(error) => PushError::Registry(error),
+                    hoist_registry::UploadError::Source(error) => PushError::Staging(format!(
+                        "layer `{entry}` could not be mounted into {location} and its bytes were not kept: \
+                         {error}"
+                    )),
+                })?;
+                let action = match outcome.action {
+                    UploadAction::Existed => BlobAction::Existed,
+                    UploadAction::Mounted => BlobAction::Mounted,
+                    UploadAction::Uploaded => BlobAction::Uploaded,
+                };
+                reporter.blob_progress(&made.diff_id, made.stored_size);
+                reporter.blob_finished(&made.diff_id, action, &made.blob.digest);
+                let compression = made.compression.clone();
+                let report = push::report(&made.blob, action, options.format, compression, &outcome, started.elapsed());
+                let (digest, size) = (&made.blob.digest, made.blob.size);
+                cache.record(&made.diff_id, &made.settings, digest, size, &report.media_type, &location);
+                done.insert((location.clone(), digest.clone()), report);
+            }
+        }
+        if let Err(error) = cache.save() {
+            tracing::warn!("could not save the blob cache: {error}");
+        }
+        Ok(())
+    }
+
+    /// Configs, then manifests: a tag moves only once every blob is in.
+    async fn put_images(
+        &self,
+        client: &Client,
+        groups: Vec<(Reference, RepositoryGroup)>,
+        options: &PushOptions,
+        reporter: &Arc<dyn Reporter>,
+        done: &HashMap<(String, Digest), BlobReport>,
+    ) -> Result<Vec<PushedImage>, PushError> {
+        let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
+        for (reference, images) in groups {
+            let repo = client.repository(&reference);
+            let location = format!("{}/{}", reference.registry(), reference.repository());
+            for (image_index, tags) in images {
+                let image = &self.archive.images()[image_index];
+                let config = RawBlob {
+                    media_type: options.format.config_media_type().to_owned(),
+                    digest: image.config.digest.clone(),
+                    bytes: image.config.bytes.clone(),
+                };
+                let mut blobs = vec![push::push_config(&repo, &config, reporter).await?];
+                let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
+                for layer in &image.layers {
+                    let digest = self.held.made[&layer.entry].blob.digest.clone();
+                    let report = done[&(location.clone(), digest)].clone();
+                    manifest = manifest.layer(Descriptor {
+                        media_type: report.media_type.clone(),
+                        digest: report.digest.clone(),
+                        size: report.size,
+                    });
+                    blobs.push(report);
+                }
+                let manifest = manifest.build();
+                for tag in tags {
+                    ready.push((tag, manifest.clone(), blobs.clone()));
+                }
+            }
+        }
+        let mut pushed = Vec::with_capacity(ready.len());
+        for (reference, manifest, blobs) in ready {
+            let repo = client.repository(&reference);
+            let digest = repo.put_manifest(&reference.tag_or_digest(), &manifest).await?;
+            reporter.manifest_pushed(&reference, &digest);
+            pushed.push(PushedImage { reference, digest, blobs });
+        }
+        Ok(pushed)
+    }
+
+    /// Commits the sessions of `needed` entries (one per digest; none where
+    /// the registry already has the blob) and cancels all others.
+    async fn commit_sessions(
+        &mut self,
+        repo: &Repository,
+        location: &str,
+        needed: &[String],
+        options: &PushOptions,
+        reporter: &Arc<dyn Reporter>,
+        done: &mut HashMap<(String, Digest), BlobReport>,
+    ) -> Result<(), PushError> {
+        let mut names: Vec<String> = self.held.made.keys().cloned().collect();
+        // Needed entries first, so a duplicate digest keeps a needed session.
+        names.sort_by_key(|name| !needed.contains(name));
+        for name in names {
+            let made = self.held.made.get_mut(&name).expect("a known name");
+            let Held::Session(upload) = std::mem::replace(&mut made.held, Held::Gone) else { continue };
+            let key = (location.to_owned(), made.blob.digest.clone());
+            if !needed.contains(&name) || done.contains_key(&key) {
+                upload.cancel().await;
+                continue;
+            }
+            let started = Instant::now();
+            reporter.blob_started(&made.diff_id, repo.name(), made.stored_size);
+            // A cancelled session costs nothing; a second copy costs storage.
+            let action = if repo.blob_exists(&made.blob.digest).await?.is_some() {
+                upload.cancel().await;
+                BlobAction::Existed
+            } else {
+                upload.commit(&made.blob.digest).await?;
+                BlobAction::Uploaded
+            };
+            reporter.blob_progress(&made.diff_id, made.stored_size);
+            reporter.blob_finished(&made.diff_id, action, &made.blob.digest);
+            let outcome = UploadOutcome {
+                action: if action == BlobAction::Uploaded { UploadAction::Uploaded } else { UploadAction::Existed },
+                digest: made.blob.digest.clone(),
+                size: Some(made.blob.size),
+                // The session carried the bytes during the stream, committed or not.
+                bytes_sent: made.blob.size,
+                retries: 0,
+            };
+            let compression = made.compression.clone();
+            let report = push::report(&made.blob, action, options.format, compression, &outcome, started.elapsed());
+            done.insert(key, report);
+        }
+        Ok(())
+    }
+}
+
+/// `registry/repository` of the session repository.
+fn location_of(repo: &Repository, plans: &[PushPlan]) -> String {
+    plans
+        .iter()
+        .flat_map(|p| &p.destinations)
+        .find(|d| d.repository() == repo.name())
+        .map_or_else(|| repo.name().to_owned(), |d| format!("{}/{}", d.registry(), d.repository()))
+}
+
+/// What the visitor sends layers into.
+enum Target {
+    Session(Repository),
+    Stage(PathBuf),
+}
+
+struct Visitor {
+    handle: tokio::runtime::Handle,
+    target: Target,
+    options: PushOptions,
+    /// The input's name in messages.
+    label: String,
+    held: HeldLayers,
+    /// The error that stopped the pass, as the push reports it.
+    failure: Option<PushError>,
+    staged_bytes: u64,
+}
+
+impl LayerVisitor for Visitor {
+    fn blob(&mut self, blob: &StreamedBlob<'_>, bytes: &mut dyn Read) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let result = match &self.target {
+            Target::Session(repo) => self.send_to_session(&repo.clone(), blob, bytes),
+            Target::Stage(dir) => self.stage_to_file(&dir.clone(), blob, bytes),
+        };
+        match result {
+            Ok(made) => {
+                if let Some(previous) = self.held.made.insert(blob.name.to_owned(), made)
+                    && let Held::Session(upload) = previous.held
+                {
+                    self.held.superseded.push(*upload);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.to_string();
+                self.failure = Some(error);
+                Err(message.into())
+            }
+        }
+    }
+}
+
+impl Visitor {
+    fn read_error(&self, blob: &StreamedBlob<'_>, source: io::Error) -> PushError {
+        PushError::LayerRead { archive: self.label.clone(), entry: blob.name.to_owned(), source }
+    }
+
+    /// Streams one entry through the pipeline into a new upload session,
+    /// which is left open.
+    fn send_to_session(
+        &mut self,
+        repo: &Repository,
+        blob: &StreamedBlob<'_>,
+        bytes: &mut dyn Read,
+    ) -> Result<Made, PushError> {
+        let encode = self.options.encoding_for_stored(blob.compression);
+        let mut upload = self.handle.block_on(repo.start_upload())?;
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let body = reqwest::Body::wrap_stream(stream);
+        let sending = self.handle.spawn(async move {
+            let result = upload.send_stream(body).await;
+            (upload, result)
+        });
+        let error_tx = tx.clone();
+        let made = pipeline::transform(bytes, blob.compression, encode, ChunkSink::new(tx, 0))
+            .and_then(|(diff_id, sink, suffix)| sink.finish().map(|(digest, size)| (diff_id, digest, size, suffix)));
+        if let Err(error) = &made
+            && error.kind() != io::ErrorKind::BrokenPipe
+        {
+            // Fail the request body, so the registry never sees a clean end.
+            let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
+        }
+        drop(error_tx);
+        let (upload, sent) =
+            self.handle.block_on(sending).map_err(|e| PushError::Internal(format!("the upload task failed: {e}")))?;
+        let (diff_id, digest, size, suffix) = match (made, sent) {
+            (Ok(made), Ok(stored)) => {
+                if stored.is_some_and(|stored| stored != made.2) {
+                    self.handle.block_on(upload.cancel());
+                    return Err(PushError::Internal(format!(
+                        "the registry holds {} bytes of layer `{}`, not {}",
+                        stored.unwrap_or(0),
+                        blob.name,
+                        made.2
+                    )));
+                }
+                made
+            }
+            (Err(error), sent) => {
+                self.handle.block_on(upload.cancel());
+                return Err(match sent {
+                    Err(registry) if error.kind() == io::ErrorKind::BrokenPipe => registry.into(),
+                    _ => self.read_error(blob, error),
+                });
+            }
+            (Ok(_), Err(error)) => {
+                self.handle.block_on(upload.cancel());
+                return Err(error.into());
+            }
+        };
+        Ok(Made {
+            diff_id,
+            blob: SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None },
+            stored_size: blob.size,
+            settings: self.options.settings_for_stored(blob.compression),
+            compression: self.options.compression_name_for_stored(blob.compression),
+            held: Held::Session(Box::new(upload)),
+        })
+    }
+
+    /// Streams one entry through the pipeline into a staging file.
+    fn stage_to_file(&mut self, dir: &Path, blob: &StreamedBlob<'_>, bytes: &mut dyn Read) -> Result<Made, PushError> {
+        let encode = self.options.encoding_for_stored(blob.compression);
+        let path = dir.join(format!("layer-{}", self.held.made.len() + self.held.superseded.len() + 1));
+        let staging = |e: io::Error| PushError::Staging(format!("cannot write {}: {e}", path.display()));
+        let file = File::create(&path).map_err(staging)?;
+        let sink = HashingWriter { inner: BufWriter::with_capacity(1024 * 1024, file), hasher: Sha256::new() };
+        let (diff_id, sink, suffix) = pipeline::transform(bytes, blob.compression, encode, sink)
+            .map_err(|e| if e.kind() == io::ErrorKind::StorageFull { staging(e) } else { self.read_error(blob, e) })?;
+        let size = sink.hasher.len();
+        let digest = sink.hasher.finish();
+        sink.inner.into_inner().map_err(|e| staging(e.into_error()))?.sync_data().map_err(staging)?;
+        self.staged_bytes += size;
+        tracing::warn!("staged layer `{}` as {} ({size} bytes)", blob.name, path.display());
+        Ok(Made {
+            diff_id,
+            blob: SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None },
+            stored_size: blob.size,
+            settings: self.options.settings_for_stored(blob.compression),
+            compression: self.options.compression_name_for_stored(blob.compression),
+            held: Held::Staged(path),
+        })
+    }
+}
+
+/// Hashes what it writes on its way to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A held blob with a known digest: its staged file, or (session mode)
+/// nothing to read, so only a HEAD or a mount can place it.
+struct HeldSource {
+    digest: Digest,
+    size: u64,
+    staged: Option<PathBuf>,
+}
+
+impl BlobSource for HeldSource {
+    fn open(&self, offset: u64) -> io::Result<BlobStream> {
+        let Some(path) = self.staged.clone() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "streamed layers are kept only in the first repository",
+            ));
+        };
+        let mut file = File::open(&path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let mut buffer = vec![0u8; 1024 * 1024];
+                match file.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        if tx.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed())
+    }
+
+    fn size(&self) -> Option<u64> {
+        Some(self.size)
+    }
+
+    fn digest(&self) -> Option<Digest> {
+        Some(self.digest.clone())
+    }
+}

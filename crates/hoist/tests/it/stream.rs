@@ -1,0 +1,305 @@
+//! `hoist push -` and wrapped (`.tar.gz`, `.tar.zst`) archives: one
+//! sequential pass, layers held in upload sessions (or staged when only the
+//! RepoTags name the destination), checked with skopeo and the Docker Engine.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use hoist_testkit::fixtures::{
+    DockerArchive, DockerSaveClassic, DockerSaveOci, ImageFixture, LayerCompression, OciArchive, TarWriter, gzip,
+    incompressible_layer, layer_tar, zstd,
+};
+use hoist_testkit::{TestRegistry, sha256, tools};
+
+use crate::support::{Run, hoist, path_str, run};
+
+fn image() -> ImageFixture {
+    ImageFixture::new()
+        .tag("app:1.0")
+        .layer(layer_tar(&[("etc/os-release", b"ID=hoist-stream\n"), ("bin/tool", &vec![7u8; 300_000])]))
+        .layer(incompressible_layer(5, 2 * 1024 * 1024 + 33))
+}
+
+/// `hoist ARGS…` with `input` on standard input.
+fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) -> Run {
+    let mut command = hoist();
+    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(tmpdir) = tmpdir {
+        command.env("TMPDIR", tmpdir);
+    }
+    let mut child = command.spawn().expect("run hoist");
+    let mut stdin = child.stdin.take().unwrap();
+    // hoist may stop reading early on an error: a broken pipe here is fine.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait for hoist");
+    writer.join().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The digest from the one `REF@sha256:…` line for `reference`.
+fn pushed_digest(run: &Run, reference: &str) -> String {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{reference}@")))
+        .unwrap_or_else(|| panic!("no line for {reference} in {}", run.stdout));
+    line[reference.len() + 1..].to_owned()
+}
+
+/// Checks with skopeo (which verifies every blob digest it copies) that
+/// `reference` is `fixture`: the printed manifest digest, each layer
+/// decompressing to its diff_id, and the config.
+fn assert_image(reference: &str, digest: &str, fixture: &ImageFixture) {
+    let raw = tools::skopeo_raw_manifest(reference);
+    assert_eq!(sha256(&raw), digest, "the manifest bytes hash to the printed digest");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(manifest["config"]["digest"], fixture.config_digest());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), fixture.layers.len());
+    let dir = tempfile::tempdir().unwrap();
+    tools::skopeo_copy_to_dir(reference, dir.path());
+    for (layer, diff_id) in layers.iter().zip(fixture.diff_ids()) {
+        let blob = dir.path().join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        assert_eq!(std::fs::metadata(&blob).unwrap().len(), layer["size"].as_u64().unwrap());
+        let media_type = layer["mediaType"].as_str().unwrap();
+        let found = if media_type.ends_with("gzip") {
+            tools::gunzip_sha256(&blob)
+        } else {
+            let plain = ["application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.v1.tar"];
+            assert!(plain.contains(&media_type), "unexpected {media_type}");
+            sha256(&std::fs::read(&blob).unwrap())
+        };
+        assert_eq!(found, diff_id, "layer {} decompresses to its diff_id", layer["digest"]);
+    }
+}
+
+/// Blobs the registry has committed (in any repository).
+fn committed_blobs(registry: &TestRegistry) -> usize {
+    let root = registry.storage().join("docker/registry/v2/blobs/sha256");
+    let Ok(prefixes) = std::fs::read_dir(root) else { return 0 };
+    prefixes.map(|p| std::fs::read_dir(p.unwrap().path()).unwrap().count()).sum()
+}
+
+#[test]
+fn stdin_classic_archive_pushes_to_dest() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], bytes, None);
+    push.success();
+    assert_eq!(push.stdout.lines().count(), 1, "one line: {}", push.stdout);
+    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    assert_eq!(committed_blobs(&registry), 4, "two layers, a config and the manifest");
+}
+
+#[test]
+fn stdin_push_to_two_repositories_mounts_into_the_second() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let first = format!("{}/team/app:1.0", registry.host());
+    let second = format!("{}/other/app:2", registry.host());
+    let push = hoist_stdin(&["push", "-", &first, &second, "--output", "json"], bytes, None);
+    push.success();
+    let summary: serde_json::Value = serde_json::from_str(&push.stdout).unwrap();
+    let images = summary["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    let second_actions: Vec<&str> =
+        images[1]["blobs"].as_array().unwrap()[1..].iter().map(|b| b["action"].as_str().unwrap()).collect();
+    assert_eq!(second_actions, ["mounted", "mounted"], "layers come from the first repository");
+    for image in images {
+        let reference = image["reference"].as_str().unwrap();
+        assert_image(reference, image["digest"].as_str().unwrap(), &fixture);
+    }
+}
+
+#[test]
+fn gzip_and_zstd_wrapped_files_push_in_one_pass() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = image();
+    let tar = DockerSaveClassic::new().image(fixture.clone()).build();
+    for (name, bytes) in [("app.tar.gz", gzip(&tar)), ("app.tar.zst", zstd(&tar))] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let dest = format!("{}/wrapped/{}:1", registry.host(), name.replace('.', "-"));
+        let push = run(hoist().args(["push", path_str(&path), &dest]));
+        push.success();
+        assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    }
+}
+
+#[test]
+fn every_layout_pushes_from_stdin() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let archives = [
+        ("docker25", DockerSaveOci::new().image(fixture.clone()).build()),
+        ("docker25-gzip", DockerSaveOci::new().image(fixture.clone()).compression(LayerCompression::Gzip).build()),
+        ("docker-archive", DockerArchive::new().image(fixture.clone()).build()),
+        ("oci", OciArchive::new().image(fixture.clone()).compression(LayerCompression::Gzip).build()),
+    ];
+    for (name, bytes) in archives {
+        let dest = format!("{}/layouts/{name}:1", registry.host());
+        let push = hoist_stdin(&["push", "-", &dest], bytes, None);
+        push.success();
+        assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    }
+}
+
+#[test]
+fn repo_tags_from_stdin_are_staged_then_pushed() {
+    let registry = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let target = format!("{}/mirror", registry.host());
+    let push = hoist_stdin(&["push", "-", "--registry", &target], bytes, Some(tmp.path()));
+    push.success();
+    let dest = format!("{target}/app:1.0");
+    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    let staging = tmp.path().join("hoist-staging-");
+    let staging = staging.to_str().unwrap();
+    assert!(push.stderr.contains(staging), "says where it stages: {}", push.stderr);
+    assert_eq!(push.stderr.matches("staged layer").count(), 2, "names each staged layer: {}", push.stderr);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the staging directory is removed");
+}
+
+/// `tar` with an extra gzip-compressed layer-like entry no image names.
+fn with_stray_layer(tar: &[u8], stray: &[u8]) -> Vec<u8> {
+    let mut writer = TarWriter::new();
+    writer.file("stray/layer.tar.gz", stray);
+    let mut out = writer.finish();
+    // Drop the end-of-archive blocks and append the original archive.
+    while out.len() >= 512 && out[out.len() - 512..].iter().all(|&b| b == 0) {
+        out.truncate(out.len() - 512);
+    }
+    out.extend_from_slice(tar);
+    out
+}
+
+#[test]
+fn an_unreferenced_layer_is_not_committed() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let stray = gzip(&layer_tar(&[("stray", b"nobody uses this")]));
+    let bytes = with_stray_layer(&DockerSaveClassic::new().image(fixture.clone()).build(), &stray);
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], bytes, None);
+    push.success();
+    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    let (status, _) = registry.get(&format!("/v2/team/app/blobs/{}", sha256(&stray)));
+    assert_eq!(status, 404, "the stray entry's session was cancelled, not committed");
+    assert_eq!(committed_blobs(&registry), 4, "two layers, a config and the manifest, nothing else");
+}
+
+#[test]
+fn a_diff_id_mismatch_moves_no_tag() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let mut bytes = DockerSaveClassic::new().image(fixture).build();
+    let marker = b"ID=hoist-stream";
+    let at = bytes.windows(marker.len()).position(|w| w == marker).expect("the layer's file is in the archive");
+    bytes[at] = b'X';
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], bytes, None);
+    push.fails_with(7, "hashes to");
+    let (status, _) = registry.get("/v2/team/app/manifests/1.0");
+    assert_eq!(status, 404, "no tag was put");
+    assert_eq!(committed_blobs(&registry), 0, "no session was committed");
+}
+
+#[test]
+fn docker_save_piped_to_hoist_pulls_and_runs() {
+    tools::require_docker();
+    tools::require("busybox", "busybox-static");
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].iter().find_map(|p| std::fs::read(p).ok()).unwrap();
+    let mut rootfs = TarWriter::new();
+    rootfs.dir("bin");
+    rootfs.executable("bin/busybox", &busybox);
+    rootfs.file("etc/motd", b"streamed\n");
+    let rootfs_path = dir.path().join("rootfs.tar");
+    std::fs::write(&rootfs_path, rootfs.finish()).unwrap();
+    let unique = format!("{}-{}", std::process::id(), registry.port());
+    let local = format!("hoist-it/stream:{unique}");
+    let pushed = format!("{}/hoist-it/stream:{unique}", registry.host());
+    tools::run_ok(Command::new("docker").args(["import", path_str(&rootfs_path), &local]));
+
+    let mut save = Command::new("docker").args(["save", &local]).stdout(Stdio::piped()).spawn().unwrap();
+    let push = run(hoist().args(["push", "-", &pushed]).stdin(Stdio::from(save.stdout.take().unwrap())));
+    assert!(save.wait().unwrap().success(), "docker save");
+    tools::run_ok(Command::new("docker").args(["rmi", &local]));
+    push.success();
+    let digest = pushed_digest(&push, &pushed);
+
+    tools::run_ok(Command::new("docker").args(["pull", &pushed]));
+    let repo_digests =
+        tools::run_ok(Command::new("docker").args(["image", "inspect", "--format", "{{json .RepoDigests}}", &pushed]));
+    let said = tools::run(Command::new("docker").args(["run", "--rm", &pushed, "/bin/busybox", "cat", "/etc/motd"]));
+    let _ = tools::run(Command::new("docker").args(["rmi", "-f", &pushed]));
+    assert!(repo_digests.contains(&digest), "docker pulled what hoist pushed: {repo_digests} vs {digest}");
+    assert!(said.status.success(), "docker run failed: {}", String::from_utf8_lossy(&said.stderr));
+    assert_eq!(String::from_utf8_lossy(&said.stdout), "streamed\n");
+}
+
+#[test]
+fn a_stream_cut_inside_a_layer_commits_nothing() {
+    let registry = TestRegistry::start();
+    let bytes = DockerSaveClassic::new().image(image()).build();
+    let cut = bytes[..bytes.len() / 2].to_vec();
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], cut, None);
+    push.fails_with(3, "cut short");
+    assert_eq!(committed_blobs(&registry), 0, "every session was cancelled");
+}
+
+#[test]
+fn stdin_archive_and_password_stdin_exclude_each_other() {
+    let push =
+        hoist_stdin(&["push", "-", "127.0.0.1:1/app:1", "--username", "u", "--password-stdin"], Vec::new(), None);
+    push.fails_with(2, "--password-stdin");
+}
+
+#[test]
+fn dests_on_two_registries_are_staged_and_pushed_to_both() {
+    let (one, two) = (TestRegistry::start(), TestRegistry::start());
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let first = format!("{}/team/app:1", one.host());
+    let second = format!("{}/team/app:1", two.host());
+    let push = hoist_stdin(&["push", "-", &first, &second], bytes, Some(tmp.path()));
+    push.success();
+    assert!(push.stderr.contains("staging its layers"), "says it stages: {}", push.stderr);
+    for reference in [&first, &second] {
+        assert_image(reference, &pushed_digest(&push, reference), &fixture);
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the staging directory is removed");
+}
+
+#[test]
+fn a_repeat_stream_push_commits_nothing_new() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let dest = format!("{}/team/app:1.0", registry.host());
+    hoist_stdin(&["push", "-", &dest], bytes.clone(), None).success();
+    let again = hoist_stdin(&["push", "-", &dest, "--output", "json", "--no-cache"], bytes, None);
+    again.success();
+    let summary: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    let actions: Vec<&str> =
+        summary["images"][0]["blobs"].as_array().unwrap().iter().map(|b| b["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["existed", "existed", "existed"], "HEAD found every blob; the sessions were cancelled");
+    assert_image(&dest, summary["images"][0]["digest"].as_str().unwrap(), &fixture);
+    assert_eq!(committed_blobs(&registry), 4);
+}
