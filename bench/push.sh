@@ -186,20 +186,35 @@ layer_bytes() {
         "http://127.0.0.1:$REG_PORT/v2/$repo/manifests/$tag" | jq '[.layers[].size] | add'
 }
 
-# timed LABEL CMD...: runs CMD under GNU time and appends "LABEL wall cpu rss_kb -"
-# to the results; the byte count is filled in by record_bytes. Fails loudly.
+# CPU seconds the registry process has used so far (user + system, all threads).
+registry_cpu() {
+    if [[ -n $REG_PID && -r /proc/$REG_PID/stat ]]; then
+        # Fields 14-15 are utime and stime in clock ticks; the command name (field 2) has no spaces here.
+        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$REG_PID/stat"
+    else
+        echo 0
+    fi
+}
+
+# timed LABEL CMD...: runs CMD under GNU time and appends
+# "LABEL wall cpu rss_kb registry_cpu -" to the results; record_bytes fills in the
+# last field. The registry's CPU is counted too: on two cores it competes with the
+# tool, so it explains wall times that CPU time alone does not.
 timed() {
     local label=$1
     shift
-    local t=$WORK/time.out out=$WORK/cmd.log
+    local t=$WORK/time.out out=$WORK/cmd.log reg0 reg
+    reg0=$(registry_cpu)
     if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$out" 2>&1; then
         log "FAILED: $label: $*"
         tail -5 "$out" >&2
         return 1
     fi
+    reg=$(echo "$(registry_cpu) - $reg0" | bc)
     read -r wall user sys rss <"$t"
-    printf '%s %s %s %s -\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" "$rss" >>"$RESULTS"
-    log "$(printf '%-16s wall %6.2fs  cpu %6.2fs  rss %6d MB' "$label" "$wall" "$(echo "$user + $sys" | bc)" $((rss / 1024)))"
+    printf '%s %s %s %s %s -\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$reg" >>"$RESULTS"
+    log "$(printf '%-12s wall %6.2fs  cpu %6.2fs  rss %4d MB  registry cpu %6.2fs' "$label" "$wall" \
+        "$(echo "$user + $sys" | bc)" $((rss / 1024)) "$reg")"
 }
 
 # Replaces the "-" byte field of the last results line.
@@ -304,7 +319,7 @@ try_stdin() {
     stop_registry
 }
 
-# median LABEL FIELD (2 wall, 3 cpu, 4 rss_kb, 5 bytes)
+# median LABEL FIELD (2 wall, 3 cpu, 4 rss_kb, 5 registry cpu, 6 bytes)
 median() {
     awk -v l="$1" -v f="$2" '$1 == l && $f != "-" { print $f }' "$RESULTS" | sort -g |
         awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
@@ -320,8 +335,8 @@ calc() { python3 -c "print(format($1, '$2'))"; }
 
 report() {
     local hw hc hb sw sc sb mb=1048576
-    hw=$(median hoist_cold 2) hc=$(median hoist_cold 3) hb=$(median hoist_cold 5)
-    sw=$(median skopeo_cold 2) sc=$(median skopeo_cold 3) sb=$(median skopeo_cold 5)
+    hw=$(median hoist_cold 2) hc=$(median hoist_cold 3) hb=$(median hoist_cold 6)
+    sw=$(median skopeo_cold 2) sc=$(median skopeo_cold 3) sb=$(median skopeo_cold 6)
     local nw cw
     nw=$(median hoist_none 2) cw=$(median curl_raw 2)
     local out
@@ -329,22 +344,28 @@ report() {
         echo "# hoist push benchmark, $(date -u '+%F %H:%M') UTC"
         echo
         echo "- machine: $(nproc) cores, $(free -g | awk '/Mem/ { print $2 }') GiB; load before: $LOAD_BEFORE; after: $(uptime | sed 's/.*load average: //')"
-        echo "- hoist $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo '+dirty'), $(skopeo --version), registry $(docker-registry --version 2>/dev/null | awk '{ print $3 }')"
+        # The last commit that changed hoist itself, not the benchmark.
+        echo "- hoist $(git -C "$REPO" log -1 --format=%h -- crates Cargo.toml Cargo.lock)$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+dirty'), $(skopeo --version), registry $(docker-registry --version 2>/dev/null | awk '{ print $3 }')"
         echo "- archive: $(calc "$(stat -c %s "$ARCHIVE") / $mb" .0f) MiB classic \`docker save\` from Engine $(docker version --format '{{.Server.Version}}'); layers (MiB, uncompressed): $(layer_files | while read -r p _; do calc "$(stat -c %s "$p") / $mb" .0f; done | paste -sd' ')"
-        echo "- medians of $RUNS runs (sweeps: $SWEEP_RUNS), run alternately; cpu = user + sys; rss = peak resident memory"
+        echo "- medians of $RUNS runs (sweeps: $SWEEP_RUNS), run alternately; cpu = user + sys of the tool; registry cpu = the registry process's during the run; peak = the tool's max resident memory over the runs"
         echo
-        echo "| run | wall s | (min–max) | cpu s | peak MB | layer MB | n |"
-        echo "|---|---:|---:|---:|---:|---:|---:|"
+        echo "| run | wall s | (min–max) | cpu s | registry cpu s | peak MiB | layer MiB | ÷ skopeo's | n |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         local l
         for l in hoist_cold skopeo_cold hoist_warm skopeo_warm hoist_none curl_raw hoist_stdin \
             jobs_1 jobs_2 jobs_3 jobs_4 gzip_1 gzip_2 gzip_3 gzip_6; do
             [[ $(count "$l") -gt 0 ]] || continue
-            local b
-            b=$(median "$l" 5)
-            [[ $b == nan ]] && b=- || b=$(calc "$b / $mb" .1f)
-            printf '| %s | %.2f | %.2f–%.2f | %.2f | %d | %s | %d |\n' "$l" "$(median "$l" 2)" \
-                "$(minof "$l" 2)" "$(maxof "$l" 2)" "$(median "$l" 3)" \
-                $(($(maxof "$l" 4) / 1024)) "$b" "$(count "$l")"
+            local b r=-
+            b=$(median "$l" 6)
+            if [[ $b == nan ]]; then
+                b=-
+            else
+                [[ $l == *none* || $l == curl* ]] || r=$(calc "$b / $sb" .3f)
+                b=$(calc "$b / $mb" .1f)
+            fi
+            printf '| %s | %.2f | %.2f–%.2f | %.2f | %.2f | %.1f | %s | %s | %d |\n' "$l" "$(median "$l" 2)" \
+                "$(minof "$l" 2)" "$(maxof "$l" 2)" "$(median "$l" 3)" "$(median "$l" 5)" \
+                "$(calc "$(maxof "$l" 4) / 1024" .1f)" "$b" "$r" "$(count "$l")"
         done
         echo
         echo "| ratio | value | target |"
@@ -354,14 +375,16 @@ report() {
         echo "| cold bytes, hoist / skopeo | $(calc "$hb / $sb" .3f) | ≤ 1.05 |"
         echo "| warm wall, hoist / skopeo | $(calc "$(median hoist_warm 2) / $(median skopeo_warm 2)" .2f) | ≤ 1 |"
         echo "| none rate / curl rate | $(calc "$RAW_BYTES / $nw / $mb" .0f) / $(calc "$RAW_BYTES / $cw / $mb" .0f) MiB/s = $(calc "$cw / $nw * 100" .0f) % | ≥ 80 % |"
-        echo "| hoist peak memory, cold default | $(($(maxof hoist_cold 4) / 1024)) MB | ≤ 64 MB |"
+        echo "| hoist peak memory, cold default (max of runs) | $(calc "$(maxof hoist_cold 4) / 1024" .1f) MiB | ≤ 64 MB |"
         echo
         echo "Standard input (\`cat ARCHIVE | hoist push - DEST\`): $STDIN_NOTE"
     )
     echo "$out"
-    mkdir -p "$REPO/bench/results"
-    echo "$out" >"$REPO/bench/results/push-$(date -u +%F).md"
-    log "written to bench/results/push-$(date -u +%F).md; raw numbers in $RESULTS"
+    # Each run adds a section to the day's file, so runs under different load stay side by side.
+    local file=$REPO/bench/results/push-$(date -u +%F).md
+    mkdir -p "$(dirname "$file")"
+    { [[ -s $file ]] && echo; echo "$out"; } >>"$file"
+    log "added to ${file#"$REPO"/}; raw numbers in $RESULTS"
 }
 
 main() {
