@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 
 /// Input bytes per independently compressed block.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
@@ -34,16 +34,17 @@ type Fragment = io::Result<Vec<u8>>;
 
 /// A gzip stream written to `W`, compressed on the shared pool.
 pub struct GzipEncoder<W: Write> {
-    out: W,
+    /// Taken by `finish`; always there before.
+    out: Option<W>,
     level: u32,
     /// The block being filled, after `dict_len` bytes of dictionary.
     block: Vec<u8>,
     dict_len: usize,
     crc: crc32fast::Hasher,
     total: u64,
-    /// Fragments on their way back from the pool, oldest first.
+    /// Fragments on their way back from the pool, oldest first; each holds
+    /// one permit of the shared block budget until it is written out.
     pending: VecDeque<mpsc::Receiver<Fragment>>,
-    max_pending: usize,
     header_written: bool,
 }
 
@@ -55,18 +56,14 @@ impl<W: Write> std::fmt::Debug for GzipEncoder<W> {
 
 impl<W: Write> GzipEncoder<W> {
     pub fn new(out: W, level: u32) -> Self {
-        // One block per pool thread plus one queued keeps every core busy;
-        // more would only hold memory.
-        let max_pending = crate::pool().current_num_threads() + 1;
         Self {
-            out,
+            out: Some(out),
             level: level.clamp(1, 9),
             block: Vec::with_capacity(WINDOW + BLOCK_SIZE),
             dict_len: 0,
             crc: crc32fast::Hasher::new(),
             total: 0,
             pending: VecDeque::new(),
-            max_pending,
             header_written: false,
         }
     }
@@ -81,14 +78,15 @@ impl<W: Write> GzipEncoder<W> {
         trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // ISIZE is the length modulo 2^32, by the format's definition.
         trailer[4..].copy_from_slice(&(self.total as u32).to_le_bytes());
-        self.out.write_all(&trailer)?;
-        self.out.flush()?;
-        Ok(self.out)
+        let mut out = self.out.take().expect("the writer is there until finish");
+        out.write_all(&trailer)?;
+        out.flush()?;
+        Ok(out)
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
         if !self.header_written {
-            self.out.write_all(&HEADER)?;
+            self.out_mut().write_all(&HEADER)?;
             self.header_written = true;
         }
         // The next block's dictionary: the last 32 KiB of input before it.
@@ -97,6 +95,15 @@ impl<W: Write> GzipEncoder<W> {
         next.extend_from_slice(&tail);
         let input = std::mem::replace(&mut self.block, next);
         let dict_len = std::mem::replace(&mut self.dict_len, tail.len());
+        // A block in flight holds ~2 MiB (input and output); the budget is
+        // shared by every encoder, so memory is bounded whatever `--jobs`.
+        while !BUDGET.try_take() {
+            if self.pending.is_empty() {
+                BUDGET.wait_and_take();
+                break;
+            }
+            self.write_oldest()?;
+        }
         let level = self.level;
         let (tx, rx) = mpsc::sync_channel(1);
         crate::pool().spawn_fifo(move || {
@@ -104,16 +111,70 @@ impl<W: Write> GzipEncoder<W> {
             let _ = tx.send(deflate_fragment(level, dict, data, last));
         });
         self.pending.push_back(rx);
-        while self.pending.len() > self.max_pending {
-            self.write_oldest()?;
-        }
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
         let Some(rx) = self.pending.pop_front() else { return Ok(()) };
-        let fragment = rx.recv().map_err(|_| io::Error::other("a compression thread stopped"))??;
-        self.out.write_all(&fragment)
+        let fragment = rx.recv();
+        BUDGET.give_back();
+        let fragment = fragment.map_err(|_| io::Error::other("a compression thread stopped"))??;
+        self.out_mut().write_all(&fragment)
+    }
+
+    fn out_mut(&mut self) -> &mut W {
+        self.out.as_mut().expect("the writer is there until finish")
+    }
+}
+
+impl<W: Write> Drop for GzipEncoder<W> {
+    /// An encoder dropped mid-stream (a failed upload) returns its permits.
+    fn drop(&mut self) {
+        for rx in self.pending.drain(..) {
+            let _ = rx.recv();
+            BUDGET.give_back();
+        }
+    }
+}
+
+/// Blocks in flight across all encoders: one per pool thread plus one
+/// queued keeps every core busy, and more would only hold memory. Capped so
+/// a many-core machine stays within tens of MiB.
+static BUDGET: Budget = Budget { used: Mutex::new(0), freed: Condvar::new() };
+
+struct Budget {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    fn limit() -> usize {
+        (crate::pool().current_num_threads() + 1).min(16)
+    }
+
+    fn try_take(&self) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *used < Self::limit() {
+            *used += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn wait_and_take(&self) {
+        let limit = Self::limit();
+        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used >= limit {
+            used = self.freed.wait(used).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += 1;
+    }
+
+    fn give_back(&self) {
+        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *used = used.saturating_sub(1);
+        self.freed.notify_one();
     }
 }
 
@@ -277,6 +338,26 @@ mod tests {
             // Stored blocks cost 5 bytes per 64 KiB; allow well under 1 %.
             assert!(gz.len() < data.len() + data.len() / 200, "level {level}: {} for {}", gz.len(), data.len());
         }
+    }
+
+    /// More encoders than the shared block budget, one dropped half-way (its
+    /// permits must come back, or the rest would stall): all the others
+    /// finish, with the bytes one encoder alone would make.
+    #[test]
+    fn many_encoders_share_the_block_budget_without_stalling() {
+        let data = sample(3 * BLOCK_SIZE + 5, 13);
+        let reference = compress(1, &data, 1 << 16);
+        std::thread::scope(|scope| {
+            let abandoned = scope.spawn(|| {
+                let mut encoder = GzipEncoder::new(Vec::new(), 1);
+                encoder.write_all(&data[..2 * BLOCK_SIZE + 7]).unwrap();
+            });
+            let workers: Vec<_> = (0..6).map(|_| scope.spawn(|| compress(1, &data, 1 << 16))).collect();
+            abandoned.join().unwrap();
+            for worker in workers {
+                assert_eq!(worker.join().unwrap(), reference);
+            }
+        });
     }
 
     proptest! {

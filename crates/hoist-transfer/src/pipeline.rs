@@ -20,7 +20,7 @@ use crate::PushError;
 
 const READ_BUFFER: usize = 256 * 1024;
 const CHUNK: usize = 1024 * 1024;
-pub(crate) const CHUNKS_IN_FLIGHT: usize = 4;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// What a layer became on the wire.
 #[derive(Clone, Debug)]
@@ -183,6 +183,10 @@ fn run(
     let reader = ProgressReader { inner: archive.layer_reader(layer), progress };
     let (diff_id, sink, suffix) =
         transform(reader, layer.compression, encode, ChunkSink::new(tx, skip)).map_err(read_error)?;
+    // The body stays open until this returns (the caller holds a sender), so
+    // a mismatch found after the last chunk still fails the upload.
+    let (digest, size) = sink.finish().map_err(read_error)?;
+    let diff_id = diff_id.or_output(&digest);
     if diff_id != layer.diff_id {
         return Err(PushError::DiffIdMismatch {
             archive: archive.path().display().to_string(),
@@ -191,8 +195,24 @@ fn run(
             actual: diff_id,
         });
     }
-    let (digest, size) = sink.finish().map_err(read_error)?;
     Ok(SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None })
+}
+
+/// The uncompressed tar's digest, as [`transform`] learned it.
+#[derive(Debug)]
+pub(crate) enum DiffId {
+    Hashed(Digest),
+    /// The outgoing bytes are the tar itself, so their digest is the diff_id.
+    OfOutput,
+}
+
+impl DiffId {
+    pub(crate) fn or_output(self, output: &Digest) -> Digest {
+        match self {
+            Self::Hashed(digest) => digest,
+            Self::OfOutput => output.clone(),
+        }
+    }
 }
 
 /// Reads a layer's stored bytes (`compression` says how they are stored),
@@ -204,9 +224,16 @@ pub(crate) fn transform<W: Write>(
     compression: Compression,
     encode: Option<Codec>,
     sink: W,
-) -> io::Result<(Digest, W, Option<&'static str>)> {
+) -> io::Result<(DiffId, W, Option<&'static str>)> {
     let mut buffer = vec![0u8; READ_BUFFER];
     match encode {
+        // A plain tar sent plain: what goes out is the diff_id's bytes, so
+        // the sink's hash is the diff_id and hashing twice would be waste.
+        Some(Codec::None) if compression == Compression::None => {
+            let mut sink = sink;
+            pump(&mut reader, &mut buffer, |chunk| sink.write_all(chunk))?;
+            Ok((DiffId::OfOutput, sink, None))
+        }
         Some(codec) => {
             // The uncompressed tar, whatever the archive stored, hashed for
             // the diff_id on its way into the encoder.
@@ -221,7 +248,7 @@ pub(crate) fn transform<W: Write>(
                 diff.update(chunk);
                 encoder.write_all(chunk)
             })?;
-            Ok((diff.finish(), encoder.finish()?, codec.media_type_suffix()))
+            Ok((DiffId::Hashed(diff.finish()), encoder.finish()?, codec.media_type_suffix()))
         }
         // Sent as stored: a compressed layer is decompressed only to check
         // the diff_id, beside the bytes going out.
@@ -255,7 +282,7 @@ pub(crate) fn transform<W: Write>(
                     decoder.into_inner().finish()
                 }
             };
-            Ok((diff_id, sink, stored_suffix(compression)))
+            Ok((DiffId::Hashed(diff_id), sink, stored_suffix(compression)))
         }
     }
 }

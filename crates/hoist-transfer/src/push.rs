@@ -36,7 +36,7 @@ pub struct PushOptions {
 impl Default for PushOptions {
     fn default() -> Self {
         Self {
-            jobs: 3,
+            jobs: 2,
             format: ManifestFormat::Docker,
             compression: Codec::default(),
             recompress: false,

@@ -503,8 +503,11 @@ impl Visitor {
             (upload, result)
         });
         let error_tx = tx.clone();
-        let made = pipeline::transform(bytes, blob.compression, encode, ChunkSink::new(tx, 0))
-            .and_then(|(diff_id, sink, suffix)| sink.finish().map(|(digest, size)| (diff_id, digest, size, suffix)));
+        let made = pipeline::transform(bytes, blob.compression, encode, ChunkSink::new(tx, 0)).and_then(
+            |(diff_id, sink, suffix)| {
+                sink.finish().map(|(digest, size)| (diff_id.or_output(&digest), digest, size, suffix))
+            },
+        );
         if let Err(error) = &made
             && error.kind() != io::ErrorKind::BrokenPipe
         {
@@ -560,6 +563,7 @@ impl Visitor {
             .map_err(|e| if e.kind() == io::ErrorKind::StorageFull { staging(e) } else { self.read_error(blob, e) })?;
         let size = sink.hasher.len();
         let digest = sink.hasher.finish();
+        let diff_id = diff_id.or_output(&digest);
         sink.inner.into_inner().map_err(|e| staging(e.into_error()))?.sync_data().map_err(staging)?;
         self.staged_bytes += size;
         tracing::warn!("staged layer `{}` as {} ({size} bytes)", blob.name, path.display());

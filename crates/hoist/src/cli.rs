@@ -58,15 +58,15 @@ pub(crate) struct PushArgs {
     /// Which image of a multi-image archive to push: its 1-based number or one of its tags.
     #[arg(long, value_name = "N|NAME")]
     pub(crate) image: Option<String>,
-    /// Layers to process at once.
-    #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Layers to process at once (each on its own connection; a big layer also uses every core).
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) jobs: u16,
     /// The manifest and media-type family to push.
     #[arg(long, value_enum, default_value_t = Format::Docker)]
     pub(crate) format: Format,
     /// How to compress layers the archive stores uncompressed: `gzip[:1-9]`, `zstd[:1-19]` (needs `--format oci`)
     /// or `none`. Layers stored compressed go up as they are, unless --recompress.
-    #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:1")]
+    #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:2")]
     pub(crate) compression: Codec,
     /// Re-encode layers the archive stores compressed with --compression, too.
     #[arg(long)]

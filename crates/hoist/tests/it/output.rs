@@ -173,7 +173,7 @@ fn output_json_summarises_references_digests_and_blobs() {
     );
     assert!(blobs.iter().all(|b| b["retries"] == 0 && b["bytes_sent"] == b["size"]), "{blobs:?}");
     let compression: Vec<&str> = blobs.iter().map(|b| b["compression"].as_str().unwrap()).collect();
-    assert_eq!(compression, ["stored", "gzip:1", "gzip:1"], "the config as it is, layers with the default codec");
+    assert_eq!(compression, ["stored", "gzip:2", "gzip:2"], "the config as it is, layers with the default codec");
 
     let again = hoist_run(&["push", "--output", "json", "-q", path_str(&path), &dest]);
     let summary: serde_json::Value = serde_json::from_str(&again.success().stdout).unwrap();
