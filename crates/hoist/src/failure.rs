@@ -49,11 +49,27 @@ impl std::error::Error for Usage {}
 /// Prints the error and its hint; returns the exit code for its class.
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     let (exit, hint) = classify(error);
-    eprintln!("error: {error:#}");
+    eprintln!("error: {}", message(error.as_ref()));
     if let Some(hint) = hint {
         eprintln!("hint: {hint}");
     }
     ExitCode::from(exit as u8)
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text an
+/// earlier message already quotes (many say what went wrong underneath).
+pub(crate) fn message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {

@@ -146,7 +146,7 @@ async fn push_streamed(
 
 fn report_error(args: &PushArgs, error: hoist_transfer::PushError) -> anyhow::Error {
     if args.progress == ProgressMode::Json {
-        reporter::emit_error(&error.to_string(), error.hint().as_deref());
+        reporter::emit_error(&crate::failure::message(&error), error.hint().as_deref());
     }
     error.into()
 }
