@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hoist_archive::{Archive, Compression, Layer};
+use hoist_archive::{Archive, Compression, Image, Layer};
 use hoist_codec::Codec;
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
 use hoist_registry::{BytesSource, Client, Repository, UploadAction, UploadError, UploadOptions, UploadOutcome};
@@ -189,7 +189,7 @@ async fn push_all(
 ) -> Result<Vec<PushedImage>, PushError> {
     // diff_id → what that layer became, so later repositories HEAD before compressing again.
     let mut sent: HashMap<Digest, SentBlob> = HashMap::new();
-    let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
+    let mut ready: Vec<ReadyManifest> = Vec::new();
 
     for (repository, images) in groups {
         let repo = client.repository(&repository);
@@ -205,29 +205,53 @@ async fn push_all(
         let layer_reports = push_layers(archive, &images, &mut sent, &context).await?;
         for (image_index, tags) in images {
             let image = &archive.images()[image_index];
-            let config = RawBlob {
-                media_type: options.format.config_media_type().to_owned(),
-                digest: image.config.digest.clone(),
-                bytes: image.config.bytes.clone(),
-            };
-            let mut blobs = vec![push_config(&repo, &config, reporter).await?];
-            let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
-            for layer in &image.layers {
-                let report = layer_reports[&layer.diff_id].clone();
-                manifest = manifest.layer(Descriptor {
-                    media_type: report.media_type.clone(),
-                    digest: report.digest.clone(),
-                    size: report.size,
-                });
-                blobs.push(report);
-            }
-            let manifest = manifest.build();
-            for tag in tags {
-                ready.push((tag, manifest.clone(), blobs.clone()));
-            }
+            let staged =
+                stage_image(&repo, image, options.format, reporter, |layer| layer_reports[&layer.diff_id].clone());
+            let (manifest, blobs) = staged.await?;
+            ready.extend(tags.into_iter().map(|tag| (tag, manifest.clone(), blobs.clone())));
         }
     }
+    put_manifests(client, ready, reporter).await
+}
 
+/// A manifest to put under one tag, with the blobs it names.
+pub(crate) type ReadyManifest = (Reference, RawBlob, Vec<BlobReport>);
+
+/// Puts `image`'s config and builds its manifest, each layer described by
+/// what `layer_report` says it became in this repository.
+pub(crate) async fn stage_image(
+    repo: &Repository,
+    image: &Image,
+    format: ManifestFormat,
+    reporter: &Arc<dyn Reporter>,
+    layer_report: impl Fn(&Layer) -> BlobReport,
+) -> Result<(RawBlob, Vec<BlobReport>), PushError> {
+    let config = RawBlob {
+        media_type: format.config_media_type().to_owned(),
+        digest: image.config.digest.clone(),
+        bytes: image.config.bytes.clone(),
+    };
+    let mut blobs = vec![push_config(repo, &config, reporter).await?];
+    let mut manifest = ManifestBuilder::new(format, config.descriptor());
+    for layer in &image.layers {
+        let report = layer_report(layer);
+        manifest = manifest.layer(Descriptor {
+            media_type: report.media_type.clone(),
+            digest: report.digest.clone(),
+            size: report.size,
+        });
+        blobs.push(report);
+    }
+    Ok((manifest.build(), blobs))
+}
+
+/// Puts every manifest: the last step, once every blob of every image is in,
+/// so that a failure before it leaves every tag where it was.
+pub(crate) async fn put_manifests(
+    client: &Client,
+    ready: Vec<ReadyManifest>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Vec<PushedImage>, PushError> {
     let mut pushed = Vec::with_capacity(ready.len());
     for (reference, manifest, blobs) in ready {
         let repo = client.repository(&reference);

@@ -31,13 +31,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hoist_archive::{ArchiveError, Image, LayerVisitor, StreamedArchive, StreamedBlob};
-use hoist_oci::{Descriptor, Digest, ManifestBuilder, RawBlob, Reference, Sha256};
+use hoist_oci::{Digest, Reference, Sha256};
 use hoist_registry::{BlobSource, BlobStream, Client, Repository, Upload, UploadAction, UploadOptions, UploadOutcome};
 use tokio::sync::mpsc;
 
 use crate::cache::BlobCache;
 use crate::pipeline::{self, CHUNKS_IN_FLIGHT, ChunkSink, SentBlob};
-use crate::push::{self, BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, RepositoryGroup};
+use crate::push::{self, BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, ReadyManifest, RepositoryGroup};
 use crate::{PushError, Reporter};
 
 /// Where layers wait while the stream goes on.
@@ -340,43 +340,21 @@ impl StreamedPush {
         reporter: &Arc<dyn Reporter>,
         done: &HashMap<(String, Digest), BlobReport>,
     ) -> Result<Vec<PushedImage>, PushError> {
-        let mut ready: Vec<(Reference, RawBlob, Vec<BlobReport>)> = Vec::new();
+        let mut ready: Vec<ReadyManifest> = Vec::new();
         for (reference, images) in groups {
             let repo = client.repository(&reference);
             let location = format!("{}/{}", reference.registry(), reference.repository());
             for (image_index, tags) in images {
                 let image = &self.archive.images()[image_index];
-                let config = RawBlob {
-                    media_type: options.format.config_media_type().to_owned(),
-                    digest: image.config.digest.clone(),
-                    bytes: image.config.bytes.clone(),
-                };
-                let mut blobs = vec![push::push_config(&repo, &config, reporter).await?];
-                let mut manifest = ManifestBuilder::new(options.format, config.descriptor());
-                for layer in &image.layers {
-                    let digest = self.held.made[&layer.entry].blob.digest.clone();
-                    let report = done[&(location.clone(), digest)].clone();
-                    manifest = manifest.layer(Descriptor {
-                        media_type: report.media_type.clone(),
-                        digest: report.digest.clone(),
-                        size: report.size,
-                    });
-                    blobs.push(report);
-                }
-                let manifest = manifest.build();
-                for tag in tags {
-                    ready.push((tag, manifest.clone(), blobs.clone()));
-                }
+                let staged = push::stage_image(&repo, image, options.format, reporter, |layer| {
+                    let digest = &self.held.made[&layer.entry].blob.digest;
+                    done[&(location.clone(), digest.clone())].clone()
+                });
+                let (manifest, blobs) = staged.await?;
+                ready.extend(tags.into_iter().map(|tag| (tag, manifest.clone(), blobs.clone())));
             }
         }
-        let mut pushed = Vec::with_capacity(ready.len());
-        for (reference, manifest, blobs) in ready {
-            let repo = client.repository(&reference);
-            let digest = repo.put_manifest(&reference.tag_or_digest(), &manifest).await?;
-            reporter.manifest_pushed(&reference, &digest);
-            pushed.push(PushedImage { reference, digest, blobs });
-        }
-        Ok(pushed)
+        push::put_manifests(client, ready, reporter).await
     }
 
     /// Commits the sessions of `needed` entries (one per digest; none where
