@@ -13,10 +13,14 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::{Condvar, Mutex, mpsc};
 
+use crate::BufferPool;
+
 /// Input bytes per independently compressed block.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 /// deflate's window: the most a match can reach back.
 const WINDOW: usize = 32 * 1024;
+/// The most blocks in flight, whatever the core count.
+const MAX_BLOCKS_IN_FLIGHT: usize = 16;
 /// The gzip header: no name, no time (mtime 0 keeps output reproducible),
 /// OS "unknown".
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -31,6 +35,14 @@ fn uses_isal(level: u32) -> bool {
 }
 
 type Fragment = io::Result<Vec<u8>>;
+
+/// Room for a block with its dictionary, or for its deflated form even when
+/// incompressible, so one buffer serves as either.
+const BUFFER_CAPACITY: usize = WINDOW + BLOCK_SIZE + BLOCK_SIZE / 8 + 1024;
+
+/// Block and fragment buffers. Every block in flight holds two, and every
+/// encoder one more.
+static BUFFERS: BufferPool = BufferPool::new(BUFFER_CAPACITY, 2 * MAX_BLOCKS_IN_FLIGHT + 4);
 
 /// A gzip stream written to `W`, compressed on the shared pool.
 pub struct GzipEncoder<W: Write> {
@@ -59,7 +71,7 @@ impl<W: Write> GzipEncoder<W> {
         Self {
             out: Some(out),
             level: level.clamp(1, 9),
-            block: Vec::with_capacity(WINDOW + BLOCK_SIZE),
+            block: BUFFERS.take(),
             dict_len: 0,
             crc: crc32fast::Hasher::new(),
             total: 0,
@@ -90,11 +102,11 @@ impl<W: Write> GzipEncoder<W> {
             self.header_written = true;
         }
         // The next block's dictionary: the last 32 KiB of input before it.
-        let tail = self.block[self.block.len().saturating_sub(WINDOW)..].to_vec();
-        let mut next = Vec::with_capacity(WINDOW + BLOCK_SIZE);
-        next.extend_from_slice(&tail);
+        let mut next = BUFFERS.take();
+        next.extend_from_slice(&self.block[self.block.len().saturating_sub(WINDOW)..]);
+        let next_dict_len = next.len();
         let input = std::mem::replace(&mut self.block, next);
-        let dict_len = std::mem::replace(&mut self.dict_len, tail.len());
+        let dict_len = std::mem::replace(&mut self.dict_len, next_dict_len);
         // A block in flight holds ~2 MiB (input and output); the budget is
         // shared by every encoder, so memory is bounded whatever `--jobs`.
         while !BUDGET.try_take() {
@@ -108,7 +120,9 @@ impl<W: Write> GzipEncoder<W> {
         let (tx, rx) = mpsc::sync_channel(1);
         crate::pool().spawn_fifo(move || {
             let (dict, data) = input.split_at(dict_len);
-            let _ = tx.send(deflate_fragment(level, dict, data, last));
+            let fragment = deflate_fragment(level, dict, data, last);
+            BUFFERS.give_back(input);
+            let _ = tx.send(fragment);
         });
         self.pending.push_back(rx);
         Ok(())
@@ -119,7 +133,9 @@ impl<W: Write> GzipEncoder<W> {
         let fragment = rx.recv();
         BUDGET.give_back();
         let fragment = fragment.map_err(|_| io::Error::other("a compression thread stopped"))??;
-        self.out_mut().write_all(&fragment)
+        self.out_mut().write_all(&fragment)?;
+        BUFFERS.give_back(fragment);
+        Ok(())
     }
 
     fn out_mut(&mut self) -> &mut W {
@@ -128,12 +144,14 @@ impl<W: Write> GzipEncoder<W> {
 }
 
 impl<W: Write> Drop for GzipEncoder<W> {
-    /// An encoder dropped mid-stream (a failed upload) returns its permits.
+    /// Returns the block buffer, and the permits of an encoder dropped
+    /// mid-stream (a failed upload).
     fn drop(&mut self) {
         for rx in self.pending.drain(..) {
             let _ = rx.recv();
             BUDGET.give_back();
         }
+        BUFFERS.give_back(std::mem::take(&mut self.block));
     }
 }
 
@@ -149,7 +167,7 @@ struct Budget {
 
 impl Budget {
     fn limit() -> usize {
-        (crate::pool().current_num_threads() + 1).min(16)
+        (crate::pool().current_num_threads() + 1).min(MAX_BLOCKS_IN_FLIGHT)
     }
 
     fn try_take(&self) -> bool {
@@ -200,7 +218,7 @@ impl<W: Write> Write for GzipEncoder<W> {
 
 /// Raw deflate of `data` primed with `dict`: sync-flushed, or final if `last`.
 fn deflate_fragment(level: u32, dict: &[u8], data: &[u8], last: bool) -> Fragment {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 1024);
+    let mut out = BUFFERS.take();
     #[cfg(feature = "isal")]
     if uses_isal(level) {
         crate::isal::deflate(level, dict, data, last, &mut out)?;

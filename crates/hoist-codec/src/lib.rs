@@ -22,6 +22,7 @@
 //! zstd uses libzstd's own multi-threaded mode with a fixed worker count,
 //! which also gives the same bytes on every run.
 
+mod buffers;
 mod gzip;
 #[cfg(feature = "isal")]
 mod isal;
@@ -31,6 +32,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+pub use buffers::BufferPool;
 pub use gzip::{BLOCK_SIZE, GzipEncoder};
 
 /// How a layer is compressed for the registry.
@@ -116,7 +118,7 @@ impl Codec {
     pub fn settings_key(self) -> String {
         match self {
             Self::Gzip { level } => format!("gzip:{level}:{}:{}k", gzip::backend(level), BLOCK_SIZE / 1024),
-            Self::Zstd { level } => format!("zstd:{level}:mt{ZSTD_WORKERS}"),
+            Self::Zstd { level } => format!("zstd:{level}:mt{ZSTD_WORKERS}:{}k", ZSTD_JOB_SIZE / 1024),
             Self::None => "none".to_owned(),
         }
     }
@@ -128,6 +130,7 @@ impl Codec {
             Self::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
                 encoder.multithread(ZSTD_WORKERS)?;
+                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 Inner::Zstd(encoder)
             }
             Self::None => Inner::None(out),
@@ -139,6 +142,12 @@ impl Codec {
 /// libzstd's worker threads per layer. Fixed, not the machine's core count:
 /// the bytes must not depend on where hoist runs.
 const ZSTD_WORKERS: u32 = 2;
+
+/// Input per zstd job. libzstd's default at level 3 is 8 MiB, and each
+/// worker holds a job's input and output: a default `--jobs 2` push peaked
+/// at 185 MiB. 1 MiB jobs peak at 47 MiB for 0.9 % more bytes (bench, the
+/// 1.2 GB archive); the window still reaches back across jobs.
+const ZSTD_JOB_SIZE: u32 = 1 << 20;
 
 /// Compresses what is written to it into the wrapped writer; call
 /// [`LayerEncoder::finish`] to end the stream.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hoist_archive::{Archive, Compression, Layer};
-use hoist_codec::Codec;
+use hoist_codec::{BufferPool, Codec};
 use hoist_oci::{Digest, Sha256};
 use hoist_registry::{BlobSource, BlobStream};
 use tokio::sync::mpsc;
@@ -323,6 +323,25 @@ impl<R: Read, P: FnMut(u64)> Read for ProgressReader<R, P> {
     }
 }
 
+/// Upload chunks, back from the HTTP client once it has written them: two in
+/// flight and one filling per layer, for a few layers at once.
+static CHUNK_BUFFERS: BufferPool = BufferPool::new(CHUNK, 4 * (CHUNKS_IN_FLIGHT + 1));
+
+/// A chunk of the HTTP body that returns its buffer to [`CHUNK_BUFFERS`].
+struct PooledChunk(Vec<u8>);
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        CHUNK_BUFFERS.give_back(std::mem::take(&mut self.0));
+    }
+}
+
 /// Collects the outgoing bytes into chunks for the HTTP body and hashes
 /// them all, sending only those from `skip` on (a resumed upload).
 pub(crate) struct ChunkSink {
@@ -334,16 +353,16 @@ pub(crate) struct ChunkSink {
 
 impl ChunkSink {
     pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>, skip: u64) -> Self {
-        Self { tx, hasher: Sha256::new(), buffer: Vec::with_capacity(CHUNK), skip }
+        Self { tx, hasher: Sha256::new(), buffer: CHUNK_BUFFERS.take(), skip }
     }
 
     fn send_buffer(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.buffer, CHUNK_BUFFERS.take());
         self.tx
-            .blocking_send(Ok(Bytes::from(chunk)))
+            .blocking_send(Ok(Bytes::from_owner(PooledChunk(chunk))))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
     }
 
@@ -357,14 +376,16 @@ impl ChunkSink {
 
 impl Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hasher.update(data);
         let skipped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
+        // Up to a full chunk, so that the buffer never grows past its pool's size.
+        let taken = skipped + (data.len() - skipped).min(CHUNK - self.buffer.len());
+        self.hasher.update(&data[..taken]);
         self.skip -= skipped as u64;
-        self.buffer.extend_from_slice(&data[skipped..]);
-        if self.buffer.len() >= CHUNK {
+        self.buffer.extend_from_slice(&data[skipped..taken]);
+        if self.buffer.len() == CHUNK {
             self.send_buffer()?;
         }
-        Ok(data.len())
+        Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
