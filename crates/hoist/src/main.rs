@@ -3,9 +3,15 @@
 
 #![allow(clippy::print_stderr)] // the binary is where output belongs
 
+use std::fmt;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::Level;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 // glibc's heap fragments under one allocation pattern hoist has: a
 // decompressor's state (32-128 KiB) made and dropped per blob between small
@@ -61,10 +67,43 @@ fn init_tracing(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| default.into());
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
+        .with_ansi(color)
+        .event_format(LevelPrefix)
         .init();
+}
+
+/// Log lines as `warning: …`, like the `error: …` of a failure, rather than
+/// tracing's `WARN …`.
+struct LevelPrefix;
+
+impl<S, N> FormatEvent<S, N> for LevelPrefix
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let (label, color) = match *event.metadata().level() {
+            Level::ERROR => ("error", "1;31"),
+            Level::WARN => ("warning", "1;33"),
+            Level::INFO => ("info", "1;36"),
+            Level::DEBUG => ("debug", "2"),
+            Level::TRACE => ("trace", "2"),
+        };
+        if writer.has_ansi_escapes() {
+            write!(writer, "\x1b[{color}m{label}:\x1b[0m ")?;
+        } else {
+            write!(writer, "{label}: ")?;
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
