@@ -21,6 +21,10 @@ pub trait Reporter: Send + Sync {
     fn blob_progress(&self, _id: &BlobId, _bytes: u64) {}
     /// The blob is in the repository.
     fn blob_finished(&self, _id: &BlobId, _action: BlobAction, _digest: &Digest) {}
+    /// A push from a stream (standard input, a wrapped archive) has read
+    /// `bytes` of it so far. Its images and sizes are known only at its end,
+    /// so until then this is the only progress; the blob events follow.
+    fn stream_read(&self, _bytes: u64) {}
     /// A manifest was put under `reference`.
     fn manifest_pushed(&self, _reference: &Reference, _digest: &Digest) {}
     /// A request or upload step failed and is tried again after

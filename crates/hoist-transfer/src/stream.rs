@@ -94,6 +94,31 @@ impl HeldLayers {
     }
 }
 
+/// Passes the input through, telling the reporter how much was read.
+struct ReadCounter {
+    inner: Box<dyn Read + Send>,
+    reporter: Arc<dyn Reporter>,
+    read: u64,
+    reported: u64,
+}
+
+impl ReadCounter {
+    /// Reports at most once per this many bytes.
+    const EVERY: u64 = 1 << 20;
+}
+
+impl Read for ReadCounter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read - self.reported >= Self::EVERY || (n == 0 && self.read > self.reported) {
+            self.reported = self.read;
+            self.reporter.stream_read(self.read);
+        }
+        Ok(n)
+    }
+}
+
 /// A stream read to its end, its layers held, its images known.
 #[derive(Debug)]
 pub struct StreamedPush {
@@ -112,7 +137,9 @@ pub async fn read_stream(
     client: &Client,
     hold: Hold,
     options: &PushOptions,
+    reporter: &Arc<dyn Reporter>,
 ) -> Result<StreamedPush, PushError> {
+    let input = Box::new(ReadCounter { inner: input, reporter: Arc::clone(reporter), read: 0, reported: 0 });
     let (target, staging, session_repo) = match hold {
         Hold::Session(reference) => {
             let repo = client.repository(&reference);

@@ -55,28 +55,56 @@ struct BarsReporter {
     bars: Mutex<HashMap<BlobId, ProgressBar>>,
     /// Finished bars stay on screen only while someone holds them.
     finished: Mutex<Vec<ProgressBar>>,
+    /// How much of a pushed stream was read; made by its first event.
+    stream: Mutex<Option<ProgressBar>>,
 }
 
 impl BarsReporter {
     fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let total = multi.add(ProgressBar::new(0));
-        total.set_style(
+        // Only a name until the push is planned: a stream's total is known at its end.
+        total.set_style(ProgressStyle::with_template("{prefix:>12}").expect("static template"));
+        total.set_prefix("total");
+        Self {
+            multi,
+            total,
+            bars: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Vec::new()),
+            stream: Mutex::new(None),
+        }
+    }
+}
+
+impl Reporter for BarsReporter {
+    fn push_planned(&self, _blobs: usize, bytes: u64) {
+        if let Some(stream) = self.stream.lock().expect("reporter lock").as_ref() {
+            stream.finish();
+        }
+        self.total.set_style(
             ProgressStyle::with_template(
                 "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
             )
             .expect("static template")
             .progress_chars("=> "),
         );
-        total.set_prefix("total");
-        Self { multi, total, bars: Mutex::new(HashMap::new()), finished: Mutex::new(Vec::new()) }
-    }
-}
-
-impl Reporter for BarsReporter {
-    fn push_planned(&self, _blobs: usize, bytes: u64) {
         self.total.set_length(bytes);
         self.total.reset_elapsed();
+    }
+
+    fn stream_read(&self, bytes: u64) {
+        let mut stream = self.stream.lock().expect("reporter lock");
+        let bar = stream.get_or_insert_with(|| {
+            // Its length is unknown: bytes and rate, no bar or eta.
+            let bar = self.multi.insert_before(&self.total, ProgressBar::no_length());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} {bytes} {binary_bytes_per_sec} {elapsed}")
+                    .expect("static template"),
+            );
+            bar.set_prefix("read");
+            bar
+        });
+        bar.set_position(bytes);
     }
 
     fn blob_started(&self, id: &BlobId, _repository: &str, size: u64) {
@@ -128,6 +156,8 @@ struct PlainState {
     done: u64,
     started: Option<Instant>,
     last_line: Option<Instant>,
+    /// When a pushed stream was first read from.
+    stream_started: Option<Instant>,
 }
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -143,6 +173,18 @@ impl Reporter for PlainReporter {
 
     fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {
         eprintln!("{}: pushing to {repository} ({})", id.short(), human_bytes(size));
+    }
+
+    fn stream_read(&self, bytes: u64) {
+        let mut state = self.state.lock().expect("reporter lock");
+        let now = Instant::now();
+        let started = *state.stream_started.get_or_insert(now);
+        if state.last_line.is_none_or(|last| now - last >= PLAIN_EVERY) {
+            state.last_line = Some(now);
+            let rate =
+                bytes.saturating_mul(1000) / u64::try_from((now - started).as_millis()).unwrap_or(u64::MAX).max(1);
+            eprintln!("read: {} of the stream, {}/s", human_bytes(bytes), human_bytes(rate));
+        }
     }
 
     fn blob_progress(&self, _id: &BlobId, bytes: u64) {
@@ -181,6 +223,8 @@ impl Reporter for PlainReporter {
 #[derive(Default)]
 struct JsonReporter {
     progress: Mutex<HashMap<BlobId, (u64, u64, Instant)>>,
+    /// When the last `read` event went out.
+    last_read: Mutex<Option<Instant>>,
 }
 
 const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -199,6 +243,14 @@ pub(crate) fn emit_error(message: &str, hint: Option<&str>) {
 impl Reporter for JsonReporter {
     fn push_planned(&self, blobs: usize, bytes: u64) {
         emit(&serde_json::json!({ "event": "plan", "blobs": blobs, "bytes": bytes }));
+    }
+
+    fn stream_read(&self, bytes: u64) {
+        let mut last = self.last_read.lock().expect("reporter lock");
+        if last.is_none_or(|last| last.elapsed() >= JSON_PROGRESS_EVERY) {
+            *last = Some(Instant::now());
+            emit(&serde_json::json!({ "event": "read", "bytes": bytes }));
+        }
     }
 
     fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {

@@ -129,7 +129,7 @@ async fn push_streamed(
         Some(first) if destinations.iter().all(|d| d.registry() == first.registry()) => Hold::Session(first.clone()),
         _ => Hold::Stage(None),
     };
-    let streamed = read_stream(input, args.archive.clone(), &client, hold, options).await;
+    let streamed = read_stream(input, args.archive.clone(), &client, hold, options, &reporter).await;
     let streamed = match streamed {
         Ok(streamed) => streamed,
         Err(error) => return Err(report_error(args, error)),

@@ -303,3 +303,27 @@ fn a_repeat_stream_push_commits_nothing_new() {
     assert_image(&dest, summary["images"][0]["digest"].as_str().unwrap(), &fixture);
     assert_eq!(committed_blobs(&registry), 4);
 }
+
+#[test]
+fn a_stream_push_reports_what_it_has_read_before_its_images_are_known() {
+    let registry = TestRegistry::start();
+    let bytes = DockerSaveClassic::new().image(image()).build();
+    let size = bytes.len() as u64;
+    let dest = format!("{}/app:1", registry.host());
+
+    let json = hoist_stdin(&["push", "-", &dest, "--progress", "json"], bytes.clone(), None);
+    json.success();
+    let events: Vec<serde_json::Value> =
+        json.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let plan = kinds.iter().position(|k| *k == "plan").expect("a plan event");
+    let reads: Vec<u64> =
+        events.iter().filter(|e| e["event"] == "read").map(|e| e["bytes"].as_u64().unwrap()).collect();
+    assert!(!reads.is_empty(), "read events: {kinds:?}");
+    assert!(kinds[..plan].iter().all(|k| *k == "read"), "reads come before the plan: {kinds:?}");
+    assert!(reads.windows(2).all(|w| w[0] < w[1]) && reads.iter().all(|r| *r <= size), "{reads:?} of {size}");
+
+    let plain_run = hoist_stdin(&["push", "-", &dest, "--progress", "plain"], bytes, None);
+    plain_run.success();
+    assert!(plain_run.stderr.lines().next().is_some_and(|l| l.starts_with("read: ")), "{}", plain_run.stderr);
+}
