@@ -255,20 +255,26 @@ round_skopeo() {
     stop_registry
 }
 
-# Monolithic upload of every uncompressed layer, one after another: POST opens the
-# upload, one PUT carries the whole body and the digest. Streams from the file (-T).
-curl_upload() {
-    local port=$1 path digest loc
-    layer_files | while read -r path digest; do
-        loc=$(curl -fsS -o /dev/null -D - -X POST "http://127.0.0.1:$port/v2/bench/raw/blobs/uploads/" |
-            tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-        [[ -n $loc ]] || return 1
-        [[ $loc == http* ]] || loc="http://127.0.0.1:$port$loc"
-        curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' \
-            -T "$path" "$loc&digest=$digest" || return 1
-    done
+# Monolithic upload of one uncompressed layer: POST opens the upload, one PUT
+# carries the whole body and the digest. Streams from the file (-T).
+curl_upload_one() {
+    local port=$1 path=$2 digest=$3 loc
+    loc=$(curl -fsS -o /dev/null -D - -X POST "http://127.0.0.1:$port/v2/bench/raw/blobs/uploads/" |
+        tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    [[ -n $loc ]] || return 1
+    [[ $loc == http* ]] || loc="http://127.0.0.1:$port$loc"
+    curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' \
+        -T "$path" "$loc&digest=$digest"
 }
-export -f curl_upload layer_files
+
+# Every layer, two at a time as hoist's default `--jobs 2` sends them: the
+# registry hashes each upload on one thread, so one at a time would understate
+# what it can ingest.
+curl_upload() {
+    local port=$1
+    layer_files | xargs -P 2 -L 1 bash -c 'curl_upload_one "$0" "$1" "$2"' "$port"
+}
+export -f curl_upload curl_upload_one layer_files
 export LAYERS
 
 # --compression none against curl, each into a fresh registry: the registry's own ingest rate.
