@@ -2,8 +2,6 @@
 //! sequential pass, layers held in upload sessions (or staged when only the
 //! RepoTags name the destination), checked with skopeo and the Docker Engine.
 
-use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use hoist_testkit::fixtures::{
@@ -12,35 +10,13 @@ use hoist_testkit::fixtures::{
 };
 use hoist_testkit::{TestRegistry, sha256, tools};
 
-use crate::support::{Run, hoist, path_str, run};
+use crate::support::{Run, hoist, hoist_stdin, path_str, run};
 
 fn image() -> ImageFixture {
     ImageFixture::new()
         .tag("app:1.0")
         .layer(layer_tar(&[("etc/os-release", b"ID=hoist-stream\n"), ("bin/tool", &vec![7u8; 300_000])]))
         .layer(incompressible_layer(5, 2 * 1024 * 1024 + 33))
-}
-
-/// `hoist ARGS…` with `input` on standard input.
-fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) -> Run {
-    let mut command = hoist();
-    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(tmpdir) = tmpdir {
-        command.env("TMPDIR", tmpdir);
-    }
-    let mut child = command.spawn().expect("run hoist");
-    let mut stdin = child.stdin.take().unwrap();
-    // hoist may stop reading early on an error: a broken pipe here is fine.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().expect("wait for hoist");
-    writer.join().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// The digest from the one `REF@sha256:…` line for `reference`.

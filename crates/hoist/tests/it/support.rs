@@ -1,5 +1,6 @@
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The `hoist` binary under test.
 pub(crate) fn hoist() -> Command {
@@ -53,6 +54,28 @@ pub(crate) fn run(command: &mut Command) -> Run {
 /// `hoist ARGS…`
 pub(crate) fn hoist_run(args: &[&str]) -> Run {
     run(hoist().args(args))
+}
+
+/// `hoist ARGS…` with `input` on standard input.
+pub(crate) fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) -> Run {
+    let mut command = hoist();
+    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(tmpdir) = tmpdir {
+        command.env("TMPDIR", tmpdir);
+    }
+    let mut child = command.spawn().expect("run hoist");
+    let mut stdin = child.stdin.take().unwrap();
+    // hoist may stop reading early on an error: a broken pipe here is fine.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait for hoist");
+    writer.join().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 pub(crate) fn path_str(path: &Path) -> &str {
