@@ -11,8 +11,8 @@ echo "== format and lints" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== fuzz (each target ${HOIST_FUZZ_SECONDS:-30}s from the kept corpus)" >&2
-scripts/fuzz.sh "${HOIST_FUZZ_SECONDS:-30}"
+echo "== fuzz (each target ${HOIST_FUZZ_SECONDS:-60}s from the kept corpus)" >&2
+scripts/fuzz.sh "${HOIST_FUZZ_SECONDS:-60}"
 
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
