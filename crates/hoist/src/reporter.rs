@@ -127,6 +127,13 @@ impl Reporter for BarsReporter {
 
     fn blob_finished(&self, id: &BlobId, action: BlobAction, digest: &Digest) {
         if let Some(bar) = self.bars.lock().expect("reporter lock").remove(id) {
+            // No rate once done: a streamed push's blobs went up while the
+            // stream was read, and only their commit is timed here.
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {total_bytes} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
             bar.finish_with_message(format!("{} as {}", action_word(action), digest.short()));
             self.finished.lock().expect("reporter lock").push(bar);
         }
