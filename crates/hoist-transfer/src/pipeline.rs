@@ -370,7 +370,14 @@ impl ChunkSink {
     pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
         self.send_buffer()?;
         let size = self.hasher.len();
-        Ok((self.hasher.finish(), size))
+        let hasher = std::mem::replace(&mut self.hasher, Sha256::new());
+        Ok((hasher.finish(), size))
+    }
+}
+
+impl Drop for ChunkSink {
+    fn drop(&mut self) {
+        CHUNK_BUFFERS.give_back(std::mem::take(&mut self.buffer));
     }
 }
 
