@@ -28,6 +28,8 @@ pub enum ArchiveError {
     NoImages { path: PathBuf },
     #[error("`{path}`: cannot read entry `{entry}`: {source}")]
     LayerRead { path: PathBuf, entry: String, source: std::io::Error },
+    #[error("`{path}`: cannot read past its last entry: {source}")]
+    Trailer { path: PathBuf, source: std::io::Error },
     #[error("`{path}`: entry `{entry}` does not match: {what} is {actual}, but the archive says {expected}")]
     Mismatch { path: PathBuf, entry: String, what: &'static str, expected: Digest, actual: Digest },
     /// A [`crate::LayerVisitor`] failed; its own error is the source.
@@ -47,7 +49,9 @@ impl ArchiveError {
                 "give an archive written by `docker save`, `podman save` or `skopeo copy … docker-archive:`".into()
             }
             Self::Compressed { .. } => "decompress it first, e.g. `gunzip -k FILE` or `zstd -d FILE`".into(),
-            Self::LayerRead { .. } => "the archive is damaged or was cut short; save the image again".into(),
+            Self::LayerRead { .. } | Self::Trailer { .. } => {
+                "the archive is damaged or was cut short; save the image again".into()
+            }
             Self::Mismatch { .. } => {
                 "the layer's bytes were changed after the image was saved; save the image again".into()
             }

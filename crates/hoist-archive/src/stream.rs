@@ -343,6 +343,11 @@ fn pass<'a>(
         }
         members.index.insert(name, described);
     }
+    // Read on past the end-of-archive blocks to the end of the input: a
+    // wrapper's checksum (gzip's CRC-32, zstd's) is checked only there, and a
+    // writer still sending padding is not cut off with a broken pipe.
+    io::copy(&mut archive.into_inner(), &mut io::sink())
+        .map_err(|source| ArchiveError::Trailer { path: label.to_owned(), source })?;
     members.index = std::mem::take(&mut members.index).finish(label)?;
     Ok(members)
 }

@@ -22,9 +22,11 @@ pub trait Reporter: Send + Sync {
     /// The blob is in the repository.
     fn blob_finished(&self, _id: &BlobId, _action: BlobAction, _digest: &Digest) {}
     /// A push from a stream (standard input, a wrapped archive) has read
-    /// `bytes` of it so far. Its images and sizes are known only at its end,
-    /// so until then this is the only progress; the blob events follow.
-    fn stream_read(&self, _bytes: u64) {}
+    /// `bytes` of it so far: 0 when reading starts, then as it goes, and
+    /// once more with `finished` at its end. Its images and sizes are known
+    /// only then, so until then this is the only progress; the blob events
+    /// follow.
+    fn stream_read(&self, _bytes: u64, _finished: bool) {}
     /// A manifest was put under `reference`.
     fn manifest_pushed(&self, _reference: &Reference, _digest: &Digest) {}
     /// A request or upload step failed and is tried again after

@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -98,8 +99,10 @@ impl HeldLayers {
 struct ReadCounter {
     inner: Box<dyn Read + Send>,
     reporter: Arc<dyn Reporter>,
-    read: u64,
-    reported: u64,
+    /// Shared with [`read_stream`], which reports the total at the end.
+    read: Arc<AtomicU64>,
+    /// `None` until the first read, which reports the start.
+    reported: Option<u64>,
 }
 
 impl ReadCounter {
@@ -109,11 +112,15 @@ impl ReadCounter {
 
 impl Read for ReadCounter {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reported.is_none() {
+            self.reported = Some(0);
+            self.reporter.stream_read(0, false);
+        }
         let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        if self.read - self.reported >= Self::EVERY || (n == 0 && self.read > self.reported) {
-            self.reported = self.read;
-            self.reporter.stream_read(self.read);
+        let read = self.read.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if self.reported.is_some_and(|reported| read - reported >= Self::EVERY) {
+            self.reported = Some(read);
+            self.reporter.stream_read(read, false);
         }
         Ok(n)
     }
@@ -139,7 +146,9 @@ pub async fn read_stream(
     options: &PushOptions,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<StreamedPush, PushError> {
-    let input = Box::new(ReadCounter { inner: input, reporter: Arc::clone(reporter), read: 0, reported: 0 });
+    let read = Arc::new(AtomicU64::new(0));
+    let input =
+        Box::new(ReadCounter { inner: input, reporter: Arc::clone(reporter), read: Arc::clone(&read), reported: None });
     let (target, staging, session_repo) = match hold {
         Hold::Session(reference) => {
             let repo = client.repository(&reference);
@@ -179,6 +188,7 @@ pub async fn read_stream(
     .await
     .map_err(|e| PushError::Internal(format!("the stream reader failed: {e}")))?;
     let (result, mut visitor) = joined;
+    reporter.stream_read(read.load(Ordering::Relaxed), true);
     if let Some(dir) = staging.as_ref().filter(|_| !visitor.held.made.is_empty()) {
         tracing::warn!(
             "staged {} layer(s), {} bytes, in {}",

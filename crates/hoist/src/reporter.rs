@@ -92,7 +92,7 @@ impl Reporter for BarsReporter {
         self.total.reset_elapsed();
     }
 
-    fn stream_read(&self, bytes: u64) {
+    fn stream_read(&self, bytes: u64, finished: bool) {
         let mut stream = self.stream.lock().expect("reporter lock");
         let bar = stream.get_or_insert_with(|| {
             // Its length is unknown: bytes and rate, no bar or eta.
@@ -105,6 +105,9 @@ impl Reporter for BarsReporter {
             bar
         });
         bar.set_position(bytes);
+        if finished {
+            bar.finish();
+        }
     }
 
     fn blob_started(&self, id: &BlobId, _repository: &str, size: u64) {
@@ -182,14 +185,23 @@ impl Reporter for PlainReporter {
         eprintln!("{}: pushing to {repository} ({})", id.short(), human_bytes(size));
     }
 
-    fn stream_read(&self, bytes: u64) {
+    fn stream_read(&self, bytes: u64, finished: bool) {
         let mut state = self.state.lock().expect("reporter lock");
         let now = Instant::now();
         let started = *state.stream_started.get_or_insert(now);
-        if state.last_line.is_none_or(|last| now - last >= PLAIN_EVERY) {
+        let last = *state.last_line.get_or_insert(started);
+        let elapsed = now - started;
+        let rate = bytes.saturating_mul(1000) / u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).max(1);
+        if finished {
             state.last_line = Some(now);
-            let rate =
-                bytes.saturating_mul(1000) / u64::try_from((now - started).as_millis()).unwrap_or(u64::MAX).max(1);
+            eprintln!(
+                "read: {} of the stream in {:.1}s, {}/s",
+                human_bytes(bytes),
+                elapsed.as_secs_f64(),
+                human_bytes(rate)
+            );
+        } else if now - last >= PLAIN_EVERY {
+            state.last_line = Some(now);
             eprintln!("read: {} of the stream, {}/s", human_bytes(bytes), human_bytes(rate));
         }
     }
@@ -252,11 +264,11 @@ impl Reporter for JsonReporter {
         emit(&serde_json::json!({ "event": "plan", "blobs": blobs, "bytes": bytes }));
     }
 
-    fn stream_read(&self, bytes: u64) {
+    fn stream_read(&self, bytes: u64, finished: bool) {
         let mut last = self.last_read.lock().expect("reporter lock");
-        if last.is_none_or(|last| last.elapsed() >= JSON_PROGRESS_EVERY) {
+        if finished || last.is_none_or(|last| last.elapsed() >= JSON_PROGRESS_EVERY) {
             *last = Some(Instant::now());
-            emit(&serde_json::json!({ "event": "read", "bytes": bytes }));
+            emit(&serde_json::json!({ "event": "read", "bytes": bytes, "finished": finished }));
         }
     }
 

@@ -293,13 +293,39 @@ fn a_stream_push_reports_what_it_has_read_before_its_images_are_known() {
         json.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     let plan = kinds.iter().position(|k| *k == "plan").expect("a plan event");
-    let reads: Vec<u64> =
-        events.iter().filter(|e| e["event"] == "read").map(|e| e["bytes"].as_u64().unwrap()).collect();
-    assert!(!reads.is_empty(), "read events: {kinds:?}");
+    let reads: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "read").collect();
+    let read_bytes: Vec<u64> = reads.iter().map(|e| e["bytes"].as_u64().unwrap()).collect();
     assert!(kinds[..plan].iter().all(|k| *k == "read"), "reads come before the plan: {kinds:?}");
-    assert!(reads.windows(2).all(|w| w[0] < w[1]) && reads.iter().all(|r| *r <= size), "{reads:?} of {size}");
+    assert_eq!(read_bytes.first(), Some(&0), "the first says reading started: {read_bytes:?}");
+    assert!(read_bytes.windows(2).all(|w| w[0] < w[1]), "{read_bytes:?}");
+    let last = reads.last().unwrap();
+    assert_eq!(last["finished"], true, "{reads:?}");
+    assert_eq!(last["bytes"], size, "the whole stream was read: {reads:?}");
+    assert_eq!(reads.iter().filter(|e| e["finished"] == true).count(), 1, "{reads:?}");
 
     let plain_run = hoist_stdin(&["push", "-", &dest, "--progress", "plain"], bytes, None);
     plain_run.success();
-    assert!(plain_run.stderr.lines().next().is_some_and(|l| l.starts_with("read: ")), "{}", plain_run.stderr);
+    let finished = format!("read: {} of the stream in ", human(size));
+    assert!(plain_run.stderr.lines().next().is_some_and(|l| l.starts_with(&finished)), "{}", plain_run.stderr);
+}
+
+/// The reporter's `human_bytes`, for this test's small sizes.
+#[allow(clippy::cast_precision_loss)]
+fn human(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
+}
+
+#[test]
+fn a_wrapper_damaged_after_the_last_entry_moves_no_tag() {
+    let registry = TestRegistry::start();
+    let mut bytes = gzip(&DockerSaveClassic::new().image(image()).build());
+    // gzip's trailer: the CRC-32 of the whole tar, then its length.
+    let crc = bytes.len() - 8;
+    bytes[crc] ^= 0xff;
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &dest], bytes, None);
+    push.fails_with(3, "cannot read past its last entry");
+    let (status, _) = registry.get("/v2/team/app/manifests/1.0");
+    assert_eq!(status, 404, "no tag was put");
+    assert_eq!(committed_blobs(&registry), 0, "no session was committed");
 }
