@@ -11,8 +11,9 @@ use hoist_testkit::tools::{require, require_docker, run, run_ok};
 
 use crate::support::{Run, hoist_run, hoist_stdin, path_str};
 
-/// A root filesystem holding Debian's static busybox as `/bin/busybox`.
-fn busybox_rootfs() -> Vec<u8> {
+/// A root filesystem holding Debian's static busybox as `/bin/busybox`, and
+/// `motd` as `/etc/motd`.
+fn busybox_rootfs(motd: &str) -> Vec<u8> {
     require("busybox", "busybox-static");
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .iter()
@@ -24,7 +25,7 @@ fn busybox_rootfs() -> Vec<u8> {
     for applet in ["sh", "echo", "cat"] {
         tar.symlink(&format!("bin/{applet}"), "busybox");
     }
-    tar.file("etc/motd", b"hoisted\n");
+    tar.file("etc/motd", motd.as_bytes());
     tar.finish()
 }
 
@@ -34,7 +35,7 @@ fn docker_save_push_pull_run_round_trip() {
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs.tar");
-    std::fs::write(&rootfs, busybox_rootfs()).unwrap();
+    std::fs::write(&rootfs, busybox_rootfs("hoisted\n")).unwrap();
     let unique = format!("{}-{}", std::process::id(), registry.port());
     let local = format!("hoist-it/busybox:{unique}");
     let pushed = format!("{}/hoist-it/busybox:{unique}", registry.host());
@@ -46,44 +47,62 @@ fn docker_save_push_pull_run_round_trip() {
 
     let push = hoist_run(&["push", path_str(&archive), &pushed]);
     push.success();
-    pulls_and_runs(&pushed, &push, "a genuine docker save");
+    pulls_and_runs(&pushed, &push, "hoisted\n");
 }
 
 /// Every layout hoist reads, from a file and from standard input, becomes an
 /// image the Docker Engine pulls and runs. This engine (20.10) writes only the
-/// classic layout; the others are testkit fixtures of the busybox rootfs.
+/// classic layout; the others are testkit fixtures of the busybox rootfs. Each
+/// push carries its own `/etc/motd`, so no layer is one Docker already holds
+/// or one the registry could mount: every pull downloads what hoist pushed.
 #[test]
 fn every_layout_from_a_file_and_from_stdin_pulls_and_runs() {
     require_docker();
     let registry = TestRegistry::start();
     let dir = tempfile::tempdir().unwrap();
-    let image = ImageFixture::new().tag("layouts/busybox:1").layer(busybox_rootfs());
-    let classic = DockerSaveClassic::new().image(image.clone()).build();
-    let oci = OciArchive::new().image(image.clone()).compression(LayerCompression::Gzip).build();
-    let archives: [(&str, Vec<u8>, &[&str]); 7] = [
-        ("classic-gz", gzip(&classic), &[]),
-        ("classic", classic, &[]),
-        ("docker25", DockerSaveOci::new().image(image.clone()).build(), &[]),
-        ("docker25-gzip", DockerSaveOci::new().image(image.clone()).compression(LayerCompression::Gzip).build(), &[]),
-        ("docker-archive", DockerArchive::new().image(image).build(), &[]),
-        ("oci", oci.clone(), &[]),
-        ("oci-as-oci", oci, &["--format", "oci"]),
-    ];
     let unique = format!("{}-{}", std::process::id(), registry.port());
-    for (name, bytes, flags) in archives {
-        let path = dir.path().join(format!("{name}.tar"));
-        std::fs::write(&path, &bytes).unwrap();
-        let from_file = format!("{}/layouts/{name}-file:{unique}", registry.host());
-        let push = hoist_run(&[&["push", path_str(&path), &from_file][..], flags].concat());
-        pulls_and_runs(&from_file, push.success(), name);
-        let from_stdin = format!("{}/layouts/{name}-stdin:{unique}", registry.host());
-        let push = hoist_stdin(&[&["push", "-", &from_stdin][..], flags].concat(), bytes, None);
-        pulls_and_runs(&from_stdin, push.success(), name);
+    let layouts: [(&str, &[&str]); 7] = [
+        ("classic-gz", &[]),
+        ("classic", &[]),
+        ("docker25", &[]),
+        ("docker25-gzip", &[]),
+        ("docker-archive", &[]),
+        ("oci", &[]),
+        ("oci-as-oci", &["--format", "oci"]),
+    ];
+    for (layout, flags) in layouts {
+        for source in ["file", "stdin"] {
+            let motd = format!("hoisted from {layout} ({source}) {unique}\n");
+            let bytes = archive(layout, ImageFixture::new().tag("layouts/busybox:1").layer(busybox_rootfs(&motd)));
+            let pushed = format!("{}/layouts/{layout}-{source}:{unique}", registry.host());
+            let push = if source == "file" {
+                let path = dir.path().join(format!("{layout}.tar"));
+                std::fs::write(&path, &bytes).unwrap();
+                hoist_run(&[&["push", path_str(&path), &pushed][..], flags].concat())
+            } else {
+                hoist_stdin(&[&["push", "-", &pushed][..], flags].concat(), bytes, None)
+            };
+            pulls_and_runs(&pushed, push.success(), &motd);
+        }
     }
 }
 
-/// `docker pull` gets the manifest `push` printed, and the image runs.
-fn pulls_and_runs(pushed: &str, push: &Run, what: &str) {
+/// `image` written in `layout`.
+fn archive(layout: &str, image: ImageFixture) -> Vec<u8> {
+    match layout {
+        "classic-gz" => gzip(&DockerSaveClassic::new().image(image).build()),
+        "classic" => DockerSaveClassic::new().image(image).build(),
+        "docker25" => DockerSaveOci::new().image(image).build(),
+        "docker25-gzip" => DockerSaveOci::new().image(image).compression(LayerCompression::Gzip).build(),
+        "docker-archive" => DockerArchive::new().image(image).build(),
+        "oci" | "oci-as-oci" => OciArchive::new().image(image).compression(LayerCompression::Gzip).build(),
+        other => panic!("no layout {other}"),
+    }
+}
+
+/// `docker pull` gets the manifest `push` printed, and the image runs,
+/// printing `motd`.
+fn pulls_and_runs(pushed: &str, push: &Run, motd: &str) {
     let digest = push.stdout.trim().rsplit_once('@').map(|(_, d)| d.to_owned()).expect("REF@digest on stdout");
     run_ok(Command::new("docker").args(["pull", pushed]));
     let repo_digests =
@@ -91,7 +110,7 @@ fn pulls_and_runs(pushed: &str, push: &Run, what: &str) {
     let said = run(Command::new("docker").args(["run", "--rm", pushed, "/bin/busybox", "cat", "/etc/motd"]));
     let _ = run(Command::new("docker").args(["rmi", "-f", pushed]));
 
-    assert!(repo_digests.contains(&digest), "{what}: docker pulled another manifest: {repo_digests} vs {digest}");
-    assert!(said.status.success(), "{what}: docker run failed: {}", String::from_utf8_lossy(&said.stderr));
-    assert_eq!(String::from_utf8_lossy(&said.stdout), "hoisted\n", "{what}");
+    assert!(repo_digests.contains(&digest), "{pushed}: docker pulled another manifest: {repo_digests} vs {digest}");
+    assert!(said.status.success(), "{pushed}: docker run failed: {}", String::from_utf8_lossy(&said.stderr));
+    assert_eq!(String::from_utf8_lossy(&said.stdout), motd);
 }
