@@ -33,7 +33,8 @@ On success one line per pushed reference goes to stdout: DEST@sha256:<manifest d
 
 Examples:
   hoist push app.tar 127.0.0.1:5000/team/app:1.0
-  hoist push images.tar --registry registry.example.com/mirror")]
+  hoist push images.tar --registry registry.example.com/mirror
+  docker save app:1 | hoist push - registry.example.com/team/app:1")]
     Push(PushArgs),
     /// Show what an image archive holds.
     #[command(after_help = "\
@@ -48,7 +49,8 @@ Examples:
 
 #[derive(Debug, Args)]
 pub(crate) struct PushArgs {
-    /// The archive written by `docker save`, `podman save` or skopeo.
+    /// The archive written by `docker save`, `podman save` or skopeo, or `-` for standard input.
+    /// gzip-, zstd- and xz-wrapped archives are read as they are, in one pass.
     pub(crate) archive: PathBuf,
     /// Where to push: `host[:port]/path/name[:tag]`, as with docker. Several are allowed.
     pub(crate) destinations: Vec<String>,
