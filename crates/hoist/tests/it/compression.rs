@@ -14,7 +14,7 @@ use hoist_testkit::fixtures::{
 };
 use hoist_testkit::{TestRegistry, tools};
 
-use crate::support::{hoist_run, path_str};
+use crate::support::{copy_and_check, hoist_run, path_str};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -67,22 +67,10 @@ fn push(archive: &Path, dest: &str, extra: &[&str]) -> String {
 /// every layer's media type and that each layer decodes to its diff_id.
 /// Returns the layer digests.
 fn assert_image(reference: &str, fixture: &ImageFixture, manifest_type: &str, layer_type: &str) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    tools::skopeo_copy_to_dir(reference, dir.path());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["mediaType"], manifest_type, "{reference}");
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), fixture.layers.len());
-    let mut digests = Vec::new();
-    for (layer, diff_id) in layers.iter().zip(fixture.diff_ids()) {
-        assert_eq!(layer["mediaType"], layer_type, "{reference}");
-        let digest = layer["digest"].as_str().unwrap();
-        let blob = dir.path().join(digest.trim_start_matches("sha256:"));
-        assert_eq!(tools::layer_diff_id(&blob, layer_type), diff_id, "{reference}: layer {digest}");
-        digests.push(digest.to_owned());
-    }
-    digests
+    let image = copy_and_check(reference, fixture);
+    assert_eq!(image.manifest["mediaType"], manifest_type, "{reference}");
+    assert!(image.layer_types().iter().all(|t| *t == layer_type), "{reference}: {:?}", image.layer_types());
+    image.layer_digests()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use hoist_testkit::fixtures::{
 };
 use hoist_testkit::tools::{require, require_docker, run, run_ok};
 
-use crate::support::{Run, hoist_run, hoist_stdin, path_str};
+use crate::support::{Run, hoist_run, hoist_stdin, path_str, pushed_digest};
 
 /// A root filesystem holding Debian's static busybox as `/bin/busybox`, and
 /// `motd` as `/etc/motd`.
@@ -103,14 +103,14 @@ fn archive(layout: &str, image: ImageFixture) -> Vec<u8> {
 /// `docker pull` gets the manifest `push` printed, and the image runs,
 /// printing `motd`.
 fn pulls_and_runs(pushed: &str, push: &Run, motd: &str) {
-    let digest = push.stdout.trim().rsplit_once('@').map(|(_, d)| d.to_owned()).expect("REF@digest on stdout");
+    let digest = pushed_digest(&push.stdout, pushed);
     run_ok(Command::new("docker").args(["pull", pushed]));
     let repo_digests =
         run_ok(Command::new("docker").args(["image", "inspect", "--format", "{{json .RepoDigests}}", pushed]));
     let said = run(Command::new("docker").args(["run", "--rm", pushed, "/bin/busybox", "cat", "/etc/motd"]));
     let _ = run(Command::new("docker").args(["rmi", "-f", pushed]));
 
-    assert!(repo_digests.contains(&digest), "{pushed}: docker pulled another manifest: {repo_digests} vs {digest}");
+    assert!(repo_digests.contains(digest), "{pushed}: docker pulled another manifest: {repo_digests} vs {digest}");
     assert!(said.status.success(), "{pushed}: docker run failed: {}", String::from_utf8_lossy(&said.stderr));
     assert_eq!(String::from_utf8_lossy(&said.stdout), motd);
 }

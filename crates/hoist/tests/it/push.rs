@@ -1,9 +1,9 @@
 //! `hoist push` to a real registry, checked with skopeo.
 
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer, layer_tar};
-use hoist_testkit::{TestRegistry, sha256, tools};
+use hoist_testkit::{TestRegistry, tools};
 
-use crate::support::{hoist_run, path_str};
+use crate::support::{assert_manifest_digest, copy_and_check, hoist_run, path_str, pushed_digest};
 
 fn two_layer_image() -> ImageFixture {
     ImageFixture::new()
@@ -12,41 +12,20 @@ fn two_layer_image() -> ImageFixture {
         .layer(incompressible_layer(1, 2 * 1024 * 1024 + 17))
 }
 
-/// The manifest digest on a `REF@sha256:…` stdout line for `reference`.
-fn digest_line<'a>(stdout: &'a str, reference: &str) -> &'a str {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{reference}@")))
-        .unwrap_or_else(|| panic!("no line for {reference} in {stdout}"));
-    &line[reference.len() + 1..]
-}
-
-/// Checks with skopeo that `reference` is the image `fixture`: skopeo
-/// verifies every blob digest while copying, and each layer must gunzip to
-/// the fixture's diff_id.
+/// Checks with skopeo that `reference` is the image `fixture`, pushed with
+/// Docker media types and gzip layers, under the digest hoist printed.
 fn assert_pushed(reference: &str, digest: &str, fixture: &ImageFixture) {
     let inspect = tools::skopeo_inspect(reference);
     assert_eq!(inspect["Digest"], digest, "skopeo sees the digest hoist printed");
-    let raw = tools::skopeo_raw_manifest(reference);
-    assert_eq!(sha256(&raw), digest, "the manifest bytes hash to the printed digest");
-    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
-    assert_eq!(manifest["config"]["digest"], fixture.config_digest());
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), fixture.layers.len());
-
-    let dir = tempfile::tempdir().unwrap();
-    tools::skopeo_copy_to_dir(reference, dir.path());
-    for (layer, diff_id) in layers.iter().zip(fixture.diff_ids()) {
-        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
-        let digest = layer["digest"].as_str().unwrap();
-        let blob = dir.path().join(digest.trim_start_matches("sha256:"));
-        assert_eq!(std::fs::metadata(&blob).unwrap().len(), layer["size"].as_u64().unwrap());
-        assert_eq!(tools::gunzip_sha256(&blob), diff_id, "layer {digest} decompresses to its diff_id");
-    }
-    let config = std::fs::read(dir.path().join(fixture.config_digest().trim_start_matches("sha256:"))).unwrap();
-    assert_eq!(config, fixture.config(), "the config goes up byte for byte");
+    assert_manifest_digest(reference, digest);
+    let image = copy_and_check(reference, fixture);
+    assert_eq!(image.manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(image.manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+    assert!(
+        image.layer_types().iter().all(|t| *t == "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{:?}",
+        image.layer_types()
+    );
 }
 
 #[test]
@@ -61,7 +40,7 @@ fn pushes_a_classic_archive_to_the_destination() {
     let run = hoist_run(&["push", path_str(&archive), &dest]);
     run.success();
     assert_eq!(run.stdout.lines().count(), 1, "stdout holds only the result: {}", run.stdout);
-    let digest = digest_line(&run.stdout, &dest);
+    let digest = pushed_digest(&run.stdout, &dest);
     assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
     assert_pushed(&dest, digest, &fixture);
 }
@@ -79,8 +58,8 @@ fn repo_tags_are_used_and_rehomed_by_registry() {
     assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
     let first = format!("{}/team/app:1.0", registry.host());
     let second = format!("{}/team/app:latest", registry.host());
-    let digest = digest_line(&run.stdout, &first);
-    assert_eq!(digest_line(&run.stdout, &second), digest, "both tags name one manifest");
+    let digest = pushed_digest(&run.stdout, &first);
+    assert_eq!(pushed_digest(&run.stdout, &second), digest, "both tags name one manifest");
     assert_pushed(&first, digest, &fixture);
     assert_pushed(&second, digest, &fixture);
 }
@@ -95,8 +74,8 @@ fn pushing_twice_gives_the_same_digest() {
     let first = hoist_run(&["push", path_str(&archive), &dest]);
     let second = hoist_run(&["push", "--jobs", "1", path_str(&archive), &dest]);
     assert_eq!(
-        digest_line(&first.success().stdout, &dest),
-        digest_line(&second.success().stdout, &dest),
+        pushed_digest(&first.success().stdout, &dest),
+        pushed_digest(&second.success().stdout, &dest),
         "compression is deterministic"
     );
 }
@@ -116,9 +95,9 @@ fn one_image_of_several_is_chosen_with_image() {
     refused.fails_with(2, "holds 2 images");
 
     let run = hoist_run(&["push", path_str(&archive), &dest, "--image", "two:1"]);
-    assert_pushed(&dest, digest_line(&run.success().stdout, &dest), &second);
+    assert_pushed(&dest, pushed_digest(&run.success().stdout, &dest), &second);
     let by_number = hoist_run(&["push", path_str(&archive), &dest, "--image", "2"]);
-    assert_eq!(digest_line(&by_number.success().stdout, &dest), digest_line(&run.stdout, &dest));
+    assert_eq!(pushed_digest(&by_number.success().stdout, &dest), pushed_digest(&run.stdout, &dest));
 }
 
 #[test]
@@ -135,8 +114,8 @@ fn every_image_of_a_multi_image_archive_goes_to_its_tags() {
     run.success();
     let one = format!("{}/one:1", registry.host());
     let two = format!("{}/two:1", registry.host());
-    assert_pushed(&one, digest_line(&run.stdout, &one), &first);
-    assert_pushed(&two, digest_line(&run.stdout, &two), &second);
+    assert_pushed(&one, pushed_digest(&run.stdout, &one), &first);
+    assert_pushed(&two, pushed_digest(&run.stdout, &two), &second);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use hoist_testkit::fixtures::{
 };
 use hoist_testkit::{TestRegistry, sha256, tools};
 
-use crate::support::{Run, hoist, hoist_stdin, path_str, run};
+use crate::support::{Run, assert_manifest_digest, copy_and_check, hoist, hoist_stdin, path_str, pushed_digest, run};
 
 fn image() -> ImageFixture {
     ImageFixture::new()
@@ -19,41 +19,15 @@ fn image() -> ImageFixture {
         .layer(incompressible_layer(5, 2 * 1024 * 1024 + 33))
 }
 
-/// The digest from the one `REF@sha256:…` line for `reference`.
-fn pushed_digest(run: &Run, reference: &str) -> String {
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{reference}@")))
-        .unwrap_or_else(|| panic!("no line for {reference} in {}", run.stdout));
-    line[reference.len() + 1..].to_owned()
+/// The digest hoist printed for `reference`.
+fn printed(run: &Run, reference: &str) -> String {
+    pushed_digest(&run.stdout, reference).to_owned()
 }
 
-/// Checks with skopeo (which verifies every blob digest it copies) that
-/// `reference` is `fixture`: the printed manifest digest, each layer
-/// decompressing to its diff_id, and the config.
+/// Checks with skopeo that `reference` is `fixture` under the printed digest.
 fn assert_image(reference: &str, digest: &str, fixture: &ImageFixture) {
-    let raw = tools::skopeo_raw_manifest(reference);
-    assert_eq!(sha256(&raw), digest, "the manifest bytes hash to the printed digest");
-    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(manifest["config"]["digest"], fixture.config_digest());
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), fixture.layers.len());
-    let dir = tempfile::tempdir().unwrap();
-    tools::skopeo_copy_to_dir(reference, dir.path());
-    for (layer, diff_id) in layers.iter().zip(fixture.diff_ids()) {
-        let blob = dir.path().join(layer["digest"].as_str().unwrap().trim_start_matches("sha256:"));
-        assert_eq!(std::fs::metadata(&blob).unwrap().len(), layer["size"].as_u64().unwrap());
-        let media_type = layer["mediaType"].as_str().unwrap();
-        let found = if media_type.ends_with("gzip") {
-            tools::gunzip_sha256(&blob)
-        } else {
-            let plain = ["application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.v1.tar"];
-            assert!(plain.contains(&media_type), "unexpected {media_type}");
-            sha256(&std::fs::read(&blob).unwrap())
-        };
-        assert_eq!(found, diff_id, "layer {} decompresses to its diff_id", layer["digest"]);
-    }
+    assert_manifest_digest(reference, digest);
+    copy_and_check(reference, fixture);
 }
 
 /// Blobs the registry has committed (in any repository).
@@ -72,7 +46,7 @@ fn stdin_classic_archive_pushes_to_dest() {
     let push = hoist_stdin(&["push", "-", &dest], bytes, None);
     push.success();
     assert_eq!(push.stdout.lines().count(), 1, "one line: {}", push.stdout);
-    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    assert_image(&dest, &printed(&push, &dest), &fixture);
     assert_eq!(committed_blobs(&registry), 4, "two layers, a config and the manifest");
 }
 
@@ -109,7 +83,7 @@ fn gzip_and_zstd_wrapped_files_push_in_one_pass() {
         let dest = format!("{}/wrapped/{}:1", registry.host(), name.replace('.', "-"));
         let push = run(hoist().args(["push", path_str(&path), &dest]));
         push.success();
-        assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+        assert_image(&dest, &printed(&push, &dest), &fixture);
     }
 }
 
@@ -127,7 +101,7 @@ fn every_layout_pushes_from_stdin() {
         let dest = format!("{}/layouts/{name}:1", registry.host());
         let push = hoist_stdin(&["push", "-", &dest], bytes, None);
         push.success();
-        assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+        assert_image(&dest, &printed(&push, &dest), &fixture);
     }
 }
 
@@ -141,7 +115,7 @@ fn repo_tags_from_stdin_are_staged_then_pushed() {
     let push = hoist_stdin(&["push", "-", "--registry", &target], bytes, Some(tmp.path()));
     push.success();
     let dest = format!("{target}/app:1.0");
-    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    assert_image(&dest, &printed(&push, &dest), &fixture);
     let staging = tmp.path().join("hoist-staging-");
     let staging = staging.to_str().unwrap();
     assert!(push.stderr.contains(staging), "says where it stages: {}", push.stderr);
@@ -171,7 +145,7 @@ fn an_unreferenced_layer_is_not_committed() {
     let dest = format!("{}/team/app:1.0", registry.host());
     let push = hoist_stdin(&["push", "-", &dest], bytes, None);
     push.success();
-    assert_image(&dest, &pushed_digest(&push, &dest), &fixture);
+    assert_image(&dest, &printed(&push, &dest), &fixture);
     let (status, _) = registry.get(&format!("/v2/team/app/blobs/{}", sha256(&stray)));
     assert_eq!(status, 404, "the stray entry's session was cancelled, not committed");
     assert_eq!(committed_blobs(&registry), 4, "two layers, a config and the manifest, nothing else");
@@ -216,7 +190,7 @@ fn docker_save_piped_to_hoist_pulls_and_runs() {
     assert!(save.wait().unwrap().success(), "docker save");
     tools::run_ok(Command::new("docker").args(["rmi", &local]));
     push.success();
-    let digest = pushed_digest(&push, &pushed);
+    let digest = printed(&push, &pushed);
 
     tools::run_ok(Command::new("docker").args(["pull", &pushed]));
     let repo_digests =
@@ -258,7 +232,7 @@ fn dests_on_two_registries_are_staged_and_pushed_to_both() {
     push.success();
     assert!(push.stderr.contains("staging its layers"), "says it stages: {}", push.stderr);
     for reference in [&first, &second] {
-        assert_image(reference, &pushed_digest(&push, reference), &fixture);
+        assert_image(reference, &printed(&push, reference), &fixture);
     }
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the staging directory is removed");
 }

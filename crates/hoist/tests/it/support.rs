@@ -2,6 +2,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use hoist_testkit::fixtures::ImageFixture;
+use hoist_testkit::{sha256, tools};
+
 /// The `hoist` binary under test.
 pub(crate) fn hoist() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
@@ -80,4 +83,76 @@ pub(crate) fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) 
 
 pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
+}
+
+/// The manifest digest on the `REF@sha256:…` stdout line for `reference`.
+pub(crate) fn pushed_digest<'a>(stdout: &'a str, reference: &str) -> &'a str {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{reference}@")))
+        .unwrap_or_else(|| panic!("no line for {reference} in {stdout}"));
+    &line[reference.len() + 1..]
+}
+
+/// An image copied out of the registry by skopeo, which verifies every blob
+/// digest on the way.
+pub(crate) struct CopiedImage {
+    pub(crate) manifest: serde_json::Value,
+    dir: tempfile::TempDir,
+}
+
+impl CopiedImage {
+    pub(crate) fn layer_digests(&self) -> Vec<String> {
+        self.layers().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
+    }
+
+    pub(crate) fn layer_types(&self) -> Vec<&str> {
+        self.layers().iter().map(|l| l["mediaType"].as_str().unwrap()).collect()
+    }
+
+    pub(crate) fn config(&self) -> Vec<u8> {
+        self.blob(self.manifest["config"]["digest"].as_str().unwrap())
+    }
+
+    fn layers(&self) -> &Vec<serde_json::Value> {
+        self.manifest["layers"].as_array().unwrap()
+    }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(digest.trim_start_matches("sha256:"))).unwrap()
+    }
+}
+
+/// Copies `reference` out with skopeo and checks that it is `fixture`: its
+/// config, and each layer, decoded as its media type says, hashing to the
+/// fixture's diff_id.
+pub(crate) fn copy_and_check(reference: &str, fixture: &ImageFixture) -> CopiedImage {
+    let dir = tempfile::tempdir().unwrap();
+    tools::skopeo_copy_to_dir(reference, dir.path());
+    let manifest = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let image = CopiedImage { manifest, dir };
+    assert_eq!(image.manifest["config"]["digest"], fixture.config_digest(), "{reference}");
+    assert_eq!(image.config(), fixture.config(), "{reference}: the config goes up byte for byte");
+    assert_eq!(image.layers().len(), fixture.layers.len(), "{reference}");
+    for (layer, diff_id) in image.layers().iter().zip(fixture.diff_ids()) {
+        let digest = layer["digest"].as_str().unwrap();
+        let path = image.dir.path().join(digest.trim_start_matches("sha256:"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), layer["size"].as_u64().unwrap(), "{reference}: {digest}");
+        let media_type = layer["mediaType"].as_str().unwrap();
+        assert_eq!(
+            tools::layer_diff_id(&path, media_type),
+            diff_id,
+            "{reference}: layer {digest} decodes to its diff_id"
+        );
+    }
+    image
+}
+
+/// The manifest the registry serves for `reference` hashes to `digest`.
+pub(crate) fn assert_manifest_digest(reference: &str, digest: &str) {
+    assert_eq!(
+        sha256(&tools::skopeo_raw_manifest(reference)),
+        digest,
+        "{reference}: the manifest hashes to the printed digest"
+    );
 }
