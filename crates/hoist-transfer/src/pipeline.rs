@@ -35,6 +35,12 @@ pub(crate) struct SentBlob {
 }
 
 impl SentBlob {
+    /// A blob just made, whose bytes the media type suffix `suffix` names
+    /// (as [`transform`] returns it).
+    pub(crate) fn made(digest: Digest, size: u64, suffix: Option<&str>) -> Self {
+        Self { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None }
+    }
+
     /// A blob known from the cache, by its media type.
     pub(crate) fn from_cached(digest: &Digest, size: u64, media_type: &str) -> Self {
         Self {
@@ -195,7 +201,7 @@ fn run(
             actual: diff_id,
         });
     }
-    Ok(SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None })
+    Ok(SentBlob::made(digest, size, suffix))
 }
 
 /// The uncompressed tar's digest, as [`transform`] learned it.

@@ -557,14 +557,19 @@ impl Visitor {
                 return Err(error.into());
             }
         };
-        Ok(Made {
+        Ok(self.made(blob, diff_id, SentBlob::made(digest, size, suffix), Held::Session(Box::new(upload))))
+    }
+
+    /// What `blob` became, with the settings it was made with.
+    fn made(&self, blob: &StreamedBlob<'_>, diff_id: Digest, sent: SentBlob, held: Held) -> Made {
+        Made {
             diff_id,
-            blob: SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None },
+            blob: sent,
             stored_size: blob.size,
             settings: self.options.settings_for_stored(blob.compression),
             compression: self.options.compression_name_for_stored(blob.compression),
-            held: Held::Session(Box::new(upload)),
-        })
+            held,
+        }
     }
 
     /// Streams one entry through the pipeline into a staging file.
@@ -582,14 +587,7 @@ impl Visitor {
         sink.inner.into_inner().map_err(|e| staging(e.into_error()))?.sync_data().map_err(staging)?;
         self.staged_bytes += size;
         tracing::warn!("staged layer `{}` as {} ({size} bytes)", blob.name, path.display());
-        Ok(Made {
-            diff_id,
-            blob: SentBlob { digest, size, gzip: suffix == Some("gzip"), zstd: suffix == Some("zstd"), sent_to: None },
-            stored_size: blob.size,
-            settings: self.options.settings_for_stored(blob.compression),
-            compression: self.options.compression_name_for_stored(blob.compression),
-            held: Held::Staged(path),
-        })
+        Ok(self.made(blob, diff_id, SentBlob::made(digest, size, suffix), Held::Staged(path)))
     }
 }
 
