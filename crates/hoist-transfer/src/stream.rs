@@ -288,11 +288,17 @@ impl StreamedPush {
         let groups = push::group_by_repository(plans);
         // (`registry/repository`, digest) → what placing the blob there took.
         let mut done: HashMap<(String, Digest), BlobReport> = HashMap::new();
-        if let Some(repo) = self.session_repo.clone() {
-            let location = location_of(&repo, plans);
-            self.commit_sessions(&repo, &location, &needed, options, reporter, &mut done).await?;
+        // Every layer placed is recorded, committed sessions included, so a
+        // later push of the same layers mounts them.
+        let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
+        let mut placed = self.commit_sessions(plans, &needed, options, &cache, reporter, &mut done).await;
+        if placed.is_ok() {
+            placed = self.place_layers(client, &groups, options, &cache, reporter, &mut done).await;
         }
-        self.place_layers(client, &groups, options, reporter, &mut done).await?;
+        if let Err(error) = cache.save() {
+            tracing::warn!("could not save the blob cache: {error}");
+        }
+        placed?;
         self.put_images(client, groups, options, reporter, &done).await
     }
 
@@ -304,10 +310,10 @@ impl StreamedPush {
         client: &Client,
         groups: &[(Reference, RepositoryGroup)],
         options: &PushOptions,
+        cache: &BlobCache,
         reporter: &Arc<dyn Reporter>,
         done: &mut HashMap<(String, Digest), BlobReport>,
     ) -> Result<(), PushError> {
-        let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
         for (reference, images) in groups {
             let repo = client.repository(reference);
             let location = format!("{}/{}", reference.registry(), reference.repository());
@@ -362,9 +368,6 @@ impl StreamedPush {
                 done.insert((location.clone(), digest.clone()), report);
             }
         }
-        if let Err(error) = cache.save() {
-            tracing::warn!("could not save the blob cache: {error}");
-        }
         Ok(())
     }
 
@@ -394,24 +397,26 @@ impl StreamedPush {
         push::put_manifests(client, ready, reporter).await
     }
 
-    /// Commits the sessions of `needed` entries (one per digest; none where
+    /// Commits the sessions (in the first planned repository) of `needed` entries (one per digest; none where
     /// the registry already has the blob) and cancels all others.
     async fn commit_sessions(
         &mut self,
-        repo: &Repository,
-        location: &str,
+        plans: &[PushPlan],
         needed: &[String],
         options: &PushOptions,
+        cache: &BlobCache,
         reporter: &Arc<dyn Reporter>,
         done: &mut HashMap<(String, Digest), BlobReport>,
     ) -> Result<(), PushError> {
+        let Some(repo) = self.session_repo.clone() else { return Ok(()) };
+        let location = location_of(&repo, plans);
         let mut names: Vec<String> = self.held.made.keys().cloned().collect();
         // Needed entries first, so a duplicate digest keeps a needed session.
         names.sort_by_key(|name| !needed.contains(name));
         for name in names {
             let made = self.held.made.get_mut(&name).expect("a known name");
             let Held::Session(upload) = std::mem::replace(&mut made.held, Held::Gone) else { continue };
-            let key = (location.to_owned(), made.blob.digest.clone());
+            let key = (location.clone(), made.blob.digest.clone());
             if !needed.contains(&name) || done.contains_key(&key) {
                 upload.cancel().await;
                 continue;
@@ -419,17 +424,18 @@ impl StreamedPush {
             let started = Instant::now();
             reporter.blob_started(&made.diff_id, repo.name(), made.stored_size);
             // A cancelled session costs nothing; a second copy costs storage.
-            let action = if repo.blob_exists(&made.blob.digest).await?.is_some() {
+            let upload_action = if repo.blob_exists(&made.blob.digest).await?.is_some() {
                 upload.cancel().await;
-                BlobAction::Existed
+                UploadAction::Existed
             } else {
                 upload.commit(&made.blob.digest).await?;
-                BlobAction::Uploaded
+                UploadAction::Uploaded
             };
+            let action = BlobAction::from(upload_action);
             reporter.blob_progress(&made.diff_id, made.stored_size);
             reporter.blob_finished(&made.diff_id, action, &made.blob.digest);
             let outcome = UploadOutcome {
-                action: if action == BlobAction::Uploaded { UploadAction::Uploaded } else { UploadAction::Existed },
+                action: upload_action,
                 digest: made.blob.digest.clone(),
                 size: Some(made.blob.size),
                 // The session carried the bytes during the stream, committed or not.
@@ -438,6 +444,8 @@ impl StreamedPush {
             };
             let compression = made.compression.clone();
             let report = push::report(&made.blob, action, options.format, compression, &outcome, started.elapsed());
+            let (digest, size) = (&made.blob.digest, made.blob.size);
+            cache.record(&made.diff_id, &made.settings, digest, size, &report.media_type, &location);
             done.insert(key, report);
         }
         Ok(())

@@ -303,3 +303,25 @@ fn a_wrapper_damaged_after_the_last_entry_moves_no_tag() {
     assert_eq!(status, 404, "no tag was put");
     assert_eq!(committed_blobs(&registry), 0, "no session was committed");
 }
+
+/// Layers committed from upload sessions go into the blob cache like any
+/// other, so a later push of the same image elsewhere mounts them.
+#[test]
+fn a_stream_push_feeds_the_blob_cache() {
+    let registry = TestRegistry::start();
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let first = format!("{}/team/app:1.0", registry.host());
+    hoist_stdin(&["push", "-", &first], bytes.clone(), None).success();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("app.tar");
+    std::fs::write(&archive, bytes).unwrap();
+    let second = format!("{}/other/app:2", registry.host());
+    let push = run(hoist().args(["push", path_str(&archive), &second, "--output", "json"]));
+    push.success();
+    let summary: serde_json::Value = serde_json::from_str(&push.stdout).unwrap();
+    let actions: Vec<&str> =
+        summary["images"][0]["blobs"].as_array().unwrap()[1..].iter().map(|b| b["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["mounted", "mounted"], "the cache knew where the streamed layers went");
+    assert_image(&second, summary["images"][0]["digest"].as_str().unwrap(), &fixture);
+}
