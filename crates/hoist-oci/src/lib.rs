@@ -20,7 +20,7 @@ mod reference;
 pub use config::{ImageConfig, Platform};
 pub use digest::{Digest, Sha256};
 pub use manifest::{Descriptor, ManifestBuilder, ManifestFormat, RawBlob};
-pub use reference::{Reference, RegistryTarget, is_loopback_host};
+pub use reference::{Reference, RegistryTarget, host_without_port, is_loopback_host};
 
 /// Why a reference, digest or document was refused.
 #[derive(Debug, thiserror::Error)]

@@ -125,7 +125,8 @@ pub fn is_loopback_host(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn host_without_port(registry: &str) -> &str {
+/// The host of a `host[:port]` registry name, brackets of an IPv6 address removed.
+pub fn host_without_port(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }

@@ -479,7 +479,7 @@ impl HostAuth {
     /// loopback, unless the user asked for plain HTTP to this registry.
     fn check_transport(&self, target: &Url, source: &CredentialSource) -> Result<(), RegistryError> {
         // Plain HTTP chosen for a registry covers that host (Harbor's realm is on it), not others.
-        let chosen = self.plain_http_allowed && target.host_str() == Some(host_of(&self.registry));
+        let chosen = self.plain_http_allowed && target.host_str() == Some(hoist_oci::host_without_port(&self.registry));
         if target.scheme() == "https" || chosen || is_loopback_url(target) {
             return Ok(());
         }
@@ -522,7 +522,7 @@ impl HostAuth {
             Some(response) => response,
             None => self.get_token(&http, &action, realm, service, scopes, credential).await?,
         };
-        let body = read_small(&action, realm, response).await?;
+        let body = crate::manifest::read_capped(&action, realm, response, MAX_TOKEN_RESPONSE).await?;
         let parsed = TokenResponse::parse(&body)
             .map_err(|detail| RegistryError::new(ErrorKind::Protocol, &action).with_url(realm).with_detail(detail))?;
         let (value, lifetime) = (parsed.token, parsed.lifetime);
@@ -688,13 +688,6 @@ fn sensitive(value: &str) -> HeaderValue {
 }
 
 /// `host:port` → `host`; `[::1]:5000` → `::1`.
-fn host_of(registry: &str) -> &str {
-    if let Some(rest) = registry.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    registry.rsplit_once(':').map_or(registry, |(host, _)| host)
-}
-
 fn is_loopback_url(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
@@ -702,16 +695,6 @@ fn is_loopback_url(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
-}
-
-async fn read_small(action: &str, url: &Url, response: reqwest::Response) -> Result<bytes::Bytes, RegistryError> {
-    let body = response.bytes().await.map_err(|e| RegistryError::from_transport(action, url, &e))?;
-    if body.len() > MAX_TOKEN_RESPONSE {
-        return Err(RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(url)
-            .with_detail("the token response is too large"));
-    }
-    Ok(body)
 }
 
 async fn token_error(
