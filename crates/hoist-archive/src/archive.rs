@@ -96,13 +96,6 @@ impl Archive {
         SliceReader::new(Arc::clone(&self.file), layer.offset, layer.size)
     }
 
-    /// Hashes one layer (decompressed if stored compressed) and checks it
-    /// against its diff_id, and the stored bytes against their digest where
-    /// the archive names one.
-    pub fn verify_layer(&self, layer: &Layer) -> Result<(), ArchiveError> {
-        self.verify_with(&mut LayerHasher::default(), layer)
-    }
-
     fn verify_with(&self, hasher: &mut LayerHasher, layer: &Layer) -> Result<(), ArchiveError> {
         let found = hasher.hash(self.layer_reader(layer), layer.compression).map_err(|e| ArchiveError::LayerRead {
             path: self.path.clone(),

@@ -54,11 +54,6 @@ impl Repository {
         Self { scopes: merge_scopes(scopes), ..self.clone() }
     }
 
-    /// The scopes this handle's tokens ask for.
-    pub fn scopes(&self) -> &[Scope] {
-        &self.scopes
-    }
-
     /// The repository path, e.g. `team/app`.
     pub fn name(&self) -> &str {
         &self.name
@@ -256,11 +251,6 @@ impl Upload {
     /// Closes the session with the digest of everything sent (empty PUT).
     pub async fn commit(self, digest: &Digest) -> Result<(), RegistryError> {
         self.put(digest, Bytes::new()).await
-    }
-
-    /// Closes the session by sending the whole blob in the PUT (monolithic).
-    pub async fn commit_with(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
-        self.put(digest, bytes).await
     }
 
     async fn put(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
