@@ -124,7 +124,7 @@ impl LayerSource {
 
 impl BlobSource for LayerSource {
     fn open(&self, offset: u64) -> io::Result<BlobStream> {
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let (tx, stream) = body_channel();
         let (archive, layer, encode) = (Arc::clone(&self.archive), self.layer.clone(), self.encode);
         let (progress, reported, state) =
             (Arc::clone(&self.progress), Arc::clone(&self.reported), Arc::clone(&self.state));
@@ -158,8 +158,7 @@ impl BlobSource for LayerSource {
                 }
             }
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(stream.boxed())
+        Ok(stream)
     }
 
     fn size(&self) -> Option<u64> {
@@ -332,6 +331,21 @@ impl<R: Read, P: FnMut(u64)> Read for ProgressReader<R, P> {
 /// Upload chunks, back from the HTTP client once it has written them: two in
 /// flight and one filling per layer, for a few layers at once.
 static CHUNK_BUFFERS: BufferPool = BufferPool::new(CHUNK, 4 * (CHUNKS_IN_FLIGHT + 1));
+
+/// A request body fed chunk by chunk from a blocking thread, at most
+/// [`CHUNKS_IN_FLIGHT`] ahead of the network.
+pub(crate) fn body_channel() -> (mpsc::Sender<io::Result<Bytes>>, BlobStream) {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (tx, stream.boxed())
+}
+
+/// The next chunk of `reader`, in a pooled buffer; `None` at its end.
+pub(crate) fn read_chunk(reader: &mut impl Read) -> io::Result<Option<Bytes>> {
+    let mut buffer = CHUNK_BUFFERS.take();
+    reader.take(CHUNK as u64).read_to_end(&mut buffer)?;
+    Ok((!buffer.is_empty()).then(|| Bytes::from_owner(PooledChunk(buffer))))
+}
 
 /// A chunk of the HTTP body that returns its buffer to [`CHUNK_BUFFERS`].
 struct PooledChunk(Vec<u8>);

@@ -29,15 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use hoist_archive::{ArchiveError, Image, LayerVisitor, StreamedArchive, StreamedBlob};
 use hoist_oci::{Digest, Reference, Sha256};
 use hoist_registry::{BlobSource, BlobStream, Client, Repository, Upload, UploadAction, UploadOptions, UploadOutcome};
-use tokio::sync::mpsc;
 
 use crate::cache::BlobCache;
-use crate::pipeline::{self, CHUNKS_IN_FLIGHT, ChunkSink, SentBlob};
+use crate::pipeline::{self, ChunkSink, SentBlob};
 use crate::push::{self, BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, ReadyManifest, RepositoryGroup};
 use crate::{PushError, Reporter};
 
@@ -133,7 +130,7 @@ pub struct StreamedPush {
     held: HeldLayers,
     session_repo: Option<Repository>,
     /// Deleted, with every staged file, when this is dropped.
-    staging: Option<tempfile::TempDir>,
+    _staging: Option<tempfile::TempDir>,
 }
 
 /// Reads `input` once, holding each layer-like entry as [`Hold`] says. `label`
@@ -208,7 +205,7 @@ pub async fn read_stream(
             return Err(error);
         }
     };
-    Ok(StreamedPush { archive, held: visitor.held, session_repo, staging })
+    Ok(StreamedPush { archive, held: visitor.held, session_repo, _staging: staging })
 }
 
 impl StreamedPush {
@@ -219,11 +216,6 @@ impl StreamedPush {
 
     pub fn archive(&self) -> &StreamedArchive {
         &self.archive
-    }
-
-    /// Where layers are staged, when they are.
-    pub fn staging_dir(&self) -> Option<&Path> {
-        self.staging.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Cancels every held session and deletes staged files, pushing nothing.
@@ -518,8 +510,7 @@ impl Visitor {
     ) -> Result<Made, PushError> {
         let encode = self.options.encoding_for_stored(blob.compression);
         let mut upload = self.handle.block_on(repo.start_upload())?;
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let (tx, stream) = pipeline::body_channel();
         let body = reqwest::Body::wrap_stream(stream);
         let sending = self.handle.spawn(async move {
             let result = upload.send_stream(body).await;
@@ -635,27 +626,21 @@ impl BlobSource for HeldSource {
         };
         let mut file = File::open(&path)?;
         file.seek(SeekFrom::Start(offset))?;
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let (tx, stream) = pipeline::body_channel();
         tokio::task::spawn_blocking(move || {
             loop {
-                let mut buffer = vec![0u8; 1024 * 1024];
-                match file.read(&mut buffer) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        buffer.truncate(n);
-                        if tx.blocking_send(Ok(Bytes::from(buffer))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
+                let chunk = match pipeline::read_chunk(&mut file) {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                };
+                let failed = chunk.is_err();
+                if tx.blocking_send(chunk).is_err() || failed {
+                    return;
                 }
             }
         });
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed())
+        Ok(stream)
     }
 
     fn size(&self) -> Option<u64> {
