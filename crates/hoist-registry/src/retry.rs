@@ -2,8 +2,9 @@
 //! passing reason.
 //!
 //! Every request goes through [`with_retries`], which calls one `send_once`
-//! per attempt. Retried: 408, 429, 500, 502, 503, 504, and requests that got
-//! no answer (refused or reset connections, timeouts). Never retried: any
+//! per attempt. Retried: 408, 429, 500, 502, 503, 504, and requests whose
+//! connection broke (resets, timeouts); not a connection that could not be
+//! made (refused, no such host), which trying again rarely mends. Never retried: any
 //! other status, and an answer whose error body says DENIED, UNAUTHORIZED or
 //! names a quota, whatever its status. Delays grow exponentially with jitter
 //! (the `backon` crate), capped; a `Retry-After` header (seconds or an HTTP
