@@ -179,7 +179,15 @@ impl RegistryError {
             ErrorKind::Rejected if d.status == Some(413) => {
                 "a proxy in front of the registry limits request size".into()
             }
-            ErrorKind::Rejected | ErrorKind::Protocol => return None,
+            ErrorKind::Rejected if self.has_code("MANIFEST_INVALID") || self.has_code("TAG_INVALID") => {
+                "the registry refused the manifest for the reason above; registries with policies (immutable \
+                 tags, allowed media types) refuse some: try a new tag, or the other `--format`"
+                    .into()
+            }
+            ErrorKind::Rejected => "the registry refused the request for the reason above".into(),
+            ErrorKind::Protocol => {
+                "the registry answered in a way hoist does not expect; run again with `-v` and report it".into()
+            }
         })
     }
 }

@@ -227,3 +227,28 @@ fn an_unknown_repository_says_how_to_create_it() {
     assert!(hint.contains("create the project `team`"), "{hint}");
     assert_eq!(setup.proxy.count("PUT", "/manifests/"), 0, "no tag was written");
 }
+
+/// A manifest the registry refuses (here a proxy answering its PUT with
+/// MANIFEST_INVALID, as a registry with a policy would) is exit 8, and the
+/// tag does not exist.
+#[test]
+fn a_refused_manifest_is_exit_8_and_moves_no_tag() {
+    let setup = setup(
+        300_000,
+        vec![
+            Rule::always(Fault::ErrorCode {
+                status: 400,
+                code: "MANIFEST_INVALID".into(),
+                message: "manifest invalid: refused by policy".into(),
+            })
+            .method("PUT")
+            .path("/manifests/"),
+        ],
+    );
+    let dest = format!("{}/team/app:1.0", setup.proxy.host());
+    let result = run(hoist().args(["push", "--no-cache", path_str(&setup.archive), &dest]));
+    result.fails_with(8, "MANIFEST_INVALID");
+    assert!(result.stderr.contains("hint: the registry refused the manifest"), "{}", result.stderr);
+    let (status, _) = setup.registry.get("/v2/team/app/manifests/1.0");
+    assert_eq!(status, 404, "no tag was put");
+}
