@@ -198,3 +198,17 @@ fn other_hosts_go_through_http_proxy_unless_no_proxy_says_otherwise() {
     run(&mut exempt).fails_with(6, "token");
     assert_eq!(issuer.issued().len(), 1, "NO_PROXY kept the second push away from the proxy");
 }
+
+/// `--certs-dir` names the certs.d tree and wins over `HOIST_CERTS_D` (the
+/// scene points that at an empty directory).
+#[test]
+fn the_certs_dir_flag_wins_over_the_environment() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let scene = Scene::new();
+    let flagged = scene.dir.path().join("flagged.d");
+    ca.write_certs_d(&flagged, &registry.host(), false);
+    run(&mut scene.push(&[&dest(&registry), "--https"])).fails_with(6, "");
+    run(&mut scene.push(&[&dest(&registry), "--https", "--certs-dir", path_str(&flagged)])).success();
+    skopeo_verifies(&dest(&registry), &ca, false);
+}
