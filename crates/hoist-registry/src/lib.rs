@@ -57,6 +57,11 @@ mod retry;
 mod upload;
 mod warning;
 
+/// The header a registry names a blob's or manifest's digest in.
+const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+/// The content type of blob bytes on the wire.
+const OCTET_STREAM: &str = "application/octet-stream";
+
 pub use auth::Scope;
 pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};

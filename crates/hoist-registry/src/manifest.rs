@@ -30,9 +30,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use url::Url;
 
 use crate::repository::{error_from, header_length, header_str};
-use crate::{ErrorKind, RegistryError, Repository};
-
-const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+use crate::{DOCKER_CONTENT_DIGEST, ErrorKind, RegistryError, Repository};
 
 /// distribution refuses manifests above this on PUT (`maxManifestBodySize`);
 /// hoist refuses to send them and to read them.

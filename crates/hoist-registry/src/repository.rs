@@ -11,10 +11,7 @@ use crate::BlobSource as _;
 use crate::auth::{HostAuth, Scope, merge_scopes};
 use crate::retry::RetryContext;
 use crate::upload::{next_location, parse_range_end, with_digest};
-use crate::{Client, ErrorKind, RegistryError};
-
-const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
-const OCTET_STREAM: &str = "application/octet-stream";
+use crate::{Client, DOCKER_CONTENT_DIGEST, ErrorKind, OCTET_STREAM, RegistryError};
 
 /// What [`Repository::push_blob`] had to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,10 +38,8 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::repository::{error_from, header_length, header_str};
-use crate::{ErrorKind, RegistryError, Repository};
+use crate::{DOCKER_CONTENT_DIGEST, ErrorKind, OCTET_STREAM, RegistryError, Repository};
 
-const OCTET_STREAM: &str = "application/octet-stream";
-const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 /// A chunk size that suits most registries (ECR wants 5–20 MiB parts).
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 /// Chunks are never halved below this, nor grown above [`MAX_CHUNK_SIZE`].
@@ -698,6 +696,13 @@ impl Reader {
     /// Up to `n` bytes; fewer only at the end of the blob.
     async fn read_chunk(&mut self, n: u64) -> io::Result<Bytes> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if self.front.len() >= n {
+            // The source's own chunk holds it all: no copy.
+            let out = self.front.split_to(n);
+            self.last = Some((self.pos, out.clone()));
+            self.pos += out.len() as u64;
+            return Ok(out);
+        }
         let mut out = BytesMut::with_capacity(n.min(64 * 1024 * 1024));
         loop {
             if !self.front.is_empty() {
