@@ -81,6 +81,11 @@ impl Reference {
         &self.repository
     }
 
+    /// `registry/repository`, without tag or digest: where blobs live.
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }

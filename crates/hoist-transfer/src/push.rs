@@ -193,7 +193,7 @@ async fn push_all(
 
     for (repository, images) in groups {
         let repo = client.repository(&repository);
-        let location = format!("{}/{}", repository.registry(), repository.repository());
+        let location = repository.location();
         let learned = if every_layer_known(archive, &images, &sent, cache, options) {
             HashMap::new()
         } else {

@@ -128,7 +128,8 @@ impl Read for ReadCounter {
 pub struct StreamedPush {
     archive: StreamedArchive,
     held: HeldLayers,
-    session_repo: Option<Repository>,
+    /// The repository holding the upload sessions, and its `registry/repository`.
+    session: Option<(Repository, String)>,
     /// Deleted, with every staged file, when this is dropped.
     _staging: Option<tempfile::TempDir>,
 }
@@ -146,10 +147,10 @@ pub async fn read_stream(
     let read = Arc::new(AtomicU64::new(0));
     let input =
         Box::new(ReadCounter { inner: input, reporter: Arc::clone(reporter), read: Arc::clone(&read), reported: None });
-    let (target, staging, session_repo) = match hold {
+    let (target, staging, session) = match hold {
         Hold::Session(reference) => {
             let repo = client.repository(&reference);
-            (Target::Session(repo.clone()), None, Some(repo))
+            (Target::Session(repo.clone()), None, Some((repo, reference.location())))
         }
         Hold::Stage(dir) => {
             let mut builder = tempfile::Builder::new();
@@ -205,7 +206,7 @@ pub async fn read_stream(
             return Err(error);
         }
     };
-    Ok(StreamedPush { archive, held: visitor.held, session_repo, _staging: staging })
+    Ok(StreamedPush { archive, held: visitor.held, session, _staging: staging })
 }
 
 impl StreamedPush {
@@ -283,7 +284,7 @@ impl StreamedPush {
         // Every layer placed is recorded, committed sessions included, so a
         // later push of the same layers mounts them.
         let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
-        let mut placed = self.commit_sessions(plans, &needed, options, &cache, reporter, &mut done).await;
+        let mut placed = self.commit_sessions(&needed, options, &cache, reporter, &mut done).await;
         if placed.is_ok() {
             placed = self.place_layers(client, &groups, options, &cache, reporter, &mut done).await;
         }
@@ -308,7 +309,7 @@ impl StreamedPush {
     ) -> Result<(), PushError> {
         for (reference, images) in groups {
             let repo = client.repository(reference);
-            let location = format!("{}/{}", reference.registry(), reference.repository());
+            let location = reference.location();
             let mut entries: Vec<&String> = Vec::new();
             for (image, _) in images {
                 for layer in &self.archive.images()[*image].layers {
@@ -375,7 +376,7 @@ impl StreamedPush {
         let mut ready: Vec<ReadyManifest> = Vec::new();
         for (reference, images) in groups {
             let repo = client.repository(&reference);
-            let location = format!("{}/{}", reference.registry(), reference.repository());
+            let location = reference.location();
             for (image_index, tags) in images {
                 let image = &self.archive.images()[image_index];
                 let staged = push::stage_image(&repo, image, options.format, reporter, |layer| {
@@ -393,15 +394,13 @@ impl StreamedPush {
     /// the registry already has the blob) and cancels all others.
     async fn commit_sessions(
         &mut self,
-        plans: &[PushPlan],
         needed: &[String],
         options: &PushOptions,
         cache: &BlobCache,
         reporter: &Arc<dyn Reporter>,
         done: &mut HashMap<(String, Digest), BlobReport>,
     ) -> Result<(), PushError> {
-        let Some(repo) = self.session_repo.clone() else { return Ok(()) };
-        let location = location_of(&repo, plans);
+        let Some((repo, location)) = self.session.clone() else { return Ok(()) };
         let mut names: Vec<String> = self.held.made.keys().cloned().collect();
         // Needed entries first, so a duplicate digest keeps a needed session.
         names.sort_by_key(|name| !needed.contains(name));
@@ -442,15 +441,6 @@ impl StreamedPush {
         }
         Ok(())
     }
-}
-
-/// `registry/repository` of the session repository.
-fn location_of(repo: &Repository, plans: &[PushPlan]) -> String {
-    plans
-        .iter()
-        .flat_map(|p| &p.destinations)
-        .find(|d| d.repository() == repo.name())
-        .map_or_else(|| repo.name().to_owned(), |d| format!("{}/{}", d.registry(), d.repository()))
 }
 
 /// What the visitor sends layers into.
