@@ -82,9 +82,10 @@ fn docker_config(dir: &std::path::Path, json: &str) -> CredentialStore {
     CredentialStore::anonymous().with_docker_config(dir.join("config.json"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_identity_token_is_exchanged_with_an_oauth2_post() {
-    let issuer = TokenIssuer::start(IssuerConfig::default().identity_token("refresh-abc"));
+/// Pushes a blob with an identity token from config.json through `issuer`;
+/// returns the methods of the token requests it saw.
+async fn identity_token_push(config: IssuerConfig) -> Vec<&'static str> {
+    let issuer = TokenIssuer::start(config.identity_token("refresh-abc"));
     let registry = TestRegistry::builder().token_auth(&issuer).start();
     let dir = tempfile::tempdir().unwrap();
     let store = docker_config(
@@ -92,26 +93,19 @@ async fn an_identity_token_is_exchanged_with_an_oauth2_post() {
         &format!(r#"{{"auths":{{"{}":{{"identitytoken":"refresh-abc"}}}}}}"#, registry.host()),
     );
     let repo = client(store).repository(&reference(&registry, "team/app"));
-    let bytes = Bytes::from_static(b"via oauth2");
+    let bytes = Bytes::from_static(b"via an identity token");
     repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap();
-    let methods: Vec<_> = issuer.issued().iter().map(|i| i.method).collect();
-    assert_eq!(methods, ["POST"]);
+    issuer.issued().iter().map(|i| i.method).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_is_exchanged_with_an_oauth2_post() {
+    assert_eq!(identity_token_push(IssuerConfig::default()).await, ["POST"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_oauth2_the_identity_token_goes_by_get() {
-    let issuer = TokenIssuer::start(IssuerConfig::default().identity_token("refresh-abc").without_oauth_post());
-    let registry = TestRegistry::builder().token_auth(&issuer).start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = docker_config(
-        dir.path(),
-        &format!(r#"{{"auths":{{"{}":{{"identitytoken":"refresh-abc"}}}}}}"#, registry.host()),
-    );
-    let repo = client(store).repository(&reference(&registry, "team/app"));
-    let bytes = Bytes::from_static(b"via get");
-    repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap();
-    let methods: Vec<_> = issuer.issued().iter().map(|i| i.method).collect();
-    assert_eq!(methods, ["GET"]);
+    assert_eq!(identity_token_push(IssuerConfig::default().without_oauth_post()).await, ["GET"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
