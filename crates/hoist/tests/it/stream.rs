@@ -325,3 +325,16 @@ fn a_stream_push_feeds_the_blob_cache() {
     assert_eq!(actions, ["mounted", "mounted"], "the cache knew where the streamed layers went");
     assert_image(&second, summary["images"][0]["digest"].as_str().unwrap(), &fixture);
 }
+
+/// With no DEST a stream is staged in TMPDIR; when that cannot be written the
+/// push stops before sending anything, saying where and what to do.
+#[test]
+fn an_unwritable_staging_directory_is_a_clear_error() {
+    let registry = TestRegistry::start();
+    let bytes = DockerSaveClassic::new().image(image()).build();
+    let missing = tempfile::tempdir().unwrap().path().join("gone");
+    let push = hoist_stdin(&["push", "-", "--registry", &registry.host()], bytes, Some(&missing));
+    push.fails_with(1, "cannot create a staging directory");
+    assert!(push.stderr.contains("point TMPDIR at a disk with room"), "{}", push.stderr);
+    assert_eq!(committed_blobs(&registry), 0, "nothing was sent");
+}
