@@ -513,14 +513,19 @@ impl HostAuth {
             Some((Credential::IdentityToken { token, .. }, _)) => Some(token.clone()),
             _ => None,
         });
-        let http = client.http_for(realm);
+        // Whichever request goes, it carries the credential: never in the clear elsewhere.
+        if let Some((_, source)) = credential {
+            self.check_transport(realm, source)?;
+        }
+        let request =
+            TokenRequest { http: client.http_for(realm), action: &action, realm, service, scopes, credential };
         let answer = match &refresh {
-            Some(refresh) => self.post_refresh(&http, &action, realm, service, scopes, refresh, credential).await?,
+            Some(refresh) => request.post_refresh(refresh).await?,
             None => None,
         };
         let response = match answer {
             Some(response) => response,
-            None => self.get_token(&http, &action, realm, service, scopes, credential).await?,
+            None => request.get().await?,
         };
         let body = crate::manifest::read_capped(&action, realm, response, MAX_TOKEN_RESPONSE).await?;
         let parsed = TokenResponse::parse(&body)
@@ -536,40 +541,40 @@ impl HostAuth {
         tracing::debug!(scopes = %join_scopes(scopes, " "), lifetime_s = lifetime.as_secs(), "got a token");
         Ok(value)
     }
+}
 
+/// One request for a token: where to, for what, with which credential.
+struct TokenRequest<'a> {
+    http: reqwest::Client,
+    action: &'a str,
+    realm: &'a Url,
+    service: Option<&'a str>,
+    scopes: &'a [Scope],
+    credential: Option<&'a (Credential, CredentialSource)>,
+}
+
+impl TokenRequest<'_> {
     /// OAuth2: `POST grant_type=refresh_token`. `None` when the token server
     /// does not do OAuth2 (400, 401, 404, 405), so the caller falls back to GET.
-    #[allow(clippy::too_many_arguments)]
-    async fn post_refresh(
-        &self,
-        http: &reqwest::Client,
-        action: &str,
-        realm: &Url,
-        service: Option<&str>,
-        scopes: &[Scope],
-        refresh: &Secret,
-        credential: Option<&(Credential, CredentialSource)>,
-    ) -> Result<Option<reqwest::Response>, RegistryError> {
-        if let Some((_, source)) = credential {
-            self.check_transport(realm, source)?;
-        }
-        let scope = join_scopes(scopes, " ");
+    async fn post_refresh(&self, refresh: &Secret) -> Result<Option<reqwest::Response>, RegistryError> {
+        let scope = join_scopes(self.scopes, " ");
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.expose()),
-            ("service", service.unwrap_or_default()),
+            ("service", self.service.unwrap_or_default()),
             ("client_id", CLIENT_ID),
             ("scope", &scope),
         ];
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        tracing::debug!(realm = %crate::RedactedUrl::new(realm.clone()), "POST for a token (OAuth2 refresh)");
-        let response = http
-            .post(realm.clone())
+        tracing::debug!(realm = %crate::RedactedUrl::new(self.realm.clone()), "POST for a token (OAuth2 refresh)");
+        let response = self
+            .http
+            .post(self.realm.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body)
             .send()
             .await
-            .map_err(|e| RegistryError::from_transport(action, realm, &e))?;
+            .map_err(|e| RegistryError::from_transport(self.action, self.realm, &e))?;
         match response.status().as_u16() {
             200..=299 => Ok(Some(response)),
             // Token servers without OAuth2 answer these; the GET works everywhere.
@@ -577,49 +582,40 @@ impl HostAuth {
                 tracing::debug!(status = %response.status(), "the token server refused the POST; trying GET");
                 Ok(None)
             }
-            _ => Err(token_error(action, realm, response, credential).await),
+            _ => Err(token_error(self.action, self.realm, response, self.credential).await),
         }
     }
 
     /// `GET realm?service=…&scope=…` with Basic credentials if there are any.
-    async fn get_token(
-        &self,
-        http: &reqwest::Client,
-        action: &str,
-        realm: &Url,
-        service: Option<&str>,
-        scopes: &[Scope],
-        credential: Option<&(Credential, CredentialSource)>,
-    ) -> Result<reqwest::Response, RegistryError> {
-        let mut url = realm.clone();
+    async fn get(&self) -> Result<reqwest::Response, RegistryError> {
+        let mut url = self.realm.clone();
         {
             let mut query = url.query_pairs_mut();
-            if let Some(service) = service {
+            if let Some(service) = self.service {
                 query.append_pair("service", service);
             }
-            for scope in scopes {
+            for scope in self.scopes {
                 query.append_pair("scope", &scope.to_string());
             }
-            if let Some((Credential::Basic { username, .. }, _)) = credential {
+            if let Some((Credential::Basic { username, .. }, _)) = self.credential {
                 query.append_pair("account", username);
             }
         }
-        let mut request = http.get(url);
-        let basic_credential = match credential {
-            Some((Credential::Basic { username, password }, source)) => Some((username.as_str(), password, source)),
-            Some((Credential::IdentityToken { username, token }, source)) => {
-                Some((username.as_deref().unwrap_or("<token>"), token, source))
+        let mut request = self.http.get(url);
+        let basic_credential = match self.credential {
+            Some((Credential::Basic { username, password }, _)) => Some((username.as_str(), password)),
+            Some((Credential::IdentityToken { username, token }, _)) => {
+                Some((username.as_deref().unwrap_or("<token>"), token))
             }
             _ => None,
         };
-        if let Some((username, password, source)) = basic_credential {
-            self.check_transport(realm, source)?;
+        if let Some((username, password)) = basic_credential {
             request = request.header(AUTHORIZATION, basic(username, password));
         }
-        tracing::debug!(realm = %crate::RedactedUrl::new(realm.clone()), "GET a token");
-        let response = request.send().await.map_err(|e| RegistryError::from_transport(action, realm, &e))?;
+        tracing::debug!(realm = %crate::RedactedUrl::new(self.realm.clone()), "GET a token");
+        let response = request.send().await.map_err(|e| RegistryError::from_transport(self.action, self.realm, &e))?;
         if !response.status().is_success() {
-            return Err(token_error(action, realm, response, credential).await);
+            return Err(token_error(self.action, self.realm, response, self.credential).await);
         }
         Ok(response)
     }
