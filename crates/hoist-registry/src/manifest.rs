@@ -25,8 +25,8 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use hoist_oci::{Digest, RawBlob, Reference, media_type};
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::repository::{error_from, header_length, header_str};
@@ -80,20 +80,33 @@ impl Repository {
         Ok(manifest.digest.clone())
     }
 
+    /// A GET or HEAD of the manifest under `tag_or_digest` with a full
+    /// `Accept`: its URL and a 200 answer, or `None` for a 404.
+    async fn ask_manifest(
+        &self,
+        action: &str,
+        method: Method,
+        tag_or_digest: &str,
+    ) -> Result<Option<(Url, reqwest::Response)>, RegistryError> {
+        check_tag_or_digest(action, tag_or_digest)?;
+        let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
+        let request = self.http().request(method, url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
+        let response = self.send(action, &url, request).await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some((url, response))),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(error_from(action, &url, response).await),
+        }
+    }
+
     /// GETs the manifest under `tag_or_digest`, or `None` if there is none.
     /// The body is kept as exact bytes with the `Content-Type` served; it
     /// must hash to the digest asked for and to `Docker-Content-Digest`.
     pub async fn get_manifest(&self, tag_or_digest: &str) -> Result<Option<RawBlob>, RegistryError> {
         let action = format!("read manifest {}:{tag_or_digest}", self.name());
-        check_tag_or_digest(&action, tag_or_digest)?;
-        let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
-        let request = self.http().get(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
-        let response = self.send(&action, &url, request).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(error_from(&action, &url, response).await),
-        }
+        let Some((url, response)) = self.ask_manifest(&action, Method::GET, tag_or_digest).await? else {
+            return Ok(None);
+        };
         let content_type = bare_media_type(&response);
         let reported = header_str(&response, DOCKER_CONTENT_DIGEST);
         let bytes = read_capped(&action, &url, response, MAX_MANIFEST_SIZE).await?;
@@ -116,15 +129,9 @@ impl Repository {
     /// bytes are then verified), since a tag alone says nothing.
     pub async fn head_manifest(&self, tag_or_digest: &str) -> Result<Option<ManifestInfo>, RegistryError> {
         let action = format!("check manifest {}:{tag_or_digest}", self.name());
-        check_tag_or_digest(&action, tag_or_digest)?;
-        let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
-        let request = self.http().head(url.clone()).header(ACCEPT, media_type::MANIFEST_ACCEPT);
-        let response = self.send(&action, &url, request).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(error_from(&action, &url, response).await),
-        }
+        let Some((url, response)) = self.ask_manifest(&action, Method::HEAD, tag_or_digest).await? else {
+            return Ok(None);
+        };
         let media_type = bare_media_type(&response);
         let size = header_length(&response);
         let asked = Digest::parse(tag_or_digest).ok();
