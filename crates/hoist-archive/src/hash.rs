@@ -57,6 +57,7 @@ impl LayerHasher {
             }
             Compression::Zstd => {
                 let mut decoder = zstd::stream::write::Decoder::new(Sha256::new())?;
+                decoder.window_log_max(crate::ZSTD_WINDOW_LOG_MAX)?;
                 pump(&mut reader, buffer, |chunk| {
                     stored.update(chunk);
                     decoder.write_all(chunk)

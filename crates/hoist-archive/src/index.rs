@@ -159,6 +159,9 @@ pub(crate) fn describe<R: Read>(
         return Ok(None);
     };
     let header = entry.header();
+    if let Some(reason) = size_field_overflows(header) {
+        return Err(ArchiveError::BadEntry { path: path.to_owned(), entry: name, reason });
+    }
     let link = || entry.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
     let kind = match header.entry_type() {
         tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
@@ -169,6 +172,22 @@ pub(crate) fn describe<R: Read>(
         other => EntryKind::Other(format!("{other:?}")),
     };
     Ok(Some((name, TarEntry { offset: entry.raw_file_position(), size: entry.size(), kind })))
+}
+
+/// Why the header's size field cannot be a size, if it cannot: the tar
+/// crate reads a base-256 (GNU binary) size modulo 2^64 and a negative one
+/// as huge, where GNU tar and Python refuse both.
+fn size_field_overflows(header: &tar::Header) -> Option<String> {
+    let field = &header.as_bytes()[124..136];
+    if field[0] & 0x80 == 0 {
+        return None;
+    }
+    // Base-256: the first byte's low 7 bits and the next three bytes come
+    // above 64 bits (a 0xff first byte is a negative number).
+    if field[0] == 0x80 && field[1..4].iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some("its size field holds a number that is negative or does not fit in 64 bits".into())
 }
 
 /// `./a//b/../c` → `a/c`; `None` if the path climbs above the root. A leading

@@ -53,6 +53,11 @@ mod layout;
 mod reader;
 mod stream;
 
+/// The largest zstd window accepted, as `zstd -d --long=31`: frames made
+/// with `--long` (and windows up to 2 GiB) decode, at the memory their
+/// window asks for.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 31;
+
 pub use archive::Archive;
 pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};

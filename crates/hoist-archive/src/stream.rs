@@ -177,7 +177,9 @@ pub fn read_stream<'r>(
         Wrapper::None => Box::new(raw),
         Wrapper::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Wrapper::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ArchiveError::io(label, e))?)
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ArchiveError::io(label, e))?;
+            decoder.window_log_max(crate::ZSTD_WINDOW_LOG_MAX).map_err(|e| ArchiveError::io(label, e))?;
+            Box::new(decoder)
         }
         Wrapper::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(raw)),
     };

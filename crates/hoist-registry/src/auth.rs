@@ -313,7 +313,7 @@ impl HostAuth {
                 let registry = self.registry.clone();
                 // Helpers are processes; keep them off the async workers.
                 let found = tokio::task::spawn_blocking(move || store.lookup(&registry)).await.map_err(|e| {
-                    RegistryError::new(ErrorKind::Protocol, "look up credentials").with_detail(e.to_string())
+                    RegistryError::new(ErrorKind::Local, "look up credentials").with_detail(e.to_string())
                 })??;
                 match &found {
                     Some((_, source)) => tracing::debug!(registry = %self.registry, %source, "using credentials"),
@@ -332,6 +332,7 @@ impl HostAuth {
         client: &Client,
         url: &Url,
         scopes: &[Scope],
+        limit: Duration,
     ) -> Result<Authorization, RegistryError> {
         let scheme = self.state.lock().await.scheme.clone();
         match scheme {
@@ -347,7 +348,7 @@ impl HostAuth {
                 if let Some(value) = self.cached_token(scopes).await {
                     return Ok(Some(bearer(&value)));
                 }
-                self.fetch_token(client, &realm, service.as_deref(), scopes).await.map(|v| Some(bearer(&v)))
+                self.fetch_token(client, &realm, service.as_deref(), scopes, limit).await.map(|v| Some(bearer(&v)))
             }
         }
     }
@@ -362,6 +363,7 @@ impl HostAuth {
         headers: &HeaderMap,
         scopes: &[Scope],
         sent: Option<&HeaderValue>,
+        limit: Duration,
     ) -> Result<Authorization, RegistryError> {
         let challenges: Vec<Challenge> = headers
             .get_all(WWW_AUTHENTICATE)
@@ -390,7 +392,10 @@ impl HostAuth {
             if let Some(value) = self.cached_token(&wanted).await {
                 return Ok(Some(bearer(&value)));
             }
-            return self.fetch_token(client, &realm, service.as_deref(), &wanted).await.map(|v| Some(bearer(&v)));
+            return self
+                .fetch_token(client, &realm, service.as_deref(), &wanted, limit)
+                .await
+                .map(|v| Some(bearer(&v)));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             let was_basic = {
@@ -483,13 +488,24 @@ impl HostAuth {
         if target.scheme() == "https" || chosen || is_loopback_url(target) {
             return Ok(());
         }
+        let hint = if target.host_str() == Some(hoist_oci::host_without_port(&self.registry)) {
+            format!(
+                "if {} really only speaks plain HTTP, say so with `--plain-http` (or `--registry http://…`)",
+                self.registry
+            )
+        } else {
+            // `--plain-http` covers the registry's own host only: it cannot help here.
+            format!(
+                "{} sends clients to {} over plain HTTP for tokens; hoist sends credentials in the clear only to \
+                 the registry you named. Serve the token service over HTTPS (or on the registry's own host)",
+                self.registry,
+                target.host_str().unwrap_or_default()
+            )
+        };
         Err(RegistryError::new(ErrorKind::Unauthorized, format!("authenticate to {}", self.registry))
             .with_url(target)
             .with_detail(format!("refusing to send the credentials from {source} over plain HTTP"))
-            .with_hint(format!(
-                "if {} really only speaks plain HTTP, say so with `--plain-http` (or `--registry http://…`)",
-                self.registry
-            )))
+            .with_hint(hint))
     }
 
     /// Gets a token for `scopes` from the realm, and caches it.
@@ -499,6 +515,7 @@ impl HostAuth {
         realm: &Url,
         service: Option<&str>,
         scopes: &[Scope],
+        limit: Duration,
     ) -> Result<Secret, RegistryError> {
         let action = format!("get a token for {} from {}", join_scopes(scopes, " "), self.registry);
         let credential = self.credential(client).await?;
@@ -518,7 +535,7 @@ impl HostAuth {
             self.check_transport(realm, source)?;
         }
         let request =
-            TokenRequest { http: client.http_for(realm), action: &action, realm, service, scopes, credential };
+            TokenRequest { http: client.http_for(realm), limit, action: &action, realm, service, scopes, credential };
         let answer = match &refresh {
             Some(refresh) => request.post_refresh(refresh).await?,
             None => None,
@@ -527,7 +544,7 @@ impl HostAuth {
             Some(response) => response,
             None => request.get().await?,
         };
-        let body = crate::manifest::read_capped(&action, realm, response, MAX_TOKEN_RESPONSE).await?;
+        let body = crate::wire::read_capped(&action, realm, response, MAX_TOKEN_RESPONSE, limit).await?;
         let parsed = TokenResponse::parse(&body)
             .map_err(|detail| RegistryError::new(ErrorKind::Protocol, &action).with_url(realm).with_detail(detail))?;
         let (value, lifetime) = (parsed.token, parsed.lifetime);
@@ -546,6 +563,8 @@ impl HostAuth {
 /// One request for a token: where to, for what, with which credential.
 struct TokenRequest<'a> {
     http: reqwest::Client,
+    /// How long the token server may go without progress.
+    limit: Duration,
     action: &'a str,
     realm: &'a Url,
     service: Option<&'a str>,
@@ -554,6 +573,12 @@ struct TokenRequest<'a> {
 }
 
 impl TokenRequest<'_> {
+    async fn deliver(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RegistryError> {
+        crate::wire::send(request, &crate::wire::Activity::new(), self.limit)
+            .await
+            .map_err(|e| e.into_registry_error(self.action, self.realm))
+    }
+
     /// OAuth2: `POST grant_type=refresh_token`. `None` when the token server
     /// does not do OAuth2 (400, 401, 404, 405), so the caller falls back to GET.
     async fn post_refresh(&self, refresh: &Secret) -> Result<Option<reqwest::Response>, RegistryError> {
@@ -567,14 +592,12 @@ impl TokenRequest<'_> {
         ];
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
         tracing::debug!(realm = %crate::RedactedUrl::new(self.realm.clone()), "POST for a token (OAuth2 refresh)");
-        let response = self
+        let request = self
             .http
             .post(self.realm.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| RegistryError::from_transport(self.action, self.realm, &e))?;
+            .body(body);
+        let response = self.deliver(request).await?;
         match response.status().as_u16() {
             200..=299 => Ok(Some(response)),
             // Token servers without OAuth2 answer these; the GET works everywhere.
@@ -613,7 +636,7 @@ impl TokenRequest<'_> {
             request = request.header(AUTHORIZATION, basic(username, password));
         }
         tracing::debug!(realm = %crate::RedactedUrl::new(self.realm.clone()), "GET a token");
-        let response = request.send().await.map_err(|e| RegistryError::from_transport(self.action, self.realm, &e))?;
+        let response = self.deliver(request).await?;
         if !response.status().is_success() {
             return Err(token_error(self.action, self.realm, response, self.credential).await);
         }
@@ -700,7 +723,7 @@ async fn token_error(
     credential: Option<&(Credential, CredentialSource)>,
 ) -> RegistryError {
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
+    let body = crate::wire::error_body(response).await;
     let error = RegistryError::from_response(action, realm, status.as_u16(), &body);
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let hint = match credential {

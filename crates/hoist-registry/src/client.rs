@@ -11,13 +11,12 @@ use crate::{CredentialStore, ErrorKind, RegistryError, Repository, RetryObserver
 
 /// Docker's per-registry TLS directory.
 pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// No byte in either direction for this long: the connection is dead.
-const READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request or answer may go without progress, unless set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings that apply to every registry a [`Client`] talks to.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Registries (`host[:port]`) to reach over plain HTTP. Loopback
     /// registries are too, as with docker, unless listed in `https`.
@@ -39,6 +38,27 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Told about every retry before its delay (the client never prints).
     pub on_retry: Option<RetryObserver>,
+    /// The longest a request may go without progress (no byte of its body
+    /// taken, no answer) and the longest between chunks of an answer; also
+    /// the limit for making a connection.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            plain_http: Vec::new(),
+            https: Vec::new(),
+            insecure: false,
+            user_agent: None,
+            credentials: CredentialStore::default(),
+            ca_certs: Vec::new(),
+            certs_dir: None,
+            retry: RetryPolicy::default(),
+            on_retry: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 /// A registry client: connection pools (one per registry with its own TLS
@@ -138,8 +158,10 @@ fn build(
         // One TCP connection per concurrent upload: with HTTP/2 every
         // layer would share one connection and the server's window.
         .http1_only()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
+        // No `read_timeout`: reqwest runs it from the request's start to the
+        // answer, which would cut off large uploads. Requests and answers
+        // are watched for progress instead (`wire.rs`).
+        .connect_timeout(options.timeout)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         // Redirects are followed; reqwest drops `Authorization` when one
         // leads to another host, so credentials stay with the registry.
@@ -150,7 +172,7 @@ fn build(
     }
     with_proxies(builder)?
         .build()
-        .map_err(|e| RegistryError::new(ErrorKind::Protocol, "set up the HTTP client").with_detail(error_chain(&e)))
+        .map_err(|e| RegistryError::new(ErrorKind::Local, "set up the HTTP client").with_detail(error_chain(&e)))
 }
 
 /// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
@@ -162,7 +184,7 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilde
     let exceptions = var(["NO_PROXY", "no_proxy"]).unwrap_or_default();
     let no_proxy = reqwest::NoProxy::from_string(&format!("localhost,127.0.0.0/8,::1,{exceptions}"));
     let proxy_error = |name: &str, e: &reqwest::Error| {
-        RegistryError::new(ErrorKind::Protocol, format!("use the proxy in {name}"))
+        RegistryError::new(ErrorKind::Local, format!("use the proxy in {name}"))
             .with_detail(error_chain(e))
             .with_hint(format!("set {name} to a URL such as http://proxy.example:3128, or unset it"))
     };
@@ -185,7 +207,7 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilde
 
 fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
     let tls_error = |detail: String| {
-        RegistryError::new(ErrorKind::Protocol, format!("read CA certificates from {}", path.display()))
+        RegistryError::new(ErrorKind::Local, format!("read CA certificates from {}", path.display()))
             .with_detail(detail)
             .with_hint("give a PEM file holding one or more `-----BEGIN CERTIFICATE-----` blocks")
     };
@@ -224,7 +246,7 @@ fn scan_certs_dir(dir: &Path) -> Result<Vec<(String, HostMaterial)>, RegistryErr
                 Some("cert") => {
                     let key = file.with_extension("key");
                     let unreadable = |what: &Path, e: String| {
-                        RegistryError::new(ErrorKind::Protocol, format!("read the client certificate for {host}"))
+                        RegistryError::new(ErrorKind::Local, format!("read the client certificate for {host}"))
                             .with_detail(format!("{}: {e}", what.display()))
                             .with_hint(format!(
                                 "docker's layout wants `NAME.cert` and `NAME.key` side by side in {}",

@@ -274,7 +274,7 @@ struct HelperAnswer {
 fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, RegistryError> {
     let program = format!("docker-credential-{helper}");
     let failed = |detail: String| {
-        RegistryError::new(ErrorKind::Unauthorized, format!("get credentials for {server_url} from {program}"))
+        RegistryError::new(ErrorKind::Local, format!("get credentials for {server_url} from {program}"))
             .with_detail(detail)
             .with_hint(format!("check that `{program}` is installed and logged in, or remove it from config.json"))
     };
@@ -311,7 +311,7 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
 }
 
 fn config_error(path: &Path, detail: &str) -> RegistryError {
-    RegistryError::new(ErrorKind::Unauthorized, format!("read credentials from {}", path.display()))
+    RegistryError::new(ErrorKind::Local, format!("read credentials from {}", path.display()))
         .with_detail(detail.to_owned())
         .with_hint("fix or move the file (docker and podman would refuse it too)")
 }

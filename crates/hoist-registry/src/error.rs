@@ -17,8 +17,16 @@ pub enum ErrorKind {
     NotFound,
     /// The registry refused what was sent (400, 413, 415, DIGEST_INVALID, MANIFEST_INVALID, …).
     Rejected,
-    /// The registry answered in a way the protocol does not allow.
+    /// The registry answered in a way the protocol does not allow (no
+    /// `Location`, a redirect on an upload, an answer larger than any
+    /// registry sends).
     Protocol,
+    /// Bytes did not hash to the digest they were named by: a blob or
+    /// manifest the registry served, or the digest it reported for what was sent.
+    Mismatch,
+    /// A problem on this machine, not at the registry: an unreadable CA file
+    /// or `certs.d` entry, a proxy setting that is not a URL, a failed local write.
+    Local,
 }
 
 impl ErrorKind {
@@ -90,6 +98,17 @@ impl RegistryError {
         self
     }
 
+    /// Adds `note` to the detail (after what is there).
+    #[must_use]
+    pub(crate) fn with_note(mut self, note: impl Into<String>) -> Self {
+        let note = note.into();
+        self.0.detail = Some(match self.0.detail.take() {
+            Some(detail) => format!("{detail}; {note}"),
+            None => note,
+        });
+        self
+    }
+
     /// Everything known about the failure.
     pub fn details(&self) -> &Details {
         &self.0
@@ -115,7 +134,12 @@ impl RegistryError {
     /// Builds the error for a request that got no HTTP answer.
     pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
         let cause = transport_cause(error);
-        let mut built = Self::new(ErrorKind::Network, action).with_url(url);
+        // An answer HTTP cannot parse (a head too large, a bad status line),
+        // too many redirects or a request that cannot be built fail the same
+        // way every time: a protocol problem, never retried.
+        let deterministic = error.is_builder() || error.is_redirect() || is_unparsable_answer(error);
+        let kind = if deterministic { ErrorKind::Protocol } else { ErrorKind::Network };
+        let mut built = Self::new(kind, action).with_url(url);
         if let Some(hint) = tls_hint(&cause, url) {
             built = built.with_hint(hint);
         }
@@ -188,6 +212,10 @@ impl RegistryError {
             ErrorKind::Protocol => {
                 "the registry answered in a way hoist does not expect; run again with `-v` and report it".into()
             }
+            ErrorKind::Mismatch => "the registry, or a proxy in front of it, did not store or serve the exact bytes; \
+                                    try again, and report it to the registry's operators if it persists"
+                .into(),
+            ErrorKind::Local => "fix the local file or setting named above".into(),
         })
     }
 }
@@ -295,6 +323,19 @@ fn transport_cause(error: &reqwest::Error) -> String {
     }
     let cause = last.unwrap_or_else(|| "the request failed".into());
     if error.is_timeout() { format!("timed out ({cause})") } else { cause }
+}
+
+/// hyper could not parse the answer (its head too large, its status line or
+/// headers malformed).
+fn is_unparsable_answer(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            return hyper.is_parse() || hyper.is_parse_status();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A hint for TLS failures, which otherwise read as "is a registry running?".

@@ -10,14 +10,14 @@
 use std::sync::atomic::AtomicU32;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use hoist_oci::{Digest, Sha256};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::manifest::read_capped;
 use crate::repository::{error_from, header_str};
+use crate::retry::Budget;
+use crate::wire::{self, next_chunk};
 use crate::{ErrorKind, RegistryError, Repository};
 
 impl Repository {
@@ -29,9 +29,9 @@ impl Repository {
         if response.status() != StatusCode::OK {
             return Err(error_from(&action, &url, response).await);
         }
-        let bytes = read_capped(&action, &url, response, max).await?;
+        let bytes = wire::read_capped(&action, &url, response, max, self.stall_limit()).await?;
         if Digest::of(&bytes) != *digest {
-            return Err(RegistryError::new(ErrorKind::Protocol, action)
+            return Err(RegistryError::new(ErrorKind::Mismatch, action)
                 .with_url(&url)
                 .with_detail("the body does not hash to the digest asked for"));
         }
@@ -41,21 +41,25 @@ impl Repository {
 
 impl Repository {
     /// Streams blob `digest` into `out`, resuming with `Range` requests when
-    /// the connection breaks, and checks the digest of everything written.
-    /// Returns the blob's size.
+    /// the connection breaks or stalls, and checks the digest of everything
+    /// written. At most `max` bytes are read. Returns the blob's size.
     pub async fn download_blob(
         &self,
         digest: &Digest,
+        max: u64,
         out: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<u64, RegistryError> {
         let action = format!("download blob {digest} from {}", self.name());
         let url = self.endpoint(&format!("blobs/{digest}"));
         let retries = AtomicU32::new(0);
         let context = self.retry_context(Some(&retries));
-        let mut delays = context.policy.delays();
+        let mut budget = Budget::new(&context.policy);
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         let mut attempt = 1;
+        let local = |e: std::io::Error| {
+            RegistryError::new(ErrorKind::Local, action.clone()).with_detail(format!("cannot write the blob: {e}"))
+        };
         loop {
             let mut request = self.http().get(url.clone());
             if written > 0 {
@@ -78,37 +82,38 @@ impl Repository {
             };
             let mut body = response.bytes_stream();
             let broken = loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
+                match next_chunk(&mut body, &action, &url, self.stall_limit()).await {
+                    Ok(Some(chunk)) => {
                         let from = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
                         skip -= from as u64;
                         let fresh = &chunk[from..];
+                        if written + fresh.len() as u64 > max {
+                            return Err(RegistryError::new(ErrorKind::Mismatch, action)
+                                .with_url(&url)
+                                .with_detail(format!("the blob is larger than the {max} bytes it should be")));
+                        }
                         hasher.update(fresh);
-                        out.write_all(fresh).await.map_err(|e| {
-                            RegistryError::new(ErrorKind::Protocol, action.clone())
-                                .with_detail(format!("cannot write the blob: {e}"))
-                        })?;
+                        out.write_all(fresh).await.map_err(local)?;
                         written += fresh.len() as u64;
                     }
-                    Some(Err(error)) => break error,
-                    None => {
-                        out.flush().await.map_err(|e| {
-                            RegistryError::new(ErrorKind::Protocol, action.clone())
-                                .with_detail(format!("cannot write the blob: {e}"))
-                        })?;
+                    Ok(None) => {
+                        out.flush().await.map_err(local)?;
                         let actual = hasher.finish();
                         if actual != *digest {
-                            return Err(RegistryError::new(ErrorKind::Protocol, action)
+                            return Err(RegistryError::new(ErrorKind::Mismatch, action)
                                 .with_url(&url)
                                 .with_detail(format!("the bytes received hash to {actual}")));
                         }
                         return Ok(written);
                     }
+                    Err(error) => break error,
                 }
             };
-            let error = RegistryError::from_transport(&action, &url, &broken);
-            let Some(delay) = delays.next() else { return Err(error) };
-            let reason = format!("{}; resuming at byte {written}", error.details().detail.clone().unwrap_or_default());
+            if !broken.is_retryable() {
+                return Err(broken);
+            }
+            let Ok(delay) = budget.next(None) else { return Err(broken) };
+            let reason = format!("{}; resuming at byte {written}", broken.details().detail.clone().unwrap_or_default());
             context.pause(&action, attempt, delay, reason).await;
             attempt += 1;
         }

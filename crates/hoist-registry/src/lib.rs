@@ -54,8 +54,10 @@ mod manifest;
 mod redact;
 mod repository;
 mod retry;
+mod session;
 mod upload;
 mod warning;
+mod wire;
 
 /// The header a registry names a blob's or manifest's digest in.
 const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
@@ -63,13 +65,14 @@ const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const OCTET_STREAM: &str = "application/octet-stream";
 
 pub use auth::Scope;
-pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
+pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
 pub use redact::RedactedUrl;
-pub use repository::{BlobPush, Repository, Upload};
+pub use repository::Repository;
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
 pub use upload::{
-    BlobSource, BlobStream, BytesSource, DEFAULT_CHUNK_SIZE, UploadAction, UploadError, UploadOptions, UploadOutcome,
+    BlobSource, BlobStream, BytesSource, DEFAULT_CHUNK_SIZE, OpenUploads, PendingBlob, Staged, UploadAction,
+    UploadError, UploadOptions, UploadOutcome,
 };

@@ -15,15 +15,13 @@
 //!   for and against `Docker-Content-Digest`. HEAD reads no body and is not
 //!   counted as a pull by Docker Hub's rate limit: the way to resolve a tag.
 //!
-//! A digest that does not match is a [`ErrorKind::Protocol`] error: the
+//! A digest that does not match is an [`ErrorKind::Mismatch`] error: the
 //! registry, or something between it and us, is not serving what it says.
 //! A PUT of an image manifest that names blobs of the other media-type
 //! family (a zstd layer in a Docker manifest) is refused before sending:
 //! distribution stores such manifests, but skopeo, podman and Quay refuse
 //! them. Tags and digests are checked before any request.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use hoist_oci::{Digest, RawBlob, Reference, media_type};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -109,7 +107,7 @@ impl Repository {
         };
         let content_type = bare_media_type(&response);
         let reported = header_str(&response, DOCKER_CONTENT_DIGEST);
-        let bytes = read_capped(&action, &url, response, MAX_MANIFEST_SIZE).await?;
+        let bytes = crate::wire::read_capped(&action, &url, response, MAX_MANIFEST_SIZE, self.stall_limit()).await?;
         let manifest = RawBlob::new(content_type, bytes.to_vec());
         if let Ok(asked) = Digest::parse(tag_or_digest)
             && asked != manifest.digest
@@ -239,38 +237,10 @@ fn check_digest_header(action: &str, url: &Url, reported: &str, ours: &Digest) -
 }
 
 fn mismatch(action: String, url: &Url, detail: String) -> RegistryError {
-    RegistryError::new(ErrorKind::Protocol, action).with_url(url).with_detail(detail).with_hint(
+    RegistryError::new(ErrorKind::Mismatch, action).with_url(url).with_detail(detail).with_hint(
         "the registry, or a proxy in front of it, did not store or serve the manifest's exact bytes; \
          push again, and report it to the registry's operators if it persists",
     )
-}
-
-/// Reads a body of at most `max` bytes, stopping as soon as it is larger:
-/// a registry (or anything posing as one) cannot make hoist buffer more.
-pub(crate) async fn read_capped(
-    action: &str,
-    url: &Url,
-    response: reqwest::Response,
-    max: usize,
-) -> Result<Bytes, RegistryError> {
-    let too_large = || {
-        RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(url)
-            .with_detail(format!("the answer is larger than {max} bytes"))
-    };
-    if response.content_length().is_some_and(|len| len > max as u64) {
-        return Err(too_large());
-    }
-    let mut body = response.bytes_stream();
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::from_transport(action, url, &e))?;
-        if bytes.len() + chunk.len() > max {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.freeze())
 }
 
 #[cfg(test)]

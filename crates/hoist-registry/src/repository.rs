@@ -1,26 +1,20 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
-use bytes::Bytes;
 use hoist_oci::Digest;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH};
 use url::Url;
 
-use crate::BlobSource as _;
 use crate::auth::{HostAuth, Scope, merge_scopes};
-use crate::retry::RetryContext;
-use crate::upload::{next_location, parse_range_end, with_digest};
-use crate::{Client, DOCKER_CONTENT_DIGEST, ErrorKind, OCTET_STREAM, RegistryError};
+use crate::retry::{RetryContext, RetryPolicy};
+use crate::wire::{self, Activity};
+use crate::{Client, ErrorKind, RegistryError};
 
-/// What [`Repository::push_blob`] had to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlobPush {
-    /// The registry already had the blob.
-    Existed,
-    /// The blob was uploaded.
-    Uploaded,
-}
+/// Optional lookups (the destination's manifest, a cache hint) get one
+/// attempt within this long, so they can never stall or fail a push.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// One repository on one registry.
 #[derive(Clone, Debug)]
@@ -33,17 +27,20 @@ pub struct Repository {
     /// What every request asks a token for: push and pull here first,
     /// then any extra (e.g. pull on a mount source).
     scopes: Vec<Scope>,
+    /// An optional lookup: one attempt, within [`LOOKUP_LIMIT`].
+    lookup: bool,
 }
 
 impl Repository {
     pub(crate) fn new(client: Client, base: Url, name: String, auth: Arc<HostAuth>) -> Self {
         let scopes = vec![Scope::repository(&name, &["pull", "push"])];
-        Self { client, base, name, auth, scopes }
+        Self { client, base, name, auth, scopes, lookup: false }
     }
 
     /// The same repository, whose tokens also grant pull on `source`: what a
     /// cross-repository mount from `source` needs, since registries that
     /// check per-repository scopes otherwise turn the mount into an upload.
+    /// [`Repository::upload_blob`] asks for it itself when it mounts.
     #[must_use]
     pub fn with_pull_scope(&self, source: &str) -> Self {
         let mut scopes = self.scopes.clone();
@@ -51,9 +48,26 @@ impl Repository {
         Self { scopes: merge_scopes(scopes), ..self.clone() }
     }
 
+    /// The same repository for lookups that only save work: each request is
+    /// tried once and given at most 10 s (less if the client's timeout is
+    /// shorter), so a slow or broken registry costs little before the real
+    /// work reports it properly.
+    #[must_use]
+    pub fn for_lookup(&self) -> Self {
+        Self { lookup: true, ..self.clone() }
+    }
+
     /// The repository path, e.g. `team/app`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `host[:port]` as the registry is addressed.
+    pub(crate) fn registry(&self) -> String {
+        match self.base.port() {
+            Some(port) => format!("{}:{port}", self.base.host_str().unwrap_or_default()),
+            None => self.base.host_str().unwrap_or_default().to_owned(),
+        }
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -64,49 +78,31 @@ impl Repository {
         self.base.join(&format!("v2/{}/{path}", self.name)).expect("repository names and digests are URL-safe")
     }
 
+    /// How long a request or an answer may go without progress.
+    pub(crate) fn stall_limit(&self) -> Duration {
+        let timeout = self.client.options().timeout;
+        if self.lookup { timeout.min(LOOKUP_LIMIT) } else { timeout }
+    }
+
     /// HEAD the blob: `Some(size)` if the registry has it in this repository.
     pub async fn blob_exists(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        self.head_blob(digest, None).await
+    }
+
+    /// [`Self::blob_exists`], counting retries in `retries`.
+    pub(crate) async fn head_blob(
+        &self,
+        digest: &Digest,
+        retries: Option<&AtomicU32>,
+    ) -> Result<Option<u64>, RegistryError> {
         let action = format!("check for blob {digest} in {}", self.name);
         let url = self.endpoint(&format!("blobs/{digest}"));
-        let response = self.send(&action, &url, self.client.http.head(url.clone())).await?;
+        let response = self.send_counted(&action, &url, self.http().head(url.clone()), retries).await?;
         match response.status() {
             StatusCode::OK => Ok(Some(header_length(&response))),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(error_from(&action, &url, response).await),
         }
-    }
-
-    /// Uploads a blob whose bytes and digest are known, unless the registry
-    /// already has it: HEAD, then POST and a monolithic PUT.
-    pub async fn push_blob(&self, digest: &Digest, bytes: Bytes) -> Result<BlobPush, RegistryError> {
-        let source = crate::BytesSource::new(bytes);
-        if source.digest().as_ref() != Some(digest) {
-            return Err(RegistryError::new(ErrorKind::Protocol, format!("upload blob {digest} to {}", self.name))
-                .with_detail("the bytes given do not hash to that digest"));
-        }
-        match self.upload_blob(&source, &crate::UploadOptions::default()).await {
-            Ok(outcome) if outcome.action == crate::UploadAction::Existed => Ok(BlobPush::Existed),
-            Ok(_) => Ok(BlobPush::Uploaded),
-            Err(crate::UploadError::Registry(error)) => Err(error),
-            Err(crate::UploadError::Source(error)) => {
-                Err(RegistryError::new(ErrorKind::Protocol, format!("upload blob {digest} to {}", self.name))
-                    .with_detail(error.to_string()))
-            }
-        }
-    }
-
-    /// Opens an upload session (POST). A 202 is only a session: nothing is
-    /// stored until [`Upload::commit`] answers 201.
-    pub async fn start_upload(&self) -> Result<Upload, RegistryError> {
-        let action = format!("start a blob upload to {}", self.name);
-        let url = self.endpoint("blobs/uploads/");
-        let request = self.client.http.post(url.clone()).header(CONTENT_LENGTH, 0);
-        let response = self.send(&action, &url, request).await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(error_from(&action, &url, response).await);
-        }
-        let location = next_location(&action, &url, &response)?;
-        Ok(Upload { repository: self.clone(), location })
     }
 
     /// Every request goes through here.
@@ -119,8 +115,8 @@ impl Repository {
         self.send_counted(action, url, request, None).await
     }
 
-    // ---- retries (see retry.rs): one `send_once` per attempt ----
-    /// [`Self::send`], adding each retry to `retries`.
+    /// [`Self::send`], adding each retry to `retries`. Retries (see
+    /// `retry.rs`) run one [`Self::send_once`] per attempt.
     pub(crate) async fn send_counted(
         &self,
         action: &str,
@@ -129,31 +125,43 @@ impl Repository {
         retries: Option<&AtomicU32>,
     ) -> Result<reqwest::Response, RegistryError> {
         let context = self.retry_context(retries);
-        crate::retry::with_retries(context, action, request, |request| self.send_once(action, url, request)).await
+        crate::retry::with_retries(context, action, url, request, |request| async move {
+            self.send_once(action, url, request, &Activity::new()).await
+        })
+        .await
     }
 
     pub(crate) fn retry_context<'a>(&'a self, counter: Option<&'a AtomicU32>) -> RetryContext<'a> {
         let options = self.client.options();
-        RetryContext { policy: &options.retry, observer: options.on_retry.as_ref(), counter }
+        let policy = if self.lookup { RetryPolicy::none() } else { options.retry.clone() };
+        RetryContext { policy, observer: options.on_retry.as_ref(), counter }
     }
-    // ---- end retries ----
 
-    /// One attempt at a request.
+    /// One attempt at a request, failing once `activity` shows no progress
+    /// for the stall limit.
     pub(crate) async fn send_once(
         &self,
         action: &str,
         url: &Url,
         request: reqwest::RequestBuilder,
+        activity: &Activity,
     ) -> Result<reqwest::Response, RegistryError> {
         tracing::debug!(url = %crate::RedactedUrl::new(url.clone()), "{action}");
-        let response = self.authorized(action, url, request).await?;
+        let response = self.authorized(action, url, request, activity).await?;
         // Every answer, whatever its status, may carry a Warning for the user.
-        let registry = match self.base.port() {
-            Some(port) => format!("{}:{port}", self.base.host_str().unwrap_or_default()),
-            None => self.base.host_str().unwrap_or_default().to_owned(),
-        };
-        self.client.warnings.observe(&registry, response.headers());
+        self.client.warnings.observe(&self.registry(), response.headers());
         Ok(response)
+    }
+
+    /// Sends under the stall watchdog.
+    async fn deliver(
+        &self,
+        action: &str,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+        activity: &Activity,
+    ) -> Result<reqwest::Response, RegistryError> {
+        wire::send(request, activity, self.stall_limit()).await.map_err(|e| e.into_registry_error(action, url))
     }
 
     /// One attempt, authorized as earlier challenges taught. On a 401 the
@@ -165,46 +173,43 @@ impl Repository {
         action: &str,
         url: &Url,
         request: reqwest::RequestBuilder,
+        activity: &Activity,
     ) -> Result<reqwest::Response, RegistryError> {
-        // ---- auth: begin ----
         // Credentials go only to the registry's own host: a Location may point elsewhere (storage).
         if !same_origin(url, &self.base) {
-            return request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e));
+            return self.deliver(action, url, request, activity).await;
         }
-        let header = self.auth.authorization(&self.client, url, &self.scopes).await?;
+        let header = self.auth.authorization(&self.client, url, &self.scopes, self.stall_limit()).await?;
         // The copy is taken before `Authorization` is set: `header` appends.
         let spare = request.try_clone();
         let request = match &header {
             Some(header) => request.header(AUTHORIZATION, header.clone()),
             None => request,
         };
-        let response = request.send().await.map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        let response = self.deliver(action, url, request, activity).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        let Some(header) =
-            self.auth.answer(&self.client, url, response.headers(), &self.scopes, header.as_ref()).await?
+        let Some(header) = self
+            .auth
+            .answer(&self.client, url, response.headers(), &self.scopes, header.as_ref(), self.stall_limit())
+            .await?
         else {
             return Err(self.refused(action, url, response).await);
         };
         let Some(request) = spare else {
             // The token died between its renewal check and this request. A
-            // new one is cached now, so doing the whole upload again works.
+            // new one is cached now; the upload recovers by sending again.
             return Err(RegistryError::new(ErrorKind::Unavailable, action)
                 .with_url(url)
                 .with_detail("the registry refused the token for a streamed body that cannot be sent twice")
                 .with_hint("the registry's tokens expire sooner than it says; push again"));
         };
-        let response = request
-            .header(AUTHORIZATION, header)
-            .send()
-            .await
-            .map_err(|e| RegistryError::from_transport(action, url, &e))?;
+        let response = self.deliver(action, url, request.header(AUTHORIZATION, header), activity).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(self.refused(action, url, response).await);
         }
         Ok(response)
-        // ---- auth: end ----
     }
 
     /// The error for a 401 that answering the challenge did not cure.
@@ -214,85 +219,14 @@ impl Repository {
     }
 }
 
-/// An open blob upload session. Always carries the newest `Location` the
-/// registry gave: distribution signs the offset into it.
-#[derive(Debug)]
-pub struct Upload {
-    repository: Repository,
-    location: Url,
-}
-
-impl Upload {
-    /// Sends `body` as one streamed PATCH (docker's way when the digest is
-    /// known only at the end). Returns the bytes the registry says it holds.
-    pub async fn send_stream(&mut self, body: reqwest::Body) -> Result<Option<u64>, RegistryError> {
-        let action = format!("upload a blob to {}", self.repository.name);
-        let url = self.location.clone();
-        let request = self
-            .repository
-            .client
-            .http
-            .request(Method::PATCH, url.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .body(body);
-        let response = self.repository.send(&action, &url, request).await?;
-        // ECR answers 201 where the spec says 202.
-        if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
-            return Err(error_from(&action, &url, response).await);
-        }
-        let stored = header_str(&response, "Range").and_then(|r| parse_range_end(&r)).map(|end| end + 1);
-        self.location = next_location(&action, &url, &response)?;
-        Ok(stored)
-    }
-
-    /// Closes the session with the digest of everything sent (empty PUT).
-    pub async fn commit(self, digest: &Digest) -> Result<(), RegistryError> {
-        self.put(digest, Bytes::new()).await
-    }
-
-    async fn put(self, digest: &Digest, bytes: Bytes) -> Result<(), RegistryError> {
-        let action = format!("commit blob {digest} to {}", self.repository.name);
-        let url = with_digest(&self.location, digest);
-        let request = self
-            .repository
-            .client
-            .http
-            .put(url.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(CONTENT_LENGTH, bytes.len())
-            .body(bytes);
-        let response = self.repository.send(&action, &url, request).await?;
-        if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
-            return Err(error_from(&action, &url, response).await);
-        }
-        if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST)
-            && reported != digest.to_string()
-        {
-            return Err(RegistryError::new(ErrorKind::Protocol, action)
-                .with_url(&url)
-                .with_detail(format!("the registry stored it as {reported}")));
-        }
-        Ok(())
-    }
-
-    /// Abandons the session (DELETE). Best effort: registries may refuse it
-    /// for lack of a `delete` scope, and the session expires anyway.
-    pub async fn cancel(self) {
-        let url = self.location.clone();
-        let action = format!("cancel an upload to {}", self.repository.name);
-        let request = self.repository.client.http.delete(url.clone());
-        match self.repository.send(&action, &url, request).await {
-            Ok(response) => {
-                tracing::debug!(status = %response.status(), url = %crate::RedactedUrl::new(url), "cancelled upload");
-            }
-            Err(error) => tracing::debug!(%error, "could not cancel upload"),
-        }
-    }
-}
-
 /// Same scheme, host and port: the registry itself, not a storage redirect.
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme() && a.host() == b.host() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A POST that opens an upload session (and a mount is one): no body.
+pub(crate) fn empty_post(repo: &Repository, url: &Url) -> reqwest::RequestBuilder {
+    repo.http().post(url.clone()).header(CONTENT_LENGTH, 0)
 }
 
 /// The `Content-Length` header itself: on a HEAD, reqwest's
@@ -305,8 +239,9 @@ pub(crate) fn header_str(response: &reqwest::Response, name: &str) -> Option<Str
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// The error for an unexpected answer, from its status and the start of its body.
 pub(crate) async fn error_from(action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
     let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap_or_default();
+    let body = wire::error_body(response).await;
     RegistryError::from_response(action, url, status, &body)
 }

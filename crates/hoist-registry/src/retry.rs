@@ -18,7 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::StatusCode;
@@ -36,6 +36,10 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// A registry's `Retry-After` is obeyed up to this long.
     pub max_retry_after: Duration,
+    /// One request (or one upload's recoveries) is retried for at most this
+    /// long from its first attempt, delays included: no registry can keep
+    /// hoist waiting longer, whatever it answers.
+    pub max_elapsed: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -45,11 +49,17 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
+            max_elapsed: Duration::from_secs(120),
         }
     }
 }
 
 impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        Self { max_retries: 0, max_elapsed: Duration::ZERO, ..Self::default() }
+    }
+
     /// The delays to wait before each retry, in order.
     pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
         ExponentialBuilder::default()
@@ -59,6 +69,62 @@ impl RetryPolicy {
             .with_max_times(self.max_retries as usize)
             .with_jitter()
             .build()
+    }
+}
+
+/// The retries left to one request or upload: the policy's delays, while
+/// its time budget lasts.
+pub(crate) struct Budget {
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    deadline: Instant,
+    max_retry_after: Duration,
+}
+
+impl Budget {
+    pub(crate) fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            delays: Box::new(policy.delays()),
+            deadline: Instant::now() + policy.max_elapsed,
+            max_retry_after: policy.max_retry_after,
+        }
+    }
+
+    /// The delay before the next attempt (`asked`: the registry's
+    /// `Retry-After`), or why there is none.
+    pub(crate) fn next(&mut self, asked: Option<Duration>) -> Result<Duration, Exhausted> {
+        let computed = self.delays.next().ok_or(Exhausted::Attempts)?;
+        if let Some(asked) = asked
+            && asked > self.max_retry_after
+        {
+            return Err(Exhausted::TooLong(asked));
+        }
+        let delay = asked.unwrap_or(computed);
+        if Instant::now() + delay >= self.deadline {
+            return Err(match asked {
+                Some(asked) => Exhausted::TooLong(asked),
+                None => Exhausted::Time,
+            });
+        }
+        Ok(delay)
+    }
+}
+
+/// Why a [`Budget`] allows no further attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exhausted {
+    Attempts,
+    Time,
+    /// The registry asked to wait longer than hoist waits.
+    TooLong(Duration),
+}
+
+impl Exhausted {
+    /// A note for the final error, if the reason is worth telling.
+    pub(crate) fn note(self) -> Option<String> {
+        match self {
+            Self::Attempts | Self::Time => None,
+            Self::TooLong(wait) => Some(format!("the registry asked to wait {} s before trying again", wait.as_secs())),
+        }
     }
 }
 
@@ -97,9 +163,9 @@ impl fmt::Debug for RetryObserver {
 }
 
 /// Where retries are reported and counted.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RetryContext<'a> {
-    pub policy: &'a RetryPolicy,
+    pub policy: RetryPolicy,
     pub observer: Option<&'a RetryObserver>,
     /// Incremented once per retry, for callers that report totals.
     pub counter: Option<&'a AtomicU32>,
@@ -120,10 +186,12 @@ impl RetryContext<'_> {
 }
 
 /// Sends `request` with `send_once`, again after a delay while the outcome
-/// is retryable, the policy allows, and the body can be replayed.
+/// is retryable, the policy's attempts and time allow, and the body can be
+/// replayed.
 pub(crate) async fn with_retries<F, Fut>(
     context: RetryContext<'_>,
     action: &str,
+    url: &url::Url,
     request: reqwest::RequestBuilder,
     mut send_once: F,
 ) -> Result<reqwest::Response, RegistryError>
@@ -131,13 +199,13 @@ where
     F: FnMut(reqwest::RequestBuilder) -> Fut,
     Fut: Future<Output = Result<reqwest::Response, RegistryError>>,
 {
-    let mut delays = context.policy.delays();
+    let mut budget = Budget::new(&context.policy);
     let mut pending = request;
     let mut attempt = 1;
     loop {
         let spare = pending.try_clone();
         let result = send_once(pending).await;
-        let (reason, retry_after) = match &result {
+        let (reason, asked) = match &result {
             Ok(response) if is_retryable_status(response.status()) => {
                 (format!("HTTP {}", response.status().as_u16()), retry_after(response))
             }
@@ -148,16 +216,35 @@ where
         };
         // A stream body cannot be sent twice: the caller must rebuild it.
         let Some(next) = spare else { return result };
-        let Some(computed) = delays.next() else { return result };
+        let delay = match budget.next(asked) {
+            Ok(delay) => delay,
+            Err(exhausted) => return with_note(result, exhausted, action, url).await,
+        };
         if let Ok(response) = result
             && let Err(final_answer) = refuses_retry(response).await
         {
             return Ok(final_answer);
         }
-        let delay = retry_after.map_or(computed, |wait| wait.min(context.policy.max_retry_after));
         context.pause(action, attempt, delay, reason).await;
         attempt += 1;
         pending = next;
+    }
+}
+
+/// The last outcome, with why it was not retried when that helps the user:
+/// a `Retry-After` too long to honour is said in the error.
+async fn with_note(
+    result: Result<reqwest::Response, RegistryError>,
+    exhausted: Exhausted,
+    action: &str,
+    url: &url::Url,
+) -> Result<reqwest::Response, RegistryError> {
+    match (exhausted.note(), result) {
+        (Some(note), Ok(response)) => {
+            let error = crate::repository::error_from(action, url, response).await;
+            Err(error.with_note(note))
+        }
+        (_, result) => result,
     }
 }
 
@@ -188,9 +275,9 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 async fn refuses_retry(response: reqwest::Response) -> Result<(), reqwest::Response> {
     let status = response.status();
     let headers = response.headers().clone();
-    // The body of a 5xx is small (JSON or a proxy's HTML page); a failed read
-    // just means there is nothing to inspect.
-    let body = response.bytes().await.unwrap_or_default();
+    // Only the start of the body is read, within a few seconds: a registry
+    // cannot hold hoist here with an endless or trickling body.
+    let body = crate::wire::error_body(response).await;
     if !forbids_retry(&body) {
         return Ok(());
     }

@@ -1,29 +1,40 @@
-//! Blob uploads that survive real registries and the proxies in front of them.
+//! Blob uploads: one engine for every way a blob goes up.
 //!
 //! [`Repository::upload_blob`] takes a [`BlobSource`] (anything that can hand
-//! out the blob's bytes from any offset) and does what the registry and the
-//! network allow:
+//! out the blob's bytes) and does what the registry and the network allow;
+//! [`Repository::stage_blob`] does the same but stops before the commit and
+//! hands back a [`PendingBlob`], an open session holding every byte, to
+//! commit or cancel later (a streamed push learns which layers it needs only
+//! at the end of its input). Both run the same steps (`session.rs`):
 //!
 //! 1. HEAD when the digest is known: a blob that is there costs one request.
-//! 2. A cross-repository mount when a source repository is named: 201 is
-//!    done, 202 is an upload session to carry on with.
+//! 2. A cross-repository mount when a source repository is named, with a
+//!    token that also grants pull there: 201 is done, 202 is an upload
+//!    session to carry on with, a refusal is an ordinary upload.
 //! 3. Monolithic (POST, then one PUT with `Content-Length`) for blobs whose
 //!    digest and size are known and not too large; streamed (one PATCH
-//!    without `Content-Range`, then an empty PUT with the digest) when the
-//!    digest is only known at the end; chunked (PATCHes with inclusive
-//!    `Content-Range`) when asked for, or as a fallback.
+//!    without `Content-Range`, then an empty PUT with the digest); chunked
+//!    (PATCHes with inclusive `Content-Range`) when asked for, as a
+//!    fallback, and always for a source that can be read only once.
 //! 4. Recovery: a 413 switches to chunks, and halves them while the registry
 //!    or a proxy refuses their size (416 with nothing accepted counts too, as
-//!    GHCR caps chunks at 4 MiB); a dropped connection, a 5xx or a 416 asks
-//!    the registry where the upload stands (GET on the session) and resumes
-//!    there by reopening the source at that offset; a lost session starts a
-//!    new one. Giving up cancels the session (DELETE, best effort).
+//!    GHCR caps chunks at 4 MiB); a dropped connection, a stall, a 5xx or a
+//!    416 asks the registry where the upload stands (GET on the session) and
+//!    resumes there — by reopening the source at that offset, or, for a
+//!    source read only once, from the last two chunks, which are kept; a
+//!    lost session starts a new one. Giving up cancels the session (DELETE,
+//!    best effort).
+//! 5. The commit (an empty PUT with the digest) is sent once. If its answer
+//!    is lost, a HEAD tells whether the blob is there; only if it is not and
+//!    the session still holds every byte is the commit sent again.
 //!
-//! PATCH and PUT on a session are sent once each: re-sending them blindly
-//! would corrupt the upload (distribution signs the offset into the
-//! `Location`'s `_state`), so their failures go through the recovery above.
-//! Every other request is retried by `retry.rs`.
+//! PATCH and PUT on a session are never re-sent blindly: distribution signs
+//! the offset into the `Location`'s `_state`, and a repeat would corrupt the
+//! upload. Every other request is retried by `retry.rs`. Sessions opened for
+//! an [`OpenUploads`] are recorded there until committed or cancelled, so
+//! that whoever stops an operation midway can cancel what it left open.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,26 +44,35 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use hoist_oci::Digest;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::repository::{error_from, header_length, header_str};
-use crate::{DOCKER_CONTENT_DIGEST, ErrorKind, OCTET_STREAM, RegistryError, Repository};
+use crate::retry::Budget;
+use crate::session::{MountAnswer, Session};
+use crate::wire::Activity;
+use crate::{ErrorKind, RegistryError, Repository};
 
 /// A chunk size that suits most registries (ECR wants 5–20 MiB parts).
 pub const DEFAULT_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
+/// Chunks of a source read only once: two are kept for resending, and GHCR
+/// refuses larger ones.
+const ONE_PASS_CHUNK: u64 = 4 * 1024 * 1024;
 /// Chunks are never halved below this, nor grown above [`MAX_CHUNK_SIZE`].
 const MIN_CHUNK_SIZE: u64 = 64 * 1024;
 /// A registry's `OCI-Chunk-Min-Length` is obeyed up to here: it must not
 /// make us hold gigabytes in memory.
-const MAX_CHUNK_SIZE: u64 = 1024 * 1024 * 1024;
+const MAX_CHUNK_SIZE: u64 = 256 * 1024 * 1024;
+/// Request bodies are handed to the connection in pieces of this size, so
+/// that the watchdog sees a slow link's progress.
+const BODY_PIECE: usize = 256 * 1024;
 
 /// The bytes of a blob, from any offset.
 pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
 
-/// Where an upload's bytes come from. Must be able to start again at any
-/// offset, so that an upload can resume where the registry says it stands.
+/// Where an upload's bytes come from.
+///
+/// `open(offset)` gives the bytes from `offset` to the end. If the stream
+/// fails (an `Err` item, at any point, the end included), the upload fails
+/// and its session is cancelled: nothing half-sent is ever committed.
 pub trait BlobSource: Send + Sync {
     /// The blob's bytes from `offset` to the end.
     fn open(&self, offset: u64) -> io::Result<BlobStream>;
@@ -61,6 +81,12 @@ pub trait BlobSource: Send + Sync {
     /// The blob's digest: known up front, or once a stream has been read to
     /// its end (then an upload cannot be skipped by a HEAD or mount).
     fn digest(&self) -> Option<Digest>;
+    /// False for bytes that can be read only once, front to back (a stream
+    /// as it is read): `open` is then called once, at offset 0, and the
+    /// upload goes in chunks, keeping the last two to resend.
+    fn reopenable(&self) -> bool {
+        true
+    }
 }
 
 /// A blob held in memory (configs, small files).
@@ -100,17 +126,19 @@ pub struct UploadOptions {
     pub mount_from: Option<String>,
     /// Always upload in chunks of this many bytes (raised to the registry's
     /// `OCI-Chunk-Min-Length`). `None`: monolithic or streamed, chunks only
-    /// as a fallback.
+    /// as a fallback or for a source read only once.
     pub chunk_size: Option<u64>,
     /// Known blobs up to this size go in one PUT; larger ones are streamed.
     pub monolithic_max: u64,
     /// Resumes, restarts and chunk-size changes allowed before giving up.
     pub max_recoveries: u32,
+    /// Where open sessions are recorded until committed or cancelled.
+    pub track: Option<OpenUploads>,
 }
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        Self { mount_from: None, chunk_size: None, monolithic_max: 512 * 1024 * 1024, max_recoveries: 10 }
+        Self { mount_from: None, chunk_size: None, monolithic_max: 512 * 1024 * 1024, max_recoveries: 10, track: None }
     }
 }
 
@@ -125,7 +153,7 @@ pub enum UploadAction {
     Uploaded,
 }
 
-/// The result of [`Repository::upload_blob`].
+/// The result of an upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadOutcome {
     pub action: UploadAction,
@@ -138,7 +166,7 @@ pub struct UploadOutcome {
     pub retries: u32,
 }
 
-/// Why [`Repository::upload_blob`] failed.
+/// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error(transparent)]
@@ -154,6 +182,167 @@ impl UploadError {
             Self::Registry(e) => e.hint(),
             Self::Source(_) => None,
         }
+    }
+}
+
+/// What [`Repository::stage_blob`] achieved.
+#[derive(Debug)]
+pub enum Staged {
+    /// The blob is in the repository already (it existed, or was mounted).
+    Placed(UploadOutcome),
+    /// Every byte is in an open session, waiting for a commit.
+    Pending(Box<PendingBlob>),
+}
+
+/// An upload session holding every byte of a blob, not yet committed:
+/// [`PendingBlob::commit`] makes the blob, [`PendingBlob::cancel`] drops it.
+/// Dropped without either, the session stays open until the registry
+/// expires it (and stays recorded in the [`OpenUploads`] it was opened for).
+#[derive(Debug)]
+pub struct PendingBlob {
+    session: Session,
+    digest: Digest,
+    size: u64,
+    bytes_sent: u64,
+    retries: u32,
+}
+
+impl PendingBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Bytes the session holds.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes handed to the network for it so far, resends included.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    /// Requests retried and recoveries so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Closes the session with the blob's digest. The commit is sent once;
+    /// if its answer is lost, a HEAD tells whether the blob is there, and
+    /// only a session that still holds every byte is committed again.
+    pub async fn commit(mut self) -> Result<UploadOutcome, RegistryError> {
+        let retries = AtomicU32::new(self.retries);
+        let mut budget = Budget::new(&self.session.repo().retry_context(None).policy);
+        let mut attempt = 1;
+        loop {
+            let error = match self.session.commit(&self.digest, &Activity::new()).await {
+                Ok(()) => break,
+                Err(error) => error,
+            };
+            if self.session.repo().head_blob(&self.digest, Some(&retries)).await.ok().flatten().is_some() {
+                self.session.finished();
+                break;
+            }
+            if !error.is_retryable() {
+                self.session.cancel().await;
+                return Err(error);
+            }
+            let Ok(delay) = budget.next(None) else {
+                self.session.cancel().await;
+                return Err(error);
+            };
+            let reason = describe(&error);
+            let context = self.session.repo().retry_context(Some(&retries));
+            context.pause(&format!("commit blob {}", self.digest), attempt, delay, reason).await;
+            attempt += 1;
+            match self.session.status(&retries).await {
+                Ok(Some(held)) if held == self.size => {}
+                Ok(held) => {
+                    self.session.cancel().await;
+                    return Err(RegistryError::new(ErrorKind::Unavailable, format!("commit blob {}", self.digest))
+                        .with_detail(format!(
+                            "the registry lost the upload (it holds {} of {} bytes) and its bytes are not kept",
+                            held.unwrap_or(0),
+                            self.size
+                        ))
+                        .with_hint("push again"));
+                }
+                Err(status_error) => {
+                    self.session.cancel().await;
+                    return Err(status_error);
+                }
+            }
+        }
+        Ok(UploadOutcome {
+            action: UploadAction::Uploaded,
+            digest: self.digest,
+            size: Some(self.size),
+            bytes_sent: self.bytes_sent,
+            retries: retries.into_inner(),
+        })
+    }
+
+    /// Abandons the session (DELETE, best effort: registries may refuse it
+    /// for lack of a `delete` scope, and the session expires anyway).
+    pub async fn cancel(self) {
+        self.session.cancel().await;
+    }
+}
+
+/// Upload sessions open on behalf of one operation, so that whoever stops it
+/// (a signal, a failed sibling upload, a client that went away) can cancel
+/// them: dropping an upload midway cannot send the DELETE itself. Cheap to
+/// clone; clones share the record.
+#[derive(Clone, Debug, Default)]
+pub struct OpenUploads {
+    inner: Arc<OpenInner>,
+}
+
+#[derive(Debug, Default)]
+struct OpenInner {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, (Repository, Url)>>,
+}
+
+impl OpenUploads {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cancels every open session (DELETE, one attempt each, all at once).
+    pub async fn cancel_all(&self) {
+        let open: Vec<(Repository, Url)> = self.lock().drain().map(|(_, v)| v).collect();
+        let deletes = open.into_iter().map(|(repo, url)| async move { crate::session::delete(&repo, &url).await });
+        futures_util::future::join_all(deletes).await;
+    }
+
+    pub(crate) fn record(&self, repo: &Repository, location: &Url) -> u64 {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (repo.for_lookup(), location.clone()));
+        id
+    }
+
+    pub(crate) fn moved(&self, id: u64, location: &Url) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.1 = location.clone();
+        }
+    }
+
+    pub(crate) fn closed(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Repository, Url)>> {
+        self.inner.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -174,14 +363,6 @@ struct Plan {
     recoveries: u32,
 }
 
-/// An open upload session: always the newest `Location`.
-#[derive(Debug)]
-struct Session {
-    location: Url,
-    /// `OCI-Chunk-Min-Length` from the POST, if any.
-    min_chunk: Option<u64>,
-}
-
 /// Why one pass at sending failed.
 enum Failure {
     Registry(RegistryError),
@@ -194,17 +375,6 @@ impl From<RegistryError> for Failure {
     }
 }
 
-/// State shared by the passes of one upload.
-struct Uploader<'a> {
-    repo: &'a Repository,
-    source: &'a dyn BlobSource,
-    action: String,
-    retries: AtomicU32,
-    sent: Arc<AtomicU64>,
-    source_error: Arc<Mutex<Option<io::Error>>>,
-    reader: Option<Reader>,
-}
-
 impl Repository {
     /// Puts the blob from `source` into this repository, by whatever route
     /// works (see the module docs of `upload.rs`), and says which it took.
@@ -213,40 +383,73 @@ impl Repository {
         source: &dyn BlobSource,
         options: &UploadOptions,
     ) -> Result<UploadOutcome, UploadError> {
-        let known = source.digest();
-        let what = known.as_ref().map_or_else(|| "a blob".to_owned(), |d| format!("blob {d}"));
-        let upload = Uploader {
-            repo: self,
-            source,
-            action: format!("upload {what} to {}", self.name()),
-            retries: AtomicU32::new(0),
-            sent: Arc::new(AtomicU64::new(0)),
-            source_error: Arc::new(Mutex::new(None)),
-            reader: None,
+        let mut upload = Uploader::new(self, source, options);
+        let session = match upload.place_or_open().await? {
+            Ok(outcome) => return Ok(outcome),
+            Err(session) => session,
         };
-        let mut session = None;
-        if let Some(digest) = &known {
-            if let Some(size) = upload.head(digest).await? {
-                return Ok(upload.outcome(UploadAction::Existed, digest.clone(), Some(size)));
-            }
-            if let Some(from) = options.mount_from.as_deref().filter(|from| *from != self.name()) {
-                match upload.mount(digest, from).await? {
-                    Some(opened) => session = Some(opened),
-                    None => {
-                        return Ok(upload.outcome(UploadAction::Mounted, digest.clone(), source.size()));
-                    }
-                }
-            }
+        upload.run(session, true).await.map(|done| match done {
+            Done::Committed(outcome) => outcome,
+            Done::Sent(_) => unreachable!("a committing run ends committed"),
+        })
+    }
+
+    /// Like [`Self::upload_blob`], but stops once every byte is in the
+    /// session, before the commit: the caller commits or cancels the
+    /// [`PendingBlob`] later.
+    pub async fn stage_blob(&self, source: &dyn BlobSource, options: &UploadOptions) -> Result<Staged, UploadError> {
+        let mut upload = Uploader::new(self, source, options);
+        let session = match upload.place_or_open().await? {
+            Ok(outcome) => return Ok(Staged::Placed(outcome)),
+            Err(session) => session,
+        };
+        match upload.run(session, false).await? {
+            Done::Sent(pending) => Ok(Staged::Pending(pending)),
+            Done::Committed(outcome) => Ok(Staged::Placed(outcome)),
         }
-        let session = match session {
-            Some(session) => session,
-            None => upload.open_session().await?,
-        };
-        upload.send(session, options).await
     }
 }
 
-impl Uploader<'_> {
+/// How a run ended.
+enum Done {
+    Committed(UploadOutcome),
+    Sent(Box<PendingBlob>),
+}
+
+/// State shared by the passes of one upload.
+struct Uploader<'a> {
+    repo: &'a Repository,
+    source: &'a dyn BlobSource,
+    options: &'a UploadOptions,
+    action: String,
+    retries: AtomicU32,
+    sent: Arc<AtomicU64>,
+    /// The first error the source's stream gave, told apart from network errors.
+    source_error: Arc<Mutex<Option<io::Error>>>,
+    /// Progress of the request in flight, for the stall watchdog.
+    activity: Activity,
+    reader: Option<Reader>,
+    /// Whether `open` was called (a source read only once allows one call).
+    opened: bool,
+}
+
+impl<'a> Uploader<'a> {
+    fn new(repo: &'a Repository, source: &'a dyn BlobSource, options: &'a UploadOptions) -> Self {
+        let what = source.digest().map_or_else(|| "a blob".to_owned(), |d| format!("blob {d}"));
+        Self {
+            repo,
+            source,
+            options,
+            action: format!("upload {what} to {}", repo.name()),
+            retries: AtomicU32::new(0),
+            sent: Arc::new(AtomicU64::new(0)),
+            source_error: Arc::new(Mutex::new(None)),
+            activity: Activity::new(),
+            reader: None,
+            opened: false,
+        }
+    }
+
     fn outcome(&self, action: UploadAction, digest: Digest, size: Option<u64>) -> UploadOutcome {
         UploadOutcome {
             action,
@@ -257,64 +460,49 @@ impl Uploader<'_> {
         }
     }
 
-    async fn head(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
-        let url = self.repo.endpoint(&format!("blobs/{digest}"));
-        let action = format!("check for blob {digest} in {}", self.repo.name());
-        let request = self.repo.http().head(url.clone());
-        let response = self.repo.send_counted(&action, &url, request, Some(&self.retries)).await?;
-        match response.status() {
-            StatusCode::OK => Ok(Some(header_length(&response))),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(error_from(&action, &url, response).await),
-        }
-    }
-
-    /// `None`: mounted. `Some`: the registry opened a session instead.
-    async fn mount(&self, digest: &Digest, from: &str) -> Result<Option<Session>, RegistryError> {
-        let mut url = self.repo.endpoint("blobs/uploads/");
-        url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", from);
-        let action = format!("mount blob {digest} from {from} into {}", self.repo.name());
-        let request = self.repo.http().post(url.clone()).header(CONTENT_LENGTH, 0);
-        let response = self.repo.send_counted(&action, &url, request, Some(&self.retries)).await?;
-        match response.status() {
-            StatusCode::CREATED => Ok(None),
-            StatusCode::ACCEPTED => Ok(Some(session_from(&action, &url, &response)?)),
-            // Harbor refuses a mount from a project the account cannot read
-            // with 401; others say 403 or 404. An ordinary upload still works.
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
-                tracing::debug!(status = %response.status(), "mount refused; uploading instead");
-                Ok(Some(self.open_session().await?))
+    /// HEAD and mount when the digest is known; else (or if neither placed
+    /// the blob) a session to send into.
+    async fn place_or_open(&self) -> Result<Result<UploadOutcome, Session>, UploadError> {
+        let track = self.options.track.as_ref();
+        if let Some(digest) = self.source.digest() {
+            if let Some(size) = self.repo.head_blob(&digest, Some(&self.retries)).await? {
+                return Ok(Ok(self.outcome(UploadAction::Existed, digest, Some(size))));
             }
-            _ => Err(error_from(&action, &url, response).await),
+            if let Some(from) = self.options.mount_from.as_deref().filter(|from| *from != self.repo.name()) {
+                match Session::mount(self.repo, &digest, from, &self.retries, track).await? {
+                    MountAnswer::Mounted => {
+                        return Ok(Ok(self.outcome(UploadAction::Mounted, digest, self.source.size())));
+                    }
+                    MountAnswer::Session(session) => return Ok(Err(*session)),
+                    MountAnswer::Refused => {}
+                }
+            }
         }
+        Ok(Err(Session::open(self.repo, &self.retries, track).await?))
     }
 
-    async fn open_session(&self) -> Result<Session, RegistryError> {
-        let url = self.repo.endpoint("blobs/uploads/");
-        let action = format!("start a blob upload to {}", self.repo.name());
-        let request = self.repo.http().post(url.clone()).header(CONTENT_LENGTH, 0);
-        let response = self.repo.send_counted(&action, &url, request, Some(&self.retries)).await?;
-        // 202 is a session, never a stored blob, even if a registry said 201.
-        if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED) {
-            return Err(error_from(&action, &url, response).await);
-        }
-        session_from(&action, &url, &response)
-    }
-
-    async fn send(mut self, mut session: Session, options: &UploadOptions) -> Result<UploadOutcome, UploadError> {
-        let mode = match (self.source.digest(), self.source.size(), options.chunk_size) {
+    /// Sends every byte into `session` by whatever mode works, recovering as
+    /// the module docs say; then commits (`commit`) or hands the session back.
+    async fn run(&mut self, mut session: Session, commit: bool) -> Result<Done, UploadError> {
+        let mode = match (self.source.digest(), self.source.size(), self.options.chunk_size) {
             (_, _, Some(_)) => Mode::Chunked,
-            (Some(_), Some(size), None) if size <= options.monolithic_max => Mode::Monolithic,
+            _ if !self.source.reopenable() => Mode::Chunked,
+            (Some(_), Some(size), None) if commit && size <= self.options.monolithic_max => Mode::Monolithic,
             _ => Mode::Streamed,
         };
-        let mut plan = Plan { mode, chunk: options.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE), offset: 0, recoveries: 0 };
-        let mut delays = self.repo.retry_context(None).policy.delays();
+        let chunk = self.options.chunk_size.unwrap_or(if self.source.reopenable() {
+            DEFAULT_CHUNK_SIZE
+        } else {
+            ONE_PASS_CHUNK
+        });
+        let mut plan = Plan { mode, chunk, offset: 0, recoveries: 0 };
+        let mut budget = Budget::new(&self.repo.retry_context(None).policy);
         loop {
-            plan.chunk = plan.chunk.max(session.min_chunk.unwrap_or(0)).clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+            plan.chunk = plan.chunk.max(session.min_chunk().unwrap_or(0)).clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
             let pass = match plan.mode {
-                Mode::Monolithic => self.put_whole(&mut session).await,
-                Mode::Streamed => self.patch_stream(&mut session, plan.offset).await,
-                Mode::Chunked => self.patch_chunks(&mut session, &mut plan.offset, plan.chunk).await,
+                Mode::Monolithic => self.put_whole(&mut session).await.map(Some),
+                Mode::Streamed => self.patch_stream(&mut session, plan.offset).await.map(|()| None),
+                Mode::Chunked => self.patch_chunks(&mut session, &mut plan).await.map(|()| None),
             };
             let pass = match pass {
                 Err(Failure::Registry(error)) => match self.take_source_error() {
@@ -324,47 +512,68 @@ impl Uploader<'_> {
                 other => other,
             };
             let error = match pass {
-                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(Some(outcome)) => {
+                    session.finished();
+                    return Ok(Done::Committed(outcome));
+                }
+                Ok(None) if !commit => return self.pending(session).await.map(|p| Done::Sent(Box::new(p))),
                 Ok(None) => match self.commit(&mut session).await {
-                    Ok(outcome) => return Ok(outcome),
-                    Err(Failure::Registry(error)) => match self.committed_anyway().await {
-                        Some(outcome) => return Ok(outcome),
+                    Ok(outcome) => return Ok(Done::Committed(outcome)),
+                    Err(error) => match self.committed_anyway().await {
+                        Some(outcome) => {
+                            session.finished();
+                            return Ok(Done::Committed(outcome));
+                        }
                         None => error,
                     },
-                    Err(Failure::Source(error)) => return Err(self.give_up(session, UploadError::Source(error)).await),
                 },
-                Err(Failure::Source(error)) => return Err(self.give_up(session, UploadError::Source(error)).await),
+                Err(Failure::Source(error)) => return Err(give_up(session, UploadError::Source(error)).await),
                 Err(Failure::Registry(error)) => error,
             };
             plan.recoveries += 1;
-            if plan.recoveries > options.max_recoveries {
-                return Err(self.give_up(session, error.into()).await);
+            if plan.recoveries > self.options.max_recoveries {
+                return Err(give_up(session, error.into()).await);
             }
-            if let Err(error) = self.recover(&mut session, &mut plan, error, &mut delays).await {
-                return Err(self.give_up(session, error).await);
+            if let Err(error) = self.recover(&mut session, &mut plan, error, &mut budget).await {
+                return Err(give_up(session, error).await);
             }
         }
     }
 
+    /// Every byte is sent: the session, as a [`PendingBlob`], once the
+    /// registry is seen to hold exactly what was sent.
+    async fn pending(&self, session: Session) -> Result<PendingBlob, UploadError> {
+        let Some(digest) = self.source.digest() else {
+            let error = RegistryError::new(ErrorKind::Protocol, self.action.clone())
+                .with_detail("the blob's source did not tell its digest after it was read");
+            return Err(give_up(session, error.into()).await);
+        };
+        let size = self.source.size().or_else(|| self.reader.as_ref().map(|r| r.pos)).unwrap_or(0);
+        Ok(PendingBlob {
+            session,
+            digest,
+            size,
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        })
+    }
+
     /// Decides how to carry on after `error`; `Err` means give up.
     async fn recover(
-        &self,
+        &mut self,
         session: &mut Session,
         plan: &mut Plan,
         error: RegistryError,
-        delays: &mut impl Iterator<Item = Duration>,
+        budget: &mut Budget,
     ) -> Result<(), UploadError> {
         let status = error.status();
-        let reason = status.map_or_else(
-            || error.details().detail.clone().unwrap_or_else(|| "no answer".into()),
-            |s| format!("HTTP {s}"),
-        );
+        let reason = describe(&error);
         match status {
             // A proxy or the registry refuses bodies this large: chunks, then
             // smaller chunks. The refused request left no data.
             Some(413) => {
                 if plan.mode == Mode::Chunked {
-                    plan.chunk = shrink(plan.chunk, session.min_chunk).ok_or(error)?;
+                    plan.chunk = shrink(plan.chunk, session.min_chunk()).ok_or(error)?;
                 } else {
                     plan.mode = Mode::Chunked;
                     plan.chunk = plan.chunk.min(DEFAULT_CHUNK_SIZE);
@@ -378,7 +587,7 @@ impl Uploader<'_> {
                 let before = plan.offset;
                 self.resume_point(session, plan).await?;
                 if plan.mode == Mode::Chunked && plan.offset == before {
-                    plan.chunk = shrink(plan.chunk, session.min_chunk).ok_or(error)?;
+                    plan.chunk = shrink(plan.chunk, session.min_chunk()).ok_or(error)?;
                 }
                 let reason = format!("{reason}; resuming at byte {} in {}-byte chunks", plan.offset, plan.chunk);
                 self.pause(plan.recoveries, Duration::ZERO, reason).await;
@@ -389,11 +598,11 @@ impl Uploader<'_> {
                 || error.has_code("BLOB_UPLOAD_INVALID") =>
             {
                 self.pause(plan.recoveries, Duration::ZERO, format!("{reason}; starting a new upload")).await;
-                *session = self.open_session().await?;
+                *session = Session::open(self.repo, &self.retries, self.options.track.as_ref()).await?;
                 plan.offset = 0;
             }
             _ if error.is_retryable() => {
-                let delay = delays.next().ok_or(error)?;
+                let delay = budget.next(None).map_err(|_| error)?;
                 self.pause(plan.recoveries, delay, reason).await;
                 self.resume_point(session, plan).await?;
                 tracing::debug!(offset = plan.offset, "resuming the upload: {}", self.action);
@@ -406,10 +615,10 @@ impl Uploader<'_> {
     /// Asks the registry where the upload stands and plans to go on from
     /// there: in chunks past the start, in a new session if it is gone.
     async fn resume_point(&self, session: &mut Session, plan: &mut Plan) -> Result<(), RegistryError> {
-        match self.status(session).await? {
+        match session.status(&self.retries).await? {
             Some(stands) => plan.offset = stands,
             None => {
-                *session = self.open_session().await?;
+                *session = Session::open(self.repo, &self.retries, self.options.track.as_ref()).await?;
                 plan.offset = 0;
             }
         }
@@ -427,170 +636,170 @@ impl Uploader<'_> {
         self.source_error.lock().ok()?.take()
     }
 
-    /// The source's bytes from `offset` as a request body; counts what goes
-    /// out and remembers source failures apart from network ones.
-    fn body_from(&mut self, offset: u64) -> Result<reqwest::Body, Failure> {
+    /// The source's bytes from `offset`, counted as they go out, with
+    /// source failures remembered apart from network ones.
+    fn stream_from(&mut self, offset: u64) -> Result<BlobStream, Failure> {
+        if self.opened && !self.source.reopenable() {
+            return Err(Failure::Registry(self.lost(offset)));
+        }
+        self.opened = true;
         self.reader = None;
         let stream = self.source.open(offset).map_err(Failure::Source)?;
-        let (sent, failed) = (Arc::clone(&self.sent), Arc::clone(&self.source_error));
-        let stream = stream.map(move |item| match item {
-            Ok(bytes) => {
-                sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Ok(bytes)
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if let Ok(mut slot) = failed.lock() {
-                    slot.get_or_insert(error);
-                }
-                Err(io::Error::other(message))
-            }
+        let failed = Arc::clone(&self.source_error);
+        Ok(stream
+            .map(move |item| {
+                item.map_err(|error| {
+                    let message = error.to_string();
+                    if let Ok(mut slot) = failed.lock() {
+                        slot.get_or_insert(error);
+                    }
+                    io::Error::other(message)
+                })
+            })
+            .boxed())
+    }
+
+    /// A request body from `stream`, in pieces the watchdog can see go.
+    fn body(&self, stream: BlobStream) -> reqwest::Body {
+        let (sent, activity) = (Arc::clone(&self.sent), self.activity.clone());
+        let pieces = stream.flat_map(|item| {
+            let pieces: Vec<io::Result<Bytes>> = match item {
+                Ok(bytes) => split(bytes),
+                Err(error) => vec![Err(error)],
+            };
+            futures_util::stream::iter(pieces)
         });
-        Ok(reqwest::Body::wrap_stream(stream))
+        reqwest::Body::wrap_stream(pieces.map(move |item| {
+            if let Ok(bytes) = &item {
+                sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                activity.touch();
+            }
+            item
+        }))
+    }
+
+    /// The error for a resume the source cannot serve: it is read only once
+    /// and `offset` lies before the chunks kept.
+    fn lost(&self, offset: u64) -> RegistryError {
+        RegistryError::new(ErrorKind::Unavailable, self.action.clone())
+            .with_detail(format!(
+                "the registry lost the upload from byte {offset}, and the blob was read from a stream that cannot be \
+                 read again"
+            ))
+            .with_hint("push again; from a file (not standard input or a wrapped archive), hoist can resume any upload")
     }
 
     /// POST was done; one PUT with the whole blob and the digest.
-    async fn put_whole(&mut self, session: &mut Session) -> Result<Option<UploadOutcome>, Failure> {
+    async fn put_whole(&mut self, session: &mut Session) -> Result<UploadOutcome, Failure> {
         let digest = self.source.digest().expect("monolithic uploads have a known digest");
         let len = self.source.size().expect("monolithic uploads have a known size");
-        let url = with_digest(&session.location, &digest);
-        let request = self
-            .repo
-            .http()
-            .put(url.clone())
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(CONTENT_LENGTH, len)
-            .body(self.body_from(0)?);
-        let response = self.repo.send_once(&self.action, &url, request).await?;
-        check_committed(&self.action, &url, &digest, response).await?;
-        Ok(Some(self.outcome(UploadAction::Uploaded, digest, Some(len))))
+        let stream = self.stream_from(0)?;
+        let body = self.body(stream);
+        session.put_whole(&self.action, &digest, len, body, &self.activity).await?;
+        session.finished();
+        Ok(self.outcome(UploadAction::Uploaded, digest, Some(len)))
     }
 
     /// Everything from `offset` in one PATCH without `Content-Range`, as
-    /// docker sends it. `None`: all sent, commit next.
-    async fn patch_stream(&mut self, session: &mut Session, offset: u64) -> Result<Option<UploadOutcome>, Failure> {
-        let url = session.location.clone();
-        let mut request = self.repo.http().request(Method::PATCH, url.clone()).header(CONTENT_TYPE, OCTET_STREAM);
-        if let Some(len) = self.source.size() {
-            request = request.header(CONTENT_LENGTH, len.saturating_sub(offset));
+    /// docker sends it.
+    async fn patch_stream(&mut self, session: &mut Session, offset: u64) -> Result<(), Failure> {
+        let stream = self.stream_from(offset)?;
+        let body = self.body(stream);
+        let length = self.source.size().map(|len| len.saturating_sub(offset));
+        let stored = session.patch(&self.action, body, None, length, &self.activity).await?;
+        if let (Some(stored), Some(size)) = (stored, self.source.size())
+            && stored != size
+        {
+            return Err(Failure::Registry(
+                RegistryError::new(ErrorKind::Protocol, self.action.clone())
+                    .with_detail(format!("the registry holds {stored} bytes after all {size} were sent")),
+            ));
         }
-        let request = request.body(self.body_from(offset)?);
-        let response = self.repo.send_once(&self.action, &url, request).await?;
-        if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
-            return Err(error_from(&self.action, &url, response).await.into());
-        }
-        session.location = next_location(&self.action, &url, &response)?;
-        Ok(None)
+        Ok(())
     }
 
-    /// PATCHes of `chunk` bytes with inclusive `Content-Range`, from
-    /// `offset` to the end. `None`: all sent, commit next.
-    async fn patch_chunks(
-        &mut self,
-        session: &mut Session,
-        offset: &mut u64,
-        chunk: u64,
-    ) -> Result<Option<UploadOutcome>, Failure> {
-        let at = *offset;
-        let reuse = self.reader.as_mut().is_some_and(|reader| reader.seek(at));
-        if !reuse {
-            let stream = self.source.open(at).map_err(Failure::Source)?;
-            self.reader = Some(Reader::new(stream, at));
-        }
+    /// PATCHes of `plan.chunk` bytes with inclusive `Content-Range`, from
+    /// `plan.offset` to the end, reading the next chunk while one is sent so
+    /// that the source (a compressor) keeps working during the round trip.
+    async fn patch_chunks(&mut self, session: &mut Session, plan: &mut Plan) -> Result<(), Failure> {
+        let chunk = plan.chunk;
+        let kept = self.reader.take().and_then(|mut reader| reader.seek(plan.offset).then_some(reader));
+        let mut reader = match kept {
+            Some(reader) => reader,
+            None => Reader::new(self.stream_from(plan.offset)?, plan.offset),
+        };
+        let mut next = reader.read_chunk(chunk).await;
         loop {
-            let reader = self.reader.as_mut().expect("opened above");
-            let data = reader.read_chunk(chunk).await.map_err(Failure::Source)?;
+            let data = match next {
+                Ok(data) => data,
+                Err(error) => {
+                    self.reader = Some(reader);
+                    return Err(Failure::Source(error));
+                }
+            };
             if data.is_empty() {
-                return Ok(None);
+                self.reader = Some(reader);
+                return Ok(());
             }
-            let (start, len) = (*offset, data.len() as u64);
-            let url = session.location.clone();
-            let request = self
-                .repo
-                .http()
-                .request(Method::PATCH, url.clone())
-                .header(CONTENT_TYPE, OCTET_STREAM)
-                .header("Content-Range", format!("{start}-{}", start + len - 1))
-                .header(CONTENT_LENGTH, len)
-                .body(data);
-            self.sent.fetch_add(len, Ordering::Relaxed);
-            let response = self.repo.send_once(&self.action, &url, request).await?;
-            // ECR answers 201 where the spec says 202; some say 204.
-            if !matches!(response.status(), StatusCode::ACCEPTED | StatusCode::CREATED | StatusCode::NO_CONTENT) {
-                return Err(error_from(&self.action, &url, response).await.into());
-            }
+            let (start, len) = (plan.offset, data.len() as u64);
+            let last = len < chunk;
+            let body = self.body(futures_util::stream::once(std::future::ready(Ok(data))).boxed());
+            let range = format!("{start}-{}", start + len - 1);
+            let patching = session.patch(&self.action, body, Some(range), Some(len), &self.activity);
+            let (answer, following) = if last {
+                (patching.await, Ok(Bytes::new()))
+            } else {
+                tokio::join!(patching, reader.read_chunk(chunk))
+            };
+            self.reader = Some(reader);
+            let reported = answer?;
             // ECR's Range can lag behind what it stored; trust what was sent.
-            let reported = header_str(&response, "Range").and_then(|r| parse_range_end(&r));
-            if reported.is_some_and(|end| end + 1 != start + len) {
+            if reported.is_some_and(|end| end != start + len) {
                 tracing::debug!(
                     sent_to = start + len,
                     ?reported,
-                    "the registry's Range disagrees; keeping count of bytes sent"
+                    "the registry's Range disagrees; counting bytes sent"
                 );
             }
-            session.location = next_location(&self.action, &url, &response)?;
-            *offset = start + len;
-            if len < chunk {
-                return Ok(None);
+            plan.offset = start + len;
+            if last {
+                return Ok(());
             }
+            reader = self.reader.take().expect("put back above");
+            next = following;
         }
     }
 
     /// The empty PUT with the whole blob's digest that closes the session.
-    async fn commit(&mut self, session: &mut Session) -> Result<UploadOutcome, Failure> {
+    async fn commit(&mut self, session: &mut Session) -> Result<UploadOutcome, RegistryError> {
         let Some(digest) = self.source.digest() else {
-            return Err(Failure::Registry(
-                RegistryError::new(ErrorKind::Protocol, self.action.clone())
-                    .with_detail("the blob's source did not tell its digest after it was read"),
-            ));
+            return Err(RegistryError::new(ErrorKind::Protocol, self.action.clone())
+                .with_detail("the blob's source did not tell its digest after it was read"));
         };
-        let url = with_digest(&session.location, &digest);
-        let request = self.repo.http().put(url.clone()).header(CONTENT_TYPE, OCTET_STREAM).header(CONTENT_LENGTH, 0);
-        let response = self.repo.send_once(&self.action, &url, request).await?;
-        check_committed(&self.action, &url, &digest, response).await?;
-        Ok(self.outcome(UploadAction::Uploaded, digest, self.source.size()))
+        session.commit(&digest, &self.activity).await?;
+        let size = self.source.size().or_else(|| self.reader.as_ref().map(|r| r.pos));
+        Ok(self.outcome(UploadAction::Uploaded, digest, size))
     }
 
     /// After a failed commit: the registry may have stored the blob and lost
     /// only its answer.
     async fn committed_anyway(&self) -> Option<UploadOutcome> {
         let digest = self.source.digest()?;
-        let size = self.head(&digest).await.ok()??;
+        let size = self.repo.head_blob(&digest, Some(&self.retries)).await.ok()??;
         Some(self.outcome(UploadAction::Uploaded, digest, Some(size)))
     }
+}
 
-    /// GET on the session: how many bytes the registry holds (`None` if the
-    /// session is gone), and its newest `Location`.
-    async fn status(&self, session: &mut Session) -> Result<Option<u64>, RegistryError> {
-        let url = session.location.clone();
-        let action = format!("ask how far the upload to {} got", self.repo.name());
-        let response =
-            self.repo.send_counted(&action, &url, self.repo.http().get(url.clone()), Some(&self.retries)).await?;
-        match response.status() {
-            StatusCode::NO_CONTENT | StatusCode::OK => {}
-            // Unknown or invalidated sessions: distribution says 404, or 400
-            // BLOB_UPLOAD_INVALID when a broken request left it inconsistent.
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Ok(None),
-            _ => return Err(error_from(&action, &url, response).await),
-        }
-        let Some(range) = header_str(&response, "Range") else { return Ok(None) };
-        if response.headers().contains_key(LOCATION) {
-            session.location = next_location(&action, &url, &response)?;
-        }
-        // `0-0` is both "nothing" and "one byte" in distribution; a one-byte
-        // head start is not worth the ambiguity.
-        Ok(Some(parse_range_end(&range).map_or(0, |end| if end == 0 { 0 } else { end + 1 })))
-    }
+async fn give_up(session: Session, error: UploadError) -> UploadError {
+    session.cancel().await;
+    error
+}
 
-    async fn give_up(&self, session: Session, error: UploadError) -> UploadError {
-        let url = session.location;
-        let request = self.repo.http().delete(url.clone());
-        match self.repo.send_once("cancel an upload", &url, request).await {
-            Ok(response) => tracing::debug!(status = %response.status(), "cancelled the upload"),
-            Err(error) => tracing::debug!(%error, "could not cancel the upload"),
-        }
-        error
-    }
+/// A retry's reason, without URLs: `HTTP 503`, or what broke.
+fn describe(error: &RegistryError) -> String {
+    error
+        .status()
+        .map_or_else(|| error.details().detail.clone().unwrap_or_else(|| "no answer".into()), |s| format!("HTTP {s}"))
 }
 
 /// Half of `chunk`, unless that goes below what the registry or we accept.
@@ -599,64 +808,19 @@ fn shrink(chunk: u64, min_chunk: Option<u64>) -> Option<u64> {
     (chunk / 2 >= floor).then_some(chunk / 2)
 }
 
-async fn check_committed(
-    action: &str,
-    url: &Url,
-    digest: &Digest,
-    response: reqwest::Response,
-) -> Result<(), RegistryError> {
-    if !matches!(response.status(), StatusCode::CREATED | StatusCode::NO_CONTENT) {
-        return Err(error_from(action, url, response).await);
+/// `bytes` in pieces of at most [`BODY_PIECE`], without copying.
+fn split(mut bytes: Bytes) -> Vec<io::Result<Bytes>> {
+    let mut pieces = Vec::with_capacity(bytes.len() / BODY_PIECE + 1);
+    while bytes.len() > BODY_PIECE {
+        pieces.push(Ok(bytes.split_to(BODY_PIECE)));
     }
-    if let Some(reported) = header_str(&response, DOCKER_CONTENT_DIGEST)
-        && reported != digest.to_string()
-    {
-        return Err(RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(url)
-            .with_detail(format!("the registry stored it as {reported}")));
-    }
-    Ok(())
+    pieces.push(Ok(bytes));
+    pieces
 }
 
-fn session_from(action: &str, url: &Url, response: &reqwest::Response) -> Result<Session, RegistryError> {
-    let min_chunk = header_str(response, "OCI-Chunk-Min-Length").and_then(|v| v.trim().parse().ok());
-    Ok(Session { location: next_location(action, url, response)?, min_chunk })
-}
-
-/// The session's next URL, resolved against the request that returned it
-/// (registries may answer with a relative or an absolute `Location`).
-pub(crate) fn next_location(
-    action: &str,
-    request_url: &Url,
-    response: &reqwest::Response,
-) -> Result<Url, RegistryError> {
-    let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(request_url)
-            .with_detail("the registry sent no Location header")
-    })?;
-    request_url.join(location).map_err(|e| {
-        RegistryError::new(ErrorKind::Protocol, action)
-            .with_url(request_url)
-            .with_detail(format!("its Location header is not a URL: {e}"))
-    })
-}
-
-/// The session URL with `digest=` added to whatever query it already has.
-pub(crate) fn with_digest(location: &Url, digest: &Digest) -> Url {
-    let mut url = location.clone();
-    url.query_pairs_mut().append_pair("digest", &digest.to_string());
-    url
-}
-
-/// `0-1023` or `bytes=0-1023` → 1023.
-pub(crate) fn parse_range_end(range: &str) -> Option<u64> {
-    let range = range.trim().trim_start_matches("bytes=");
-    range.split_once('-')?.1.trim().parse().ok()
-}
-
-/// Reads a [`BlobStream`] in chunks, keeping the last chunk so that a resend
-/// of it does not reopen the source.
+/// Reads a [`BlobStream`] in chunks, keeping the last two chunks so that a
+/// resend of either (the one in flight, or the one read ahead) does not
+/// reopen the source.
 struct Reader {
     /// In a mutex only to be `Sync` (upload futures hold `&Uploader` across
     /// awaits); always reached through `get_mut`, without locking.
@@ -665,62 +829,75 @@ struct Reader {
     pos: u64,
     /// Bytes already taken from the stream but not yet returned.
     front: Bytes,
-    /// The last chunk returned and its offset.
-    last: Option<(u64, Bytes)>,
+    /// The last chunks returned, oldest first, with their offsets.
+    kept: VecDeque<(u64, Bytes)>,
     ended: bool,
 }
 
+/// Chunks a [`Reader`] keeps for resending.
+const KEPT_CHUNKS: usize = 2;
+
 impl Reader {
     fn new(stream: BlobStream, pos: u64) -> Self {
-        Self { stream: Mutex::new(stream), pos, front: Bytes::new(), last: None, ended: false }
+        Self { stream: Mutex::new(stream), pos, front: Bytes::new(), kept: VecDeque::new(), ended: false }
     }
 
-    /// Moves back to `offset` within the last chunk (or stays): false when
+    /// Moves back to `offset` within the kept chunks (or stays): false when
     /// the source must be reopened instead.
     fn seek(&mut self, offset: u64) -> bool {
         if offset == self.pos {
             return true;
         }
-        let Some((start, last)) = &self.last else { return false };
-        if offset < *start || offset > self.pos {
+        let Some(oldest) = self.kept.front().map(|(start, _)| *start) else { return false };
+        if offset < oldest || offset > self.pos {
             return false;
         }
-        let mut front = BytesMut::from(&last[(offset - start) as usize..]);
+        let mut front = BytesMut::with_capacity((self.pos - offset) as usize + self.front.len());
+        for (start, chunk) in &self.kept {
+            let end = start + chunk.len() as u64;
+            if end > offset {
+                let from = offset.saturating_sub(*start) as usize;
+                front.extend_from_slice(&chunk[from..]);
+            }
+        }
         front.extend_from_slice(&self.front);
         self.front = front.freeze();
         self.pos = offset;
-        self.last = None;
+        self.kept.clear();
         true
     }
 
     /// Up to `n` bytes; fewer only at the end of the blob.
     async fn read_chunk(&mut self, n: u64) -> io::Result<Bytes> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
-        if self.front.len() >= n {
+        let out = if self.front.len() >= n {
             // The source's own chunk holds it all: no copy.
-            let out = self.front.split_to(n);
-            self.last = Some((self.pos, out.clone()));
-            self.pos += out.len() as u64;
-            return Ok(out);
+            self.front.split_to(n)
+        } else {
+            let mut out = BytesMut::with_capacity(n.min(64 * 1024 * 1024));
+            loop {
+                if !self.front.is_empty() {
+                    let take = (n - out.len()).min(self.front.len());
+                    out.extend_from_slice(&self.front.split_to(take));
+                }
+                if out.len() == n || self.ended {
+                    break;
+                }
+                let stream = self.stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match stream.next().await {
+                    Some(Ok(bytes)) => self.front = bytes,
+                    Some(Err(error)) => return Err(error),
+                    None => self.ended = true,
+                }
+            }
+            out.freeze()
+        };
+        if !out.is_empty() {
+            if self.kept.len() == KEPT_CHUNKS {
+                self.kept.pop_front();
+            }
+            self.kept.push_back((self.pos, out.clone()));
         }
-        let mut out = BytesMut::with_capacity(n.min(64 * 1024 * 1024));
-        loop {
-            if !self.front.is_empty() {
-                let take = (n - out.len()).min(self.front.len());
-                out.extend_from_slice(&self.front.split_to(take));
-            }
-            if out.len() == n || self.ended {
-                break;
-            }
-            let stream = self.stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match stream.next().await {
-                Some(Ok(bytes)) => self.front = bytes,
-                Some(Err(error)) => return Err(error),
-                None => self.ended = true,
-            }
-        }
-        let out = out.freeze();
-        self.last = Some((self.pos, out.clone()));
         self.pos += out.len() as u64;
         Ok(out)
     }
@@ -731,41 +908,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digest_joins_an_existing_query() {
-        let digest = Digest::of(b"x");
-        let bare = Url::parse("http://r/v2/a/blobs/uploads/1").unwrap();
-        assert_eq!(with_digest(&bare, &digest).query(), Some(format!("digest=sha256%3A{}", digest.hex()).as_str()));
-        let stateful = Url::parse("http://r/v2/a/blobs/uploads/1?_state=a%2Bb%3D&x=1").unwrap();
-        assert_eq!(
-            with_digest(&stateful, &digest).query(),
-            Some(format!("_state=a%2Bb%3D&x=1&digest=sha256%3A{}", digest.hex()).as_str())
-        );
-    }
-
-    #[test]
-    fn range_headers_are_read_tolerantly() {
-        assert_eq!(parse_range_end("0-1023"), Some(1023));
-        assert_eq!(parse_range_end("bytes=0-1023"), Some(1023));
-        assert_eq!(parse_range_end("garbage"), None);
-    }
-
-    #[test]
     fn chunks_halve_down_to_a_floor() {
         assert_eq!(shrink(8 << 20, None), Some(4 << 20));
         assert_eq!(shrink(MIN_CHUNK_SIZE, None), None);
         assert_eq!(shrink(8 << 20, Some(5 << 20)), None);
     }
 
+    #[test]
+    fn bodies_go_in_pieces_without_copies() {
+        let bytes = Bytes::from(vec![7u8; BODY_PIECE * 2 + 5]);
+        let pieces: Vec<Bytes> = split(bytes).into_iter().map(Result::unwrap).collect();
+        assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [BODY_PIECE, BODY_PIECE, 5]);
+    }
+
     #[tokio::test]
-    async fn the_reader_resends_its_last_chunk_without_reopening() {
+    async fn the_reader_resends_its_last_two_chunks_without_reopening() {
         let source = BytesSource::new(Bytes::from_static(b"0123456789"));
         let mut reader = Reader::new(source.open(0).unwrap(), 0);
-        assert_eq!(&reader.read_chunk(4).await.unwrap()[..], b"0123");
-        assert_eq!(&reader.read_chunk(4).await.unwrap()[..], b"4567");
-        assert!(reader.seek(5));
-        assert_eq!(&reader.read_chunk(4).await.unwrap()[..], b"5678");
-        assert!(!reader.seek(0), "before the last chunk: reopen");
-        assert_eq!(&reader.read_chunk(4).await.unwrap()[..], b"9");
-        assert!(reader.read_chunk(4).await.unwrap().is_empty());
+        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"012");
+        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"345");
+        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"678");
+        assert!(!reader.seek(2), "before the two kept chunks: reopen");
+        assert!(reader.seek(4), "inside the older kept chunk");
+        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"456");
+        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"789");
+        assert!(reader.read_chunk(3).await.unwrap().is_empty());
+        assert!(reader.seek(7));
+        assert_eq!(&reader.read_chunk(8).await.unwrap()[..], b"789");
     }
 }

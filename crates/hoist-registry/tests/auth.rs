@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoist_oci::{Digest, Reference};
-use hoist_registry::{BlobPush, Client, ClientOptions, Credential, CredentialStore, ErrorKind, Secret};
+use hoist_registry::{
+    BytesSource, Client, ClientOptions, Credential, CredentialStore, ErrorKind, Repository, Secret, UploadAction,
+    UploadOptions,
+};
 use hoist_testkit::{IssuerConfig, TestRegistry, TokenIssuer};
 
 const USER: &str = "tess";
@@ -35,7 +38,7 @@ async fn a_token_that_dies_early_is_replaced_on_401_and_the_request_resent() {
     let repo = client(basic()).repository(&reference(&registry, "team/app"));
     let bytes = Bytes::from_static(b"a blob that outlives its token");
     let digest = Digest::of(&bytes);
-    assert_eq!(repo.push_blob(&digest, bytes).await.unwrap(), BlobPush::Uploaded);
+    assert_eq!(upload(&repo, bytes).await, UploadAction::Uploaded);
     let first = issuer.issued().len();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut requests = 0;
@@ -51,16 +54,22 @@ async fn a_token_that_dies_early_is_replaced_on_401_and_the_request_resent() {
     assert_eq!(issuer.refused(), 0);
 }
 
+/// The mount asks for pull on its source in the same token request, so
+/// distribution (which checks per-repository scopes) mounts instead of
+/// silently opening an upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mount_source_gets_pull_in_the_same_token() {
+async fn a_mount_asks_for_pull_on_its_source_in_the_same_token() {
     let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD));
     let registry = TestRegistry::builder().token_auth(&issuer).start();
-    let repo = client(basic()).repository(&reference(&registry, "team/dst")).with_pull_scope("team/src");
-    let digest = Digest::of(b"nothing");
-    assert_eq!(repo.blob_exists(&digest).await.unwrap(), None);
-    let tokens = issuer.issued();
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].scopes, "repository:team/dst:pull,push repository:team/src:pull");
+    let client = client(basic());
+    let bytes = Bytes::from_static(b"mounted, not sent again");
+    upload(&client.repository(&reference(&registry, "team/src")), bytes.clone()).await;
+    let dst = client.repository(&reference(&registry, "team/dst"));
+    let options = UploadOptions { mount_from: Some("team/src".into()), ..UploadOptions::default() };
+    let outcome = dst.upload_blob(&BytesSource::new(bytes), &options).await.unwrap();
+    assert_eq!(outcome.action, UploadAction::Mounted);
+    let scopes: Vec<String> = issuer.issued().iter().map(|i| i.scopes.clone()).collect();
+    assert!(scopes.iter().any(|s| s == "repository:team/dst:pull,push repository:team/src:pull"), "{scopes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +81,7 @@ async fn one_token_serves_many_requests_while_it_lives() {
         let bytes = Bytes::from(format!("blob {n}"));
         // A new handle each time: the session is the client's, per registry.
         let repo = client.repository(&reference(&registry, "team/app"));
-        repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap();
+        upload(&repo, bytes).await;
     }
     assert_eq!(issuer.issued().len(), 1, "tokens are cached per scope (access_token accepted)");
 }
@@ -94,7 +103,7 @@ async fn identity_token_push(config: IssuerConfig) -> Vec<&'static str> {
     );
     let repo = client(store).repository(&reference(&registry, "team/app"));
     let bytes = Bytes::from_static(b"via an identity token");
-    repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap();
+    upload(&repo, bytes).await;
     issuer.issued().iter().map(|i| i.method).collect()
 }
 
@@ -131,7 +140,9 @@ async fn credentials_never_go_to_a_plain_http_realm_elsewhere() {
         client(basic()).repository(&reference(&registry, "team/app")).blob_exists(&Digest::of(b"x")).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unauthorized);
     assert!(error.to_string().contains("refusing to send the credentials"), "{error}");
-    assert!(error.hint().unwrap().contains("--plain-http"), "{:?}", error.hint());
+    // `--plain-http` names the registry, not its token service: it cannot help.
+    let hint = error.hint().unwrap();
+    assert!(hint.contains("192.0.2.1") && hint.contains("HTTPS") && !hint.contains("--plain-http"), "{hint}");
     assert!(issuer.issued().is_empty());
 }
 
@@ -176,6 +187,11 @@ async fn a_registry_token_from_docker_config_is_sent_as_is() {
         docker_config(dir.path(), &format!(r#"{{"auths":{{"{}":{{"registrytoken":"{token}"}}}}}}"#, registry.host()));
     let repo = client(store).repository(&reference(&registry, "team/app"));
     let bytes = Bytes::from_static(b"with a ready token");
-    assert_eq!(repo.push_blob(&Digest::of(&bytes), bytes).await.unwrap(), BlobPush::Uploaded);
+    assert_eq!(upload(&repo, bytes).await, UploadAction::Uploaded);
     assert_eq!(issuer.issued().len(), 1, "only the token this test asked for");
+}
+
+/// Uploads `bytes` (HEAD first) and says what that took.
+async fn upload(repo: &Repository, bytes: Bytes) -> UploadAction {
+    repo.upload_blob(&BytesSource::new(bytes), &UploadOptions::default()).await.unwrap().action
 }

@@ -309,7 +309,7 @@ async fn a_broken_download_resumes_with_a_range_request() {
     let proxy =
         FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::TruncateResponse(250_000)).method("GET")]);
     let mut out = Vec::new();
-    let size = repo(&client(), &proxy.host(), "app").download_blob(&digest, &mut out).await.unwrap();
+    let size = repo(&client(), &proxy.host(), "app").download_blob(&digest, u64::MAX, &mut out).await.unwrap();
     assert_eq!(size, 700_000);
     assert_eq!(out, bytes, "the resumed download is byte for byte the blob");
     let gets: Vec<_> = proxy.log().into_iter().filter(|l| l.method == "GET").collect();
@@ -328,7 +328,7 @@ async fn downloads_follow_redirects_to_another_host() {
         vec![Rule::always(Fault::RedirectTo { base: format!("http://{}", storage.host()) }).method("GET")],
     );
     let mut out = Vec::new();
-    repo(&client(), &front.host(), "app").download_blob(&digest, &mut out).await.unwrap();
+    repo(&client(), &front.host(), "app").download_blob(&digest, u64::MAX, &mut out).await.unwrap();
     assert_eq!(out, bytes);
     assert_eq!(front.log()[0].status, 307);
     assert_eq!(storage.count("GET", "/blobs/"), 1, "the redirect was followed");
@@ -348,7 +348,7 @@ async fn a_download_that_hashes_wrong_is_refused() {
     );
     let wanted = Digest::of(&bytes);
     let mut out = Vec::new();
-    let error = repo(&client(), &front.host(), "app").download_blob(&wanted, &mut out).await.unwrap_err();
+    let error = repo(&client(), &front.host(), "app").download_blob(&wanted, u64::MAX, &mut out).await.unwrap_err();
     assert!(error.to_string().contains("hash to"), "{error}");
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hoist_oci::{Descriptor, Digest, ManifestBuilder, ManifestFormat, RawBlob, Reference, media_type};
-use hoist_registry::{Client, ClientOptions, ErrorKind, MAX_MANIFEST_SIZE, Repository};
+use hoist_registry::{BytesSource, Client, ClientOptions, ErrorKind, MAX_MANIFEST_SIZE, Repository, UploadOptions};
 use hoist_testkit::{Fault, FaultProxy, Rule, TestRegistry};
 use serde_json::json;
 
@@ -30,8 +30,9 @@ async fn image(repo: &Repository, format: ManifestFormat, seed: &str) -> RawBlob
         .into_bytes(),
     );
     let layer = Bytes::from(format!("layer bytes for {seed}").repeat(100));
-    repo.push_blob(&config.digest, Bytes::from(config.bytes.clone())).await.unwrap();
-    repo.push_blob(&Digest::of(&layer), layer.clone()).await.unwrap();
+    for blob in [Bytes::from(config.bytes.clone()), layer.clone()] {
+        repo.upload_blob(&BytesSource::new(blob), &UploadOptions::default()).await.unwrap();
+    }
     ManifestBuilder::new(format, config.descriptor())
         .layer(Descriptor {
             media_type: format.layer_media_type(true).into(),
@@ -131,7 +132,7 @@ fn wrong_digest() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_put_answered_with_another_digest_is_a_protocol_error() {
+async fn a_put_answered_with_another_digest_is_a_mismatch() {
     let registry = TestRegistry::start();
     let proxy = FaultProxy::start(
         registry.port(),
@@ -145,7 +146,7 @@ async fn a_put_answered_with_another_digest_is_a_protocol_error() {
     let repo = repo(&client, &proxy.host(), "app");
     let manifest = image(&repo, ManifestFormat::Docker, "put").await;
     let error = repo.put_manifest("v1", &manifest).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Protocol, "{error}");
+    assert_eq!(error.kind(), ErrorKind::Mismatch, "{error}");
     let text = error.to_string();
     assert!(text.contains(&wrong_digest()) && text.contains(&manifest.digest.to_string()), "{text}");
     assert!(error.hint().is_some_and(|h| h.contains("exact bytes")), "{:?}", error.hint());
@@ -153,7 +154,7 @@ async fn a_put_answered_with_another_digest_is_a_protocol_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_get_or_head_answered_with_another_digest_is_a_protocol_error() {
+async fn a_get_or_head_answered_with_another_digest_is_a_mismatch() {
     let registry = TestRegistry::start();
     let client = client();
     let manifest = image(&repo(&client, &registry.host(), "app"), ManifestFormat::Oci, "get").await;
@@ -168,12 +169,12 @@ async fn a_get_or_head_answered_with_another_digest_is_a_protocol_error() {
     let repo = repo(&client, &proxy.host(), "app");
     for reference in ["v1".to_owned(), manifest.digest.to_string()] {
         let error = repo.get_manifest(&reference).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Protocol, "{error}");
+        assert_eq!(error.kind(), ErrorKind::Mismatch, "{error}");
         assert!(error.to_string().contains(&wrong_digest()), "{error}");
     }
     // HEAD has no body to hash: a digest reference is checked against the header.
     let error = repo.head_manifest(&manifest.digest.to_string()).await.unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Protocol, "{error}");
+    assert_eq!(error.kind(), ErrorKind::Mismatch, "{error}");
     // For a tag, the header is all there is: HEAD reports it as it is.
     assert_eq!(repo.head_manifest("v1").await.unwrap().unwrap().digest.to_string(), wrong_digest());
 }

@@ -4,15 +4,25 @@
 //! One JSON file, `blobs.json`, in the cache directory maps
 //! (diff_id, compression settings) to (digest, size, media type, and the
 //! `registry/repository`s where the blob was seen). Several hoist processes may
-//! share it: saving takes an exclusive lock on `blobs.lock`, re-reads the
-//! file, merges, and replaces it atomically. A cache that cannot be read is
-//! ignored with a warning; it is only ever an optimisation.
+//! share it: saving takes an exclusive lock on `blobs.lock` (waiting at most
+//! [`LOCK_WAIT`], and saying so after a second), re-reads the file, merges,
+//! and replaces it atomically. A cache that cannot be read is ignored with a
+//! warning; it is only ever an optimisation.
+//!
+//! What it trusts, and why: an entry is written only by hoist, after it
+//! hashed the layer's content itself (the diff_id) and made the blob it
+//! names. The file is the user's own, like their shell history; one that
+//! others may write (group- or world-writable, or in such a directory) is
+//! ignored. Even so an entry is a hint the registry can overrule: it is used
+//! only if the registry holds a blob of that digest with the recorded size
+//! (a HEAD), and an entry the registry contradicts is dropped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hoist_oci::Digest;
 use serde::{Deserialize, Serialize};
@@ -22,6 +32,11 @@ const LOCK: &str = "blobs.lock";
 const VERSION: u32 = 1;
 /// Locations remembered per blob; the oldest are forgotten first.
 const MAX_SEEN: usize = 16;
+/// A cache file larger than this is not read (a real one is a few hundred
+/// bytes per layer ever pushed).
+const MAX_FILE: u64 = 64 * 1024 * 1024;
+/// How long saving waits for another hoist process to release the lock.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// What a layer became in a registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,21 +59,58 @@ struct CacheFile {
 pub struct BlobCache {
     dir: Option<PathBuf>,
     entries: Mutex<BTreeMap<String, CachedBlob>>,
-    /// Keys recorded by this process, merged into the file on save.
+    /// Keys recorded (or forgotten) by this process, merged into the file on save.
     changed: Mutex<BTreeSet<String>>,
+    /// Why the file was ignored, for the caller to tell the user.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl BlobCache {
     /// A cache that neither reads nor writes anything (`--no-cache`).
     pub fn disabled() -> Self {
-        Self { dir: None, entries: Mutex::default(), changed: Mutex::default() }
+        Self { dir: None, entries: Mutex::default(), changed: Mutex::default(), warnings: Mutex::default() }
     }
 
     /// Opens the cache in `dir`; a missing, unreadable or corrupt file gives
     /// an empty cache (with a warning for the corrupt case).
     pub fn open(dir: &Path) -> Self {
-        let entries = read_file(&dir.join(FILE));
-        Self { dir: Some(dir.to_owned()), entries: Mutex::new(entries), changed: Mutex::default() }
+        let mut warnings = Vec::new();
+        let entries = match others_may_write(dir) {
+            Some(what) => {
+                warnings.push(format!(
+                    "ignoring the blob cache in {}: {what} can be written by other users (`chmod go-w` it, or use \
+                     --cache-dir)",
+                    dir.display()
+                ));
+                BTreeMap::new()
+            }
+            None => read_file(&dir.join(FILE)).unwrap_or_else(|warning| {
+                warnings.push(warning);
+                BTreeMap::new()
+            }),
+        };
+        Self {
+            dir: Some(dir.to_owned()),
+            entries: Mutex::new(entries),
+            changed: Mutex::default(),
+            warnings: Mutex::new(warnings),
+        }
+    }
+
+    /// What the user should know about this cache (it was ignored, and why).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().expect("cache lock"))
+    }
+
+    /// Drops the entry for `diff_id` made with `settings`: the registry
+    /// contradicted it.
+    pub fn forget(&self, diff_id: &Digest, settings: &str) {
+        if self.dir.is_none() {
+            return;
+        }
+        let key = key(diff_id, settings);
+        self.entries.lock().expect("cache lock").remove(&key);
+        self.changed.lock().expect("cache lock").insert(key);
     }
 
     /// The default directory: `$XDG_CACHE_HOME/hoist`, else `~/.cache/hoist`.
@@ -110,8 +162,10 @@ impl BlobCache {
         self.changed.lock().expect("cache lock").insert(key);
     }
 
-    /// Merges this process's records into the file, under an exclusive lock.
-    pub fn save(&self) -> io::Result<()> {
+    /// Merges this process's records into the file, under an exclusive
+    /// lock; `waiting` is told once if another process holds it for more
+    /// than a second. Gives up after [`LOCK_WAIT`].
+    pub fn save(&self, waiting: &dyn Fn(&str)) -> io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let changed = std::mem::take(&mut *self.changed.lock().expect("cache lock"));
         if changed.is_empty() {
@@ -119,17 +173,20 @@ impl BlobCache {
         }
         fs::create_dir_all(dir)?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK))?;
-        lock.lock()?;
-        let mut merged = read_file(&dir.join(FILE));
+        acquire(&lock, &dir.join(LOCK), waiting)?;
+        // A file that cannot be read is replaced by what this process knows.
+        let mut merged = read_file(&dir.join(FILE)).unwrap_or_default();
         {
             let entries = self.entries.lock().expect("cache lock");
             for key in changed {
-                if let Some(ours) = entries.get(&key) {
-                    match merged.get_mut(&key) {
-                        Some(theirs) if theirs.digest == ours.digest => theirs.seen.extend(ours.seen.iter().cloned()),
-                        _ => {
-                            merged.insert(key, ours.clone());
-                        }
+                let Some(ours) = entries.get(&key) else {
+                    merged.remove(&key);
+                    continue;
+                };
+                match merged.get_mut(&key) {
+                    Some(theirs) if theirs.digest == ours.digest => theirs.seen.extend(ours.seen.iter().cloned()),
+                    _ => {
+                        merged.insert(key, ours.clone());
                     }
                 }
             }
@@ -148,25 +205,63 @@ fn key(diff_id: &Digest, settings: &str) -> String {
     format!("{diff_id} {settings}")
 }
 
-fn read_file(path: &Path) -> BTreeMap<String, CachedBlob> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return BTreeMap::new(),
-        Err(error) => {
-            tracing::warn!("ignoring the blob cache {}: {error}", path.display());
-            return BTreeMap::new();
+/// Takes the lock, waiting at most [`LOCK_WAIT`] and telling `waiting`
+/// after a second.
+fn acquire(lock: &File, path: &Path, waiting: &dyn Fn(&str)) -> io::Result<()> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::Error(error)) => return Err(error),
+            Err(fs::TryLockError::WouldBlock) => {}
         }
+        let waited = start.elapsed();
+        if waited >= LOCK_WAIT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("another process held {} for {} s", path.display(), LOCK_WAIT.as_secs()),
+            ));
+        }
+        if !told && waited >= Duration::from_secs(1) {
+            told = true;
+            waiting(&format!("waiting for the blob cache lock {} (another hoist is saving)", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What in `dir` others could write, if anything: the directory or its file.
+fn others_may_write(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let writable = |path: &Path| fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o022 != 0);
+    if writable(dir) {
+        return Some("the directory".into());
+    }
+    writable(&dir.join(FILE)).then(|| format!("`{FILE}`"))
+}
+
+/// The entries of the cache file; none if it does not exist; `Err` with a
+/// warning when it exists but cannot be used.
+fn read_file(path: &Path) -> Result<BTreeMap<String, CachedBlob>, String> {
+    let ignoring = |why: String| format!("ignoring the blob cache {}: {why}; it will be rewritten", path.display());
+    let bytes = match File::open(path) {
+        Ok(file) => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE + 1), &mut bytes)
+                .map_err(|e| ignoring(e.to_string()))?;
+            if bytes.len() as u64 > MAX_FILE {
+                return Err(ignoring(format!("it is larger than {} MiB", MAX_FILE >> 20)));
+            }
+            bytes
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(error) => return Err(ignoring(error.to_string())),
     };
     match serde_json::from_slice::<CacheFile>(&bytes) {
-        Ok(file) if file.version == VERSION => file.blobs,
-        Ok(file) => {
-            tracing::warn!("ignoring the blob cache {}: version {} is not {VERSION}", path.display(), file.version);
-            BTreeMap::new()
-        }
-        Err(error) => {
-            tracing::warn!("ignoring the corrupt blob cache {} ({error}); it will be rewritten", path.display());
-            BTreeMap::new()
-        }
+        Ok(file) if file.version == VERSION => Ok(file.blobs),
+        Ok(file) => Err(ignoring(format!("version {} is not {VERSION}", file.version))),
+        Err(error) => Err(ignoring(format!("it is corrupt ({error})"))),
     }
 }
 
@@ -183,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = BlobCache::open(dir.path());
         cache.record(&digest(1), "gzip:6", &digest(2), 10, "t", "r/a");
-        cache.save().unwrap();
+        cache.save(&|_| {}).unwrap();
         let again = BlobCache::open(dir.path());
         let entry = again.lookup(&digest(1), "gzip:6").unwrap();
         assert_eq!(entry.digest, digest(2));
@@ -199,8 +294,8 @@ mod tests {
         first.record(&digest(1), "s", &digest(2), 1, "t", "r/a");
         second.record(&digest(1), "s", &digest(2), 1, "t", "r/b");
         second.record(&digest(3), "s", &digest(4), 1, "t", "r/b");
-        first.save().unwrap();
-        second.save().unwrap();
+        first.save(&|_| {}).unwrap();
+        second.save(&|_| {}).unwrap();
         let merged = BlobCache::open(dir.path());
         assert_eq!(merged.lookup(&digest(1), "s").unwrap().seen.len(), 2);
         assert!(merged.lookup(&digest(3), "s").is_some());
@@ -213,7 +308,7 @@ mod tests {
         let cache = BlobCache::open(dir.path());
         assert!(cache.lookup(&digest(1), "s").is_none());
         cache.record(&digest(1), "s", &digest(2), 1, "t", "r/a");
-        cache.save().unwrap();
+        cache.save(&|_| {}).unwrap();
         assert!(BlobCache::open(dir.path()).lookup(&digest(1), "s").is_some());
     }
 
@@ -221,7 +316,7 @@ mod tests {
     fn a_disabled_cache_writes_nothing() {
         let cache = BlobCache::disabled();
         cache.record(&digest(1), "s", &digest(2), 1, "t", "r/a");
-        cache.save().unwrap();
+        cache.save(&|_| {}).unwrap();
         assert!(cache.lookup(&digest(1), "s").is_none());
     }
 }

@@ -1,8 +1,9 @@
 use hoist_archive::ArchiveError;
-use hoist_oci::Digest;
+use hoist_oci::{Digest, Reference};
 use hoist_registry::RegistryError;
 
-/// Why a push stopped. No tag was moved when this is returned.
+/// Why a push stopped. No tag was moved when this is returned, except those
+/// published before a [`PushError::NotPublished`].
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error(transparent)]
@@ -20,6 +21,14 @@ pub enum PushError {
     Internal(String),
     #[error("image {image} of the archive has no tags and no destination was given")]
     NoDestination { image: usize },
+    /// Every blob was in; putting these references' manifests failed
+    /// (others may have been published: see `PushRun::published`).
+    #[error("{cause}; not published: {}", join(references))]
+    NotPublished { references: Vec<Reference>, cause: Box<PushError> },
+}
+
+fn join(references: &[Reference]) -> String {
+    references.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl PushError {
@@ -37,6 +46,7 @@ impl PushError {
                 Some("give DEST so layers go straight to the registry, or point TMPDIR at a disk with room".into())
             }
             Self::Internal(_) => Some("this is a bug in hoist; please report it".into()),
+            Self::NotPublished { cause, .. } => cause.hint(),
         }
     }
 }

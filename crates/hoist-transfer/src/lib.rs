@@ -21,10 +21,12 @@ mod learn;
 mod pipeline;
 mod push;
 mod reporter;
+mod run;
 mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};
+pub use run::PushRun;
 pub use stream::{Hold, StreamedPush, read_stream};

@@ -245,7 +245,11 @@ pub(crate) fn transform<W: Write>(
             let mut tar: Box<dyn Read + '_> = match compression {
                 Compression::None => Box::new(reader),
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+                Compression::Zstd => {
+                    let mut decoder = zstd::stream::read::Decoder::new(reader)?;
+                    decoder.window_log_max(hoist_archive::ZSTD_WINDOW_LOG_MAX)?;
+                    Box::new(decoder)
+                }
             };
             let mut diff = Sha256::new();
             let mut encoder = codec.encoder(sink)?;
@@ -279,6 +283,7 @@ pub(crate) fn transform<W: Write>(
                 }
                 Compression::Zstd => {
                     let mut decoder = zstd::stream::write::Decoder::new(Sha256::new())?;
+                    decoder.window_log_max(hoist_archive::ZSTD_WINDOW_LOG_MAX)?;
                     pump(&mut reader, &mut buffer, |chunk| {
                         sink.write_all(chunk)?;
                         decoder.write_all(chunk)

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::cache::BlobCache;
 use crate::learn;
 use crate::pipeline::{self, SentBlob};
-use crate::{PushError, Reporter};
+use crate::{PushError, PushRun, Reporter};
 
 /// How to push.
 #[derive(Clone, Debug)]
@@ -158,24 +158,44 @@ pub struct PushedImage {
 
 /// Pushes every planned image to every destination. Blobs go to all
 /// destinations first; manifests are put only once every blob everywhere is
-/// committed, so an error leaves every tag where it was.
+/// committed, so an error before that leaves every tag where it was. Each
+/// reference published is recorded in `run` as it goes.
 pub async fn push(
     archive: Arc<Archive>,
     client: &Client,
     plans: &[PushPlan],
     options: &PushOptions,
-    reporter: Arc<dyn Reporter>,
+    run: &PushRun,
 ) -> Result<Vec<PushedImage>, PushError> {
+    let reporter = run.reporter();
+    run.record_planned(plans.iter().flat_map(|p| p.destinations.iter().cloned()));
     let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
     let groups = group_by_repository(plans);
     let (blob_count, byte_count) = planned_work(&archive, &groups);
     reporter.push_planned(blob_count, byte_count);
-    let cache = Arc::new(options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open));
-    let result = push_all(&archive, client, groups, options, &jobs, &cache, &reporter).await;
-    if let Err(error) = cache.save() {
-        tracing::warn!("could not save the blob cache: {error}");
+    let cache = Arc::new(open_cache(options, reporter));
+    let result = push_all(&archive, client, groups, options, &jobs, &cache, run).await;
+    save_cache(&cache, reporter);
+    if result.is_err() {
+        // Layers still in flight when another failed left their sessions open.
+        run.cancel_uploads().await;
     }
     result
+}
+
+/// The blob cache `options` name (or a disabled one), its warnings told.
+pub(crate) fn open_cache(options: &PushOptions, reporter: &Arc<dyn Reporter>) -> BlobCache {
+    let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
+    for warning in cache.take_warnings() {
+        reporter.warning(&warning);
+    }
+    cache
+}
+
+pub(crate) fn save_cache(cache: &BlobCache, reporter: &Arc<dyn Reporter>) {
+    if let Err(error) = cache.save(&|waiting| reporter.warning(waiting)) {
+        reporter.warning(&format!("could not save the blob cache: {error}"));
+    }
 }
 
 async fn push_all(
@@ -185,7 +205,7 @@ async fn push_all(
     options: &PushOptions,
     jobs: &Arc<Semaphore>,
     cache: &Arc<BlobCache>,
-    reporter: &Arc<dyn Reporter>,
+    run: &PushRun,
 ) -> Result<Vec<PushedImage>, PushError> {
     // diff_id → what that layer became, so later repositories HEAD before compressing again.
     let mut sent: HashMap<Digest, SentBlob> = HashMap::new();
@@ -200,18 +220,16 @@ async fn push_all(
             let tags: Vec<&Reference> = images.iter().flat_map(|(_, tags)| tags).collect();
             learn::from_destination(&repo, &tags, options.format).await
         };
-        let context =
-            LayerContext { repo: &repo, location: &location, options, jobs, cache, learned: &learned, reporter };
+        let context = LayerContext { repo: &repo, location: &location, options, jobs, cache, learned: &learned, run };
         let layer_reports = push_layers(archive, &images, &mut sent, &context).await?;
         for (image_index, tags) in images {
             let image = &archive.images()[image_index];
-            let staged =
-                stage_image(&repo, image, options.format, reporter, |layer| layer_reports[&layer.diff_id].clone());
+            let staged = stage_image(&repo, image, options.format, run, |layer| layer_reports[&layer.diff_id].clone());
             let (manifest, blobs) = staged.await?;
             ready.extend(tags.into_iter().map(|tag| (tag, manifest.clone(), blobs.clone())));
         }
     }
-    put_manifests(client, ready, reporter).await
+    put_manifests(client, ready, run).await
 }
 
 /// A manifest to put under one tag, with the blobs it names.
@@ -223,7 +241,7 @@ pub(crate) async fn stage_image(
     repo: &Repository,
     image: &Image,
     format: ManifestFormat,
-    reporter: &Arc<dyn Reporter>,
+    run: &PushRun,
     layer_report: impl Fn(&Layer) -> BlobReport,
 ) -> Result<(RawBlob, Vec<BlobReport>), PushError> {
     let config = RawBlob {
@@ -231,7 +249,7 @@ pub(crate) async fn stage_image(
         digest: image.config.digest.clone(),
         bytes: image.config.bytes.clone(),
     };
-    let mut blobs = vec![push_config(repo, &config, reporter).await?];
+    let mut blobs = vec![push_config(repo, &config, run).await?];
     let mut manifest = ManifestBuilder::new(format, config.descriptor());
     for layer in &image.layers {
         let report = layer_report(layer);
@@ -246,20 +264,37 @@ pub(crate) async fn stage_image(
 }
 
 /// Puts every manifest: the last step, once every blob of every image is in,
-/// so that a failure before it leaves every tag where it was.
+/// so that a failure before it leaves every tag where it was. Each tag is
+/// put on its own; one that fails does not stop the others, and the error
+/// names every reference that was not published.
 pub(crate) async fn put_manifests(
     client: &Client,
     ready: Vec<ReadyManifest>,
-    reporter: &Arc<dyn Reporter>,
+    run: &PushRun,
 ) -> Result<Vec<PushedImage>, PushError> {
     let mut pushed = Vec::with_capacity(ready.len());
+    let mut failed: Vec<(Reference, PushError)> = Vec::new();
     for (reference, manifest, blobs) in ready {
         let repo = client.repository(&reference);
-        let digest = repo.put_manifest(&reference.tag_or_digest(), &manifest).await?;
-        reporter.manifest_pushed(&reference, &digest);
-        pushed.push(PushedImage { reference, digest, blobs });
+        match repo.put_manifest(&reference.tag_or_digest(), &manifest).await {
+            Ok(digest) => {
+                run.reporter().manifest_pushed(&reference, &digest);
+                let image = PushedImage { reference, digest, blobs };
+                run.record_published(image.clone());
+                pushed.push(image);
+            }
+            Err(error) => failed.push((reference, error.into())),
+        }
     }
-    Ok(pushed)
+    let mut failed = failed.into_iter();
+    match failed.next() {
+        None => Ok(pushed),
+        Some((reference, first)) => {
+            let mut references = vec![reference];
+            references.extend(failed.map(|(reference, _)| reference));
+            Err(PushError::NotPublished { references, cause: Box::new(first) })
+        }
+    }
 }
 
 /// How many blobs and archive bytes `groups` will process: each distinct
@@ -322,9 +357,10 @@ struct LayerContext<'a> {
     options: &'a PushOptions,
     jobs: &'a Arc<Semaphore>,
     cache: &'a Arc<BlobCache>,
-    /// What the destination's existing tags say the layers became.
+    /// What the destination's existing tags claim the layers became:
+    /// candidates, proven before use.
     learned: &'a HashMap<Digest, SentBlob>,
-    reporter: &'a Arc<dyn Reporter>,
+    run: &'a PushRun,
 }
 
 /// True when every layer's result is known from this run or the cache, so
@@ -349,7 +385,7 @@ async fn push_layers(
     sent: &mut HashMap<Digest, SentBlob>,
     context: &LayerContext<'_>,
 ) -> Result<HashMap<Digest, BlobReport>, PushError> {
-    let LayerContext { repo, location, options, jobs, cache, learned, reporter } = context;
+    let LayerContext { repo, location, options, jobs, cache, learned, run } = context;
     let mut layers: Vec<Layer> = Vec::new();
     for (image, _) in images {
         for layer in &archive.images()[*image].layers {
@@ -366,25 +402,31 @@ async fn push_layers(
         if let Some(at) = sent.get(&layer.diff_id).and_then(|blob| blob.sent_to.clone()) {
             seen_at.insert(0, at);
         }
-        let known = sent.get(&layer.diff_id).cloned();
-        let known = known.or_else(|| cached.map(|c| SentBlob::from_cached(&c.digest, c.size, &c.media_type)));
-        // A learned blob counts only if it is what this push would make.
-        let suffix = options.blob_suffix(&layer);
-        let known = known.or_else(|| learned.get(&layer.diff_id).filter(|blob| blob.suffix() == suffix).cloned());
+        let known = match (sent.get(&layer.diff_id), cached) {
+            (Some(blob), _) => Some(Known::Sent(blob.clone())),
+            (None, Some(c)) => Some(Known::Cached(SentBlob::from_cached(&c.digest, c.size, &c.media_type))),
+            // A learned blob counts only if it is what this push would make, and proven.
+            (None, None) => learned
+                .get(&layer.diff_id)
+                .filter(|blob| blob.suffix() == options.blob_suffix(&layer))
+                .map(|blob| Known::Learned(blob.clone())),
+        };
         let upload = UploadOptions {
             mount_from: mount_source(location, &seen_at),
             chunk_size: options.chunk_size,
+            track: Some(run.uploads().clone()),
             ..UploadOptions::default()
         };
         let (cache, location) = (Arc::clone(cache), (*location).to_owned());
         let (archive, repo, jobs, reporter) =
-            (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(reporter));
+            (Arc::clone(archive), Repository::clone(repo), Arc::clone(jobs), Arc::clone(run.reporter()));
         let (format, encode) = (options.format, options.encoding_for(&layer));
         tasks.spawn(async move {
             let _permit = jobs.acquire_owned().await.expect("the semaphore is never closed");
             let diff_id = layer.diff_id.clone();
             let started = Instant::now();
-            let result = push_layer(archive, &repo, layer, known, upload, encode, &reporter).await;
+            let task = LayerTask { archive, repo: &repo, layer, upload, encode, reporter: &reporter };
+            let result = task.push(known, &cache, &settings).await;
             let result = result.map(|(mut blob, action, outcome)| {
                 blob.sent_to = Some(location.clone());
                 let compression = encode.map_or_else(|| STORED.to_owned(), |codec| codec.to_string());
@@ -423,16 +465,25 @@ async fn push_layers(
     }
 }
 
+/// What a layer is believed to become, and why.
+#[derive(Clone, Debug)]
+enum Known {
+    /// This run made it for another repository.
+    Sent(SentBlob),
+    /// The blob cache says so; the registry can contradict it.
+    Cached(SentBlob),
+    /// A tag at the destination claims so; used only once proven.
+    Learned(SentBlob),
+}
+
 /// Uploads an image's config (HEAD first) and reports it like any blob.
-pub(crate) async fn push_config(
-    repo: &Repository,
-    config: &RawBlob,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<BlobReport, PushError> {
+pub(crate) async fn push_config(repo: &Repository, config: &RawBlob, run: &PushRun) -> Result<BlobReport, PushError> {
+    let reporter = run.reporter();
     let started = Instant::now();
     reporter.blob_started(&config.digest, repo.name(), config.size());
     let source = BytesSource::new(Bytes::from(config.bytes.clone()));
-    let outcome = repo.upload_blob(&source, &UploadOptions::default()).await.map_err(|error| match error {
+    let options = UploadOptions { track: Some(run.uploads().clone()), ..UploadOptions::default() };
+    let outcome = repo.upload_blob(&source, &options).await.map_err(|error| match error {
         UploadError::Registry(error) => PushError::from(error),
         UploadError::Source(error) => PushError::Internal(format!("reading the config from memory: {error}")),
     })?;
@@ -472,45 +523,100 @@ pub(crate) fn report(
     }
 }
 
-async fn push_layer(
+/// One layer's push into one repository.
+struct LayerTask<'a> {
     archive: Arc<Archive>,
-    repo: &Repository,
+    repo: &'a Repository,
     layer: Layer,
-    known: Option<SentBlob>,
     upload: UploadOptions,
     encode: Option<Codec>,
-    reporter: &Arc<dyn Reporter>,
-) -> Result<(SentBlob, BlobAction, UploadOutcome), PushError> {
-    let id = layer.diff_id.clone();
-    let size = layer.size;
-    reporter.blob_started(&id, repo.name(), size);
-    let progress_reporter = Arc::clone(reporter);
-    let progress_id = id.clone();
-    let progress = Box::new(move |bytes| progress_reporter.blob_progress(&progress_id, bytes));
-    let source = pipeline::LayerSource::new(archive, layer, encode, known.clone(), progress);
-    let outcome = match repo.upload_blob(&source, &upload).await {
-        Ok(outcome) => outcome,
-        // The archive's own error explains more than the failed request it caused.
-        Err(error) => {
-            return Err(source.take_failure().unwrap_or_else(|| match error {
-                UploadError::Registry(error) => error.into(),
-                UploadError::Source(error) => PushError::Internal(format!("the layer pipeline failed: {error}")),
-            }));
+    reporter: &'a Arc<dyn Reporter>,
+}
+
+impl LayerTask<'_> {
+    /// Places the layer: by HEAD or mount when `known` holds (a learned blob
+    /// once proven), else by compressing and uploading it. A cache entry the
+    /// registry contradicts is dropped and the layer pushed as usual.
+    async fn push(
+        self,
+        known: Option<Known>,
+        cache: &BlobCache,
+        settings: &str,
+    ) -> Result<(SentBlob, BlobAction, UploadOutcome), PushError> {
+        let id = self.layer.diff_id.clone();
+        let size = self.layer.size;
+        self.reporter.blob_started(&id, self.repo.name(), size);
+        let expected = match known {
+            Some(Known::Sent(blob) | Known::Cached(blob)) => Some(blob),
+            Some(Known::Learned(blob)) => {
+                if learn::prove(self.repo, &id, &blob).await {
+                    Some(blob)
+                } else {
+                    self.reporter.warning(&format!(
+                        "the image at the destination claims layer {} is blob {}, but it is not; pushing the layer",
+                        id.short(),
+                        blob.digest.short()
+                    ));
+                    None
+                }
+            }
+            None => None,
+        };
+        let (blob, action, outcome) = match self.place(expected.clone()).await? {
+            // A digest names its bytes, so their size too: a size the
+            // registry disagrees with is a cache entry to drop.
+            (_, BlobAction::Existed, outcome)
+                if expected.as_ref().is_some_and(|blob| outcome.size.is_some_and(|s| s != blob.size)) =>
+            {
+                cache.forget(&id, settings);
+                self.reporter.warning(&format!(
+                    "the blob cache's record of layer {} disagrees with the registry; dropped it and pushing the layer",
+                    id.short()
+                ));
+                self.place(None).await?
+            }
+            placed => placed,
+        };
+        if action != BlobAction::Uploaded {
+            self.reporter.blob_progress(&id, size);
         }
-    };
-    let (blob, action) = match (outcome.action, known) {
-        (UploadAction::Existed, Some(blob)) => (blob, BlobAction::Existed),
-        (UploadAction::Mounted, Some(blob)) => (blob, BlobAction::Mounted),
-        (_, _) => {
-            let blob = source.made().ok_or_else(|| PushError::Internal("an uploaded layer has no digest".into()))?;
-            (blob, BlobAction::Uploaded)
-        }
-    };
-    if action != BlobAction::Uploaded {
-        reporter.blob_progress(&id, size);
+        self.reporter.blob_finished(&id, action, &blob.digest);
+        Ok((blob, action, outcome))
     }
-    reporter.blob_finished(&id, action, &blob.digest);
-    Ok((blob, action, outcome))
+
+    /// One attempt: `expected` lets the registry client HEAD or mount before
+    /// anything is compressed.
+    async fn place(&self, expected: Option<SentBlob>) -> Result<(SentBlob, BlobAction, UploadOutcome), PushError> {
+        let reporter = Arc::clone(self.reporter);
+        let id = self.layer.diff_id.clone();
+        let progress = Box::new(move |bytes| reporter.blob_progress(&id, bytes));
+        let source = pipeline::LayerSource::new(
+            Arc::clone(&self.archive),
+            self.layer.clone(),
+            self.encode,
+            expected.clone(),
+            progress,
+        );
+        let outcome = match self.repo.upload_blob(&source, &self.upload).await {
+            Ok(outcome) => outcome,
+            // The archive's own error explains more than the failed request it caused.
+            Err(error) => {
+                return Err(source.take_failure().unwrap_or_else(|| match error {
+                    UploadError::Registry(error) => error.into(),
+                    UploadError::Source(error) => PushError::Internal(format!("the layer pipeline failed: {error}")),
+                }));
+            }
+        };
+        match (outcome.action, expected) {
+            (UploadAction::Existed, Some(blob)) => Ok((blob, BlobAction::Existed, outcome)),
+            (UploadAction::Mounted, Some(blob)) => Ok((blob, BlobAction::Mounted, outcome)),
+            (_, _) => {
+                let blob =
+                    source.made().ok_or_else(|| PushError::Internal("an uploaded layer has no digest".into()))?;
+                Ok((blob, BlobAction::Uploaded, outcome))
+            }
+        }
+    }
 }
 
 /// A repository on the same registry, other than `location`, where the blob

@@ -33,6 +33,10 @@ pub trait Reporter: Send + Sync {
     /// `event.delay`. Comes from the registry client, so it names the
     /// request (`event.action`), not a [`BlobId`].
     fn retry(&self, _event: &RetryEvent) {}
+    /// Something the user should know that changes nothing by itself: where
+    /// a stream's layers are staged, a blob cache that was ignored, a
+    /// learned layer that did not check out.
+    fn warning(&self, _message: &str) {}
 }
 
 /// A registry-client retry observer that hands every retry to `reporter`:

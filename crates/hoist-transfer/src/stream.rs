@@ -25,18 +25,21 @@ use std::error::Error;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hoist_archive::{ArchiveError, Image, LayerVisitor, StreamedArchive, StreamedBlob};
 use hoist_oci::{Digest, Reference, Sha256};
-use hoist_registry::{BlobSource, BlobStream, Client, Repository, Upload, UploadAction, UploadOptions, UploadOutcome};
+use hoist_registry::{
+    BlobSource, BlobStream, Client, PendingBlob, Repository, Staged, UploadAction, UploadError, UploadOptions,
+    UploadOutcome,
+};
 
 use crate::cache::BlobCache;
 use crate::pipeline::{self, ChunkSink, SentBlob};
 use crate::push::{self, BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, ReadyManifest, RepositoryGroup};
-use crate::{PushError, Reporter};
+use crate::{PushError, PushRun, Reporter};
 
 /// Where layers wait while the stream goes on.
 #[derive(Clone, Debug)]
@@ -64,7 +67,7 @@ struct Made {
 #[derive(Debug)]
 enum Held {
     /// An open session holding exactly the blob's bytes.
-    Session(Box<Upload>),
+    Session(Box<PendingBlob>),
     Staged(PathBuf),
     /// Already committed or cancelled.
     Gone,
@@ -75,19 +78,19 @@ enum Held {
 struct HeldLayers {
     made: HashMap<String, Made>,
     /// Sessions of entries whose name came again later (the later one counts).
-    superseded: Vec<Upload>,
+    superseded: Vec<PendingBlob>,
 }
 
 impl HeldLayers {
     /// Cancels every session still open. Staged files go with their directory.
     async fn abandon(&mut self) {
         for made in self.made.values_mut() {
-            if let Held::Session(upload) = std::mem::replace(&mut made.held, Held::Gone) {
-                upload.cancel().await;
+            if let Held::Session(pending) = std::mem::replace(&mut made.held, Held::Gone) {
+                pending.cancel().await;
             }
         }
-        for upload in self.superseded.drain(..) {
-            upload.cancel().await;
+        for pending in self.superseded.drain(..) {
+            pending.cancel().await;
         }
     }
 }
@@ -95,6 +98,8 @@ impl HeldLayers {
 /// Passes the input through, telling the reporter how much was read.
 struct ReadCounter {
     inner: Box<dyn Read + Send>,
+    /// Reads fail once it is interrupted, so the pass stops.
+    run: PushRun,
     reporter: Arc<dyn Reporter>,
     /// Shared with [`read_stream`], which reports the total at the end.
     read: Arc<AtomicU64>,
@@ -109,6 +114,9 @@ impl ReadCounter {
 
 impl Read for ReadCounter {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.run.is_interrupted() {
+            return Err(io::Error::other("the push was interrupted"));
+        }
         if self.reported.is_none() {
             self.reported = Some(0);
             self.reporter.stream_read(0, false);
@@ -142,11 +150,17 @@ pub async fn read_stream(
     client: &Client,
     hold: Hold,
     options: &PushOptions,
-    reporter: &Arc<dyn Reporter>,
+    run: &PushRun,
 ) -> Result<StreamedPush, PushError> {
+    let reporter = run.reporter();
     let read = Arc::new(AtomicU64::new(0));
-    let input =
-        Box::new(ReadCounter { inner: input, reporter: Arc::clone(reporter), read: Arc::clone(&read), reported: None });
+    let input = Box::new(ReadCounter {
+        inner: input,
+        run: run.clone(),
+        reporter: Arc::clone(reporter),
+        read: Arc::clone(&read),
+        reported: None,
+    });
     let (target, staging, session) = match hold {
         Hold::Session(reference) => {
             let repo = client.repository(&reference);
@@ -160,19 +174,27 @@ pub async fn read_stream(
                 None => builder.tempdir(),
             }
             .map_err(|e| PushError::Staging(format!("cannot create a staging directory: {e}")))?;
-            tracing::warn!(
+            run.record_staging(staging.path());
+            reporter.warning(&format!(
                 "`{}` names its destinations only at its end: staging its layers in {} until then \
                  (deleted afterwards)",
                 label.display(),
                 staging.path().display()
-            );
+            ));
             (Target::Stage(staging.path().to_owned()), Some(staging), None)
         }
+    };
+    let upload = UploadOptions {
+        chunk_size: options.chunk_size,
+        track: Some(run.uploads().clone()),
+        ..UploadOptions::default()
     };
     let visitor = Visitor {
         handle: tokio::runtime::Handle::current(),
         target,
         options: options.clone(),
+        upload,
+        reporter: Arc::clone(reporter),
         label: label.display().to_string(),
         held: HeldLayers::default(),
         failure: None,
@@ -188,12 +210,12 @@ pub async fn read_stream(
     let (result, mut visitor) = joined;
     reporter.stream_read(read.load(Ordering::Relaxed), true);
     if let Some(dir) = staging.as_ref().filter(|_| !visitor.held.made.is_empty()) {
-        tracing::warn!(
+        reporter.warning(&format!(
             "staged {} layer(s), {} bytes, in {}",
             visitor.held.made.len(),
             visitor.staged_bytes,
             dir.path().display()
-        );
+        ));
     }
     let archive = match result {
         Ok(archive) => archive,
@@ -232,11 +254,15 @@ impl StreamedPush {
         client: &Client,
         plans: &[PushPlan],
         options: &PushOptions,
-        reporter: Arc<dyn Reporter>,
+        run: &PushRun,
     ) -> Result<Vec<PushedImage>, PushError> {
-        let result = self.push_inner(client, plans, options, &reporter).await;
+        run.record_planned(plans.iter().flat_map(|p| p.destinations.iter().cloned()));
+        let result = self.push_inner(client, plans, options, run).await;
         // Whatever happened, nothing stays open; staged files go with `self`.
         self.held.abandon().await;
+        if result.is_err() {
+            run.cancel_uploads().await;
+        }
         result
     }
 
@@ -245,8 +271,9 @@ impl StreamedPush {
         client: &Client,
         plans: &[PushPlan],
         options: &PushOptions,
-        reporter: &Arc<dyn Reporter>,
+        run: &PushRun,
     ) -> Result<Vec<PushedImage>, PushError> {
+        let reporter = run.reporter();
         let label = self.archive.label().display().to_string();
         // Every chosen layer, checked before anything is committed.
         let mut needed: Vec<String> = Vec::new();
@@ -283,16 +310,14 @@ impl StreamedPush {
         let mut done: HashMap<(String, Digest), BlobReport> = HashMap::new();
         // Every layer placed is recorded, committed sessions included, so a
         // later push of the same layers mounts them.
-        let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
+        let cache = push::open_cache(options, reporter);
         let mut placed = self.commit_sessions(&needed, options, &cache, reporter, &mut done).await;
         if placed.is_ok() {
-            placed = self.place_layers(client, &groups, options, &cache, reporter, &mut done).await;
+            placed = self.place_layers(client, &groups, options, &cache, run, &mut done).await;
         }
-        if let Err(error) = cache.save() {
-            tracing::warn!("could not save the blob cache: {error}");
-        }
+        push::save_cache(&cache, reporter);
         placed?;
-        self.put_images(client, groups, options, reporter, &done).await
+        self.put_images(client, groups, options, run, &done).await
     }
 
     /// Puts every layer of `groups` into its repository, unless `done`
@@ -304,9 +329,10 @@ impl StreamedPush {
         groups: &[(Reference, RepositoryGroup)],
         options: &PushOptions,
         cache: &BlobCache,
-        reporter: &Arc<dyn Reporter>,
+        run: &PushRun,
         done: &mut HashMap<(String, Digest), BlobReport>,
     ) -> Result<(), PushError> {
+        let reporter = run.reporter();
         for (reference, images) in groups {
             let repo = client.repository(reference);
             let location = reference.location();
@@ -338,20 +364,17 @@ impl StreamedPush {
                 let upload = UploadOptions {
                     mount_from: push::mount_source(&location, holders),
                     chunk_size: options.chunk_size,
+                    track: Some(run.uploads().clone()),
                     ..UploadOptions::default()
                 };
                 let outcome = repo.upload_blob(&source, &upload).await.map_err(|error| match error {
-                    hoist_registry::UploadError::Registry(error) => PushError::Registry(error),
-                    hoist_registry::UploadError::Source(error) => PushError::Staging(format!(
+                    UploadError::Registry(error) => PushError::Registry(error),
+                    UploadError::Source(error) => PushError::Staging(format!(
                         "layer `{entry}` could not be mounted into {location} and its bytes were not kept: \
                          {error}"
                     )),
                 })?;
-                let action = match outcome.action {
-                    UploadAction::Existed => BlobAction::Existed,
-                    UploadAction::Mounted => BlobAction::Mounted,
-                    UploadAction::Uploaded => BlobAction::Uploaded,
-                };
+                let action = BlobAction::from(outcome.action);
                 reporter.blob_progress(&made.diff_id, made.stored_size);
                 reporter.blob_finished(&made.diff_id, action, &made.blob.digest);
                 let compression = made.compression.clone();
@@ -370,7 +393,7 @@ impl StreamedPush {
         client: &Client,
         groups: Vec<(Reference, RepositoryGroup)>,
         options: &PushOptions,
-        reporter: &Arc<dyn Reporter>,
+        run: &PushRun,
         done: &HashMap<(String, Digest), BlobReport>,
     ) -> Result<Vec<PushedImage>, PushError> {
         let mut ready: Vec<ReadyManifest> = Vec::new();
@@ -379,7 +402,7 @@ impl StreamedPush {
             let location = reference.location();
             for (image_index, tags) in images {
                 let image = &self.archive.images()[image_index];
-                let staged = push::stage_image(&repo, image, options.format, reporter, |layer| {
+                let staged = push::stage_image(&repo, image, options.format, run, |layer| {
                     let digest = &self.held.made[&layer.entry].blob.digest;
                     done[&(location.clone(), digest.clone())].clone()
                 });
@@ -387,7 +410,7 @@ impl StreamedPush {
                 ready.extend(tags.into_iter().map(|tag| (tag, manifest.clone(), blobs.clone())));
             }
         }
-        push::put_manifests(client, ready, reporter).await
+        push::put_manifests(client, ready, run).await
     }
 
     /// Commits the sessions (in the first planned repository) of `needed` entries (one per digest; none where
@@ -406,33 +429,32 @@ impl StreamedPush {
         names.sort_by_key(|name| !needed.contains(name));
         for name in names {
             let made = self.held.made.get_mut(&name).expect("a known name");
-            let Held::Session(upload) = std::mem::replace(&mut made.held, Held::Gone) else { continue };
+            let Held::Session(pending) = std::mem::replace(&mut made.held, Held::Gone) else { continue };
             let key = (location.clone(), made.blob.digest.clone());
             if !needed.contains(&name) || done.contains_key(&key) {
-                upload.cancel().await;
+                pending.cancel().await;
                 continue;
             }
             let started = Instant::now();
             reporter.blob_started(&made.diff_id, repo.name(), made.stored_size);
             // A cancelled session costs nothing; a second copy costs storage.
-            let upload_action = if repo.blob_exists(&made.blob.digest).await?.is_some() {
-                upload.cancel().await;
-                UploadAction::Existed
-            } else {
-                upload.commit(&made.blob.digest).await?;
-                UploadAction::Uploaded
+            let outcome = match repo.blob_exists(&made.blob.digest).await? {
+                Some(size) => {
+                    let outcome = UploadOutcome {
+                        action: UploadAction::Existed,
+                        digest: made.blob.digest.clone(),
+                        size: Some(size),
+                        bytes_sent: pending.bytes_sent(),
+                        retries: pending.retries(),
+                    };
+                    pending.cancel().await;
+                    outcome
+                }
+                None => pending.commit().await?,
             };
-            let action = BlobAction::from(upload_action);
+            let action = BlobAction::from(outcome.action);
             reporter.blob_progress(&made.diff_id, made.stored_size);
             reporter.blob_finished(&made.diff_id, action, &made.blob.digest);
-            let outcome = UploadOutcome {
-                action: upload_action,
-                digest: made.blob.digest.clone(),
-                size: Some(made.blob.size),
-                // The session carried the bytes during the stream, committed or not.
-                bytes_sent: made.blob.size,
-                retries: 0,
-            };
             let compression = made.compression.clone();
             let report = push::report(&made.blob, action, options.format, compression, &outcome, started.elapsed());
             let (digest, size) = (&made.blob.digest, made.blob.size);
@@ -453,6 +475,9 @@ struct Visitor {
     handle: tokio::runtime::Handle,
     target: Target,
     options: PushOptions,
+    /// How layers go into sessions.
+    upload: UploadOptions,
+    reporter: Arc<dyn Reporter>,
     /// The input's name in messages.
     label: String,
     held: HeldLayers,
@@ -470,9 +495,9 @@ impl LayerVisitor for Visitor {
         match result {
             Ok(made) => {
                 if let Some(previous) = self.held.made.insert(blob.name.to_owned(), made)
-                    && let Held::Session(upload) = previous.held
+                    && let Held::Session(pending) = previous.held
                 {
-                    self.held.superseded.push(*upload);
+                    self.held.superseded.push(*pending);
                 }
                 Ok(())
             }
@@ -491,7 +516,8 @@ impl Visitor {
     }
 
     /// Streams one entry through the pipeline into a new upload session,
-    /// which is left open.
+    /// which is left open: the upload engine sends it in chunks, keeping the
+    /// last two to resend, since the stream cannot be read again.
     fn send_to_session(
         &mut self,
         repo: &Repository,
@@ -499,54 +525,59 @@ impl Visitor {
         bytes: &mut dyn Read,
     ) -> Result<Made, PushError> {
         let encode = self.options.encoding_for_stored(blob.compression);
-        let mut upload = self.handle.block_on(repo.start_upload())?;
         let (tx, stream) = pipeline::body_channel();
-        let body = reqwest::Body::wrap_stream(stream);
-        let sending = self.handle.spawn(async move {
-            let result = upload.send_stream(body).await;
-            (upload, result)
-        });
+        let source = Arc::new(OnePass::new(stream));
+        let staging = {
+            let (repo, source, upload) = (repo.clone(), Arc::clone(&source), self.upload.clone());
+            self.handle.spawn(async move { repo.stage_blob(source.as_ref(), &upload).await })
+        };
         let error_tx = tx.clone();
         let made = pipeline::transform(bytes, blob.compression, encode, ChunkSink::new(tx, 0)).and_then(
             |(diff_id, sink, suffix)| {
                 sink.finish().map(|(digest, size)| (diff_id.or_output(&digest), digest, size, suffix))
             },
         );
-        if let Err(error) = &made
-            && error.kind() != io::ErrorKind::BrokenPipe
-        {
+        match &made {
+            // Known before the body ends (`error_tx` holds it open), so the
+            // engine has the digest when it sees the end.
+            Ok((_, digest, size, _)) => source.finished(digest.clone(), *size),
             // Fail the request body, so the registry never sees a clean end.
-            let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
+            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
+                let _ = error_tx.blocking_send(Err(io::Error::other(error.to_string())));
+            }
+            Err(_) => {}
         }
         drop(error_tx);
-        let (upload, sent) =
-            self.handle.block_on(sending).map_err(|e| PushError::Internal(format!("the upload task failed: {e}")))?;
-        let (diff_id, digest, size, suffix) = match (made, sent) {
-            (Ok(made), Ok(stored)) => {
-                if stored.is_some_and(|stored| stored != made.2) {
-                    self.handle.block_on(upload.cancel());
-                    return Err(PushError::Internal(format!(
-                        "the registry holds {} bytes of layer `{}`, not {}",
-                        stored.unwrap_or(0),
+        let staged =
+            self.handle.block_on(staging).map_err(|e| PushError::Internal(format!("the upload task failed: {e}")))?;
+        match (made, staged) {
+            (Ok((diff_id, digest, size, suffix)), Ok(Staged::Pending(pending))) => {
+                if pending.size() != size || *pending.digest() != digest {
+                    let message = format!(
+                        "the upload of layer `{}` holds {} bytes as {}, not {size} bytes as {digest}",
                         blob.name,
-                        made.2
-                    )));
+                        pending.size(),
+                        pending.digest()
+                    );
+                    self.handle.block_on(pending.cancel());
+                    return Err(PushError::Internal(message));
                 }
-                made
+                let sent = SentBlob::made(digest, size, suffix);
+                Ok(self.made(blob, diff_id, sent, Held::Session(pending)))
             }
-            (Err(error), sent) => {
-                self.handle.block_on(upload.cancel());
-                return Err(match sent {
-                    Err(registry) if error.kind() == io::ErrorKind::BrokenPipe => registry.into(),
-                    _ => self.read_error(blob, error),
-                });
+            (Ok(_), Ok(Staged::Placed(_))) => {
+                Err(PushError::Internal(format!("layer `{}` was placed before its digest was known", blob.name)))
             }
-            (Ok(_), Err(error)) => {
-                self.handle.block_on(upload.cancel());
-                return Err(error.into());
+            // The engine saw the failed body and cancelled the session.
+            (Err(error), Err(UploadError::Registry(registry))) if error.kind() == io::ErrorKind::BrokenPipe => {
+                Err(registry.into())
             }
-        };
-        Ok(self.made(blob, diff_id, SentBlob::made(digest, size, suffix), Held::Session(Box::new(upload))))
+            (Err(error), _) => Err(self.read_error(blob, error)),
+            (Ok(_), Err(UploadError::Registry(error))) => Err(error.into()),
+            (Ok(_), Err(UploadError::Source(error))) => {
+                Err(PushError::Internal(format!("the upload of layer `{}` could not read it: {error}", blob.name)))
+            }
+        }
     }
 
     /// What `blob` became, with the settings it was made with.
@@ -575,7 +606,7 @@ impl Visitor {
         let diff_id = diff_id.or_output(&digest);
         sink.inner.into_inner().map_err(|e| staging(e.into_error()))?.sync_data().map_err(staging)?;
         self.staged_bytes += size;
-        tracing::warn!("staged layer `{}` as {} ({size} bytes)", blob.name, path.display());
+        self.reporter.warning(&format!("staged layer `{}` as {} ({size} bytes)", blob.name, path.display()));
         Ok(self.made(blob, diff_id, SentBlob::made(digest, size, suffix), Held::Staged(path)))
     }
 }
@@ -639,5 +670,49 @@ impl BlobSource for HeldSource {
 
     fn digest(&self) -> Option<Digest> {
         Some(self.digest.clone())
+    }
+}
+
+/// A layer's bytes as the pipeline makes them, readable once: the upload
+/// engine sends it in chunks and keeps the last two to resend. Its digest
+/// and size are known once the pipeline has finished.
+struct OnePass {
+    stream: Mutex<Option<BlobStream>>,
+    made: Mutex<Option<(Digest, u64)>>,
+}
+
+impl OnePass {
+    fn new(stream: BlobStream) -> Self {
+        Self { stream: Mutex::new(Some(stream)), made: Mutex::new(None) }
+    }
+
+    fn finished(&self, digest: Digest, size: u64) {
+        *self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((digest, size));
+    }
+
+    fn made(&self) -> Option<(Digest, u64)> {
+        self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl BlobSource for OnePass {
+    fn open(&self, offset: u64) -> io::Result<BlobStream> {
+        let stream = self.stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match stream {
+            Some(stream) if offset == 0 => Ok(stream),
+            _ => Err(io::Error::other("a streamed layer can be read only once")),
+        }
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.made().map(|(_, size)| size)
+    }
+
+    fn digest(&self) -> Option<Digest> {
+        self.made().map(|(digest, _)| digest)
+    }
+
+    fn reopenable(&self) -> bool {
+        false
     }
 }

@@ -153,6 +153,24 @@ pub(crate) struct NetworkArgs {
     /// The password on the command line: other users can see it in `ps`. Prefer --password-stdin or HOIST_PASSWORD.
     #[arg(long, value_name = "PASSWORD")]
     pub(crate) password: Option<String>,
+    /// Give up on a request that makes no progress for this long (`30`, `30s`, `2m`); retrying one request
+    /// stops after four times this.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, env = "HOIST_TIMEOUT")]
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// `30`, `30s`, `2m`: a duration in whole seconds or minutes, at least one second.
+fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
+    let value = value.trim();
+    let (number, factor) = match value.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (value.strip_suffix('s').unwrap_or(value), 1),
+    };
+    let seconds: u64 = number.trim().parse().map_err(|_| format!("`{value}` is not a number of seconds such as 30"))?;
+    match seconds.checked_mul(factor) {
+        Some(seconds) if (1..=86_400).contains(&seconds) => Ok(std::time::Duration::from_secs(seconds)),
+        _ => Err(format!("`{value}` is out of range (1 second to 24 hours)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,7 +195,18 @@ pub(crate) struct InspectArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_seconds, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_take_seconds_or_minutes() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("99999999999999999m").is_err());
+    }
 
     #[test]
     fn sizes_take_binary_units() {

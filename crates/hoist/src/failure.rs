@@ -1,4 +1,5 @@
-//! Turns any error into `error: …` and `hint: …` on stderr and a documented exit code.
+//! Turns any error into `error: …` and `hint: …` on stderr and a documented
+//! exit code: one code per class of failure, each meaning one thing.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -11,14 +12,21 @@ use hoist_transfer::PushError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Exit {
-    Failure = 1,
+    /// A bug in hoist.
+    Bug = 1,
     Usage = 2,
     BadArchive = 3,
     Auth = 4,
     NotFound = 5,
     Unavailable = 6,
-    Verification = 7,
+    Mismatch = 7,
     Rejected = 8,
+    Protocol = 9,
+    Local = 10,
+    /// 128 + SIGINT, as shells report it.
+    Interrupted = 130,
+    /// 128 + SIGTERM.
+    Terminated = 143,
 }
 
 pub(crate) fn usage_exit() -> ExitCode {
@@ -46,6 +54,38 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// A signal stopped the command.
+#[derive(Debug)]
+pub(crate) struct Interrupted {
+    /// `SIGINT` or `SIGTERM`.
+    pub(crate) signal: &'static str,
+    /// What was cleaned up, for the message.
+    pub(crate) cleaned: String,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "interrupted by {}; {}", self.signal, self.cleaned)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A local problem the binary itself met: writing the output, reading a password.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub(crate) message: String,
+    pub(crate) hint: String,
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Local {}
+
 /// Prints the error and its hint; returns the exit code for its class.
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     let (exit, hint) = classify(error);
@@ -72,33 +112,51 @@ pub(crate) fn message(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
+/// The exit code and hint for `error`: the first cause in its chain that
+/// hoist knows decides.
+pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
     for cause in error.chain() {
         if let Some(usage) = cause.downcast_ref::<Usage>() {
             return (Exit::Usage, Some(usage.hint.clone()));
         }
+        if let Some(interrupted) = cause.downcast_ref::<Interrupted>() {
+            let exit = if interrupted.signal == "SIGTERM" { Exit::Terminated } else { Exit::Interrupted };
+            return (exit, Some("run the same push again: blobs already in the registry are not sent twice".into()));
+        }
+        if let Some(local) = cause.downcast_ref::<Local>() {
+            return (Exit::Local, Some(local.hint.clone()));
+        }
         if let Some(archive) = cause.downcast_ref::<ArchiveError>() {
-            let exit = if archive.is_verification() { Exit::Verification } else { Exit::BadArchive };
+            let exit = if archive.is_verification() { Exit::Mismatch } else { Exit::BadArchive };
             return (exit, archive.hint());
         }
         if let Some(registry) = cause.downcast_ref::<RegistryError>() {
             return (registry_exit(registry), registry.hint());
         }
         if let Some(push) = cause.downcast_ref::<PushError>() {
-            let exit = match push {
-                PushError::Archive(_) | PushError::LayerRead { .. } => Exit::BadArchive,
-                PushError::Registry(registry) => registry_exit(registry),
-                PushError::DiffIdMismatch { .. } => Exit::Verification,
-                PushError::NoDestination { .. } => Exit::Usage,
-                PushError::Internal(_) | PushError::Staging(_) => Exit::Failure,
-            };
-            return (exit, push.hint());
+            return (push_exit(push), push.hint());
         }
         if let Some(oci) = cause.downcast_ref::<hoist_oci::OciError>() {
             return (Exit::BadArchive, Some(format!("the archive names something invalid: {oci}")));
         }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return (Exit::Local, Some(format!("a local file or stream failed ({})", io.kind())));
+        }
     }
-    (Exit::Failure, None)
+    (Exit::Bug, Some("this is a bug in hoist; please report it".into()))
+}
+
+fn push_exit(error: &PushError) -> Exit {
+    match error {
+        PushError::Archive(archive) if archive.is_verification() => Exit::Mismatch,
+        PushError::Archive(_) | PushError::LayerRead { .. } => Exit::BadArchive,
+        PushError::Registry(registry) => registry_exit(registry),
+        PushError::DiffIdMismatch { .. } => Exit::Mismatch,
+        PushError::NoDestination { .. } => Exit::Usage,
+        PushError::Staging(_) => Exit::Local,
+        PushError::Internal(_) => Exit::Bug,
+        PushError::NotPublished { cause, .. } => push_exit(cause),
+    }
 }
 
 fn registry_exit(error: &RegistryError) -> Exit {
@@ -107,6 +165,8 @@ fn registry_exit(error: &RegistryError) -> Exit {
         ErrorKind::Unauthorized | ErrorKind::Denied => Exit::Auth,
         ErrorKind::NotFound => Exit::NotFound,
         ErrorKind::Rejected => Exit::Rejected,
-        ErrorKind::Protocol => Exit::Verification,
+        ErrorKind::Protocol => Exit::Protocol,
+        ErrorKind::Mismatch => Exit::Mismatch,
+        ErrorKind::Local => Exit::Local,
     }
 }

@@ -48,6 +48,7 @@ fn disable_transparent_huge_pages() {}
 mod cli;
 mod commands;
 mod failure;
+mod interrupt;
 mod reporter;
 
 fn main() -> ExitCode {
@@ -59,18 +60,24 @@ fn main() -> ExitCode {
             return if error.use_stderr() { failure::usage_exit() } else { ExitCode::SUCCESS };
         }
     };
-    init_tracing(cli.global.verbose);
+    // With NDJSON progress, log lines are events too: stderr stays one JSON object per line.
+    let json = matches!(&cli.command, cli::Command::Push(push) if push.progress == cli::ProgressMode::Json);
+    init_tracing(cli.global.verbose, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return failure::report(&anyhow::Error::from(error)),
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Threads still blocked reading an input (a stdin that never ends after
+    // a signal) must not hold the exit.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => failure::report(&error),
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, json: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info,hoist=debug,hoist_transfer=debug,hoist_registry=debug,hoist_archive=debug",
@@ -79,12 +86,39 @@ fn init_tracing(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| default.into());
     // no-color.org: a NO_COLOR that is set and not empty.
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color)
-        .event_format(LevelPrefix)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.with_ansi(false).event_format(JsonEvent).init();
+    } else {
+        builder.with_ansi(color).event_format(LevelPrefix).init();
+    }
+}
+
+/// Log lines as NDJSON events: `{"event":"warning","message":…}` (or
+/// `"log"` with its `level`, below warnings).
+struct JsonEvent;
+
+impl<S, N> FormatEvent<S, N> for JsonEvent
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut message = String::new();
+        ctx.field_format().format_fields(Writer::new(&mut message), event)?;
+        let level = *event.metadata().level();
+        let line = if level <= Level::WARN {
+            serde_json::json!({ "event": if level == Level::ERROR { "error" } else { "warning" }, "message": message })
+        } else {
+            serde_json::json!({ "event": "log", "level": level.as_str().to_ascii_lowercase(), "message": message })
+        };
+        writeln!(writer, "{line}")
+    }
 }
 
 /// Log lines as `warning: …`, like the `error: …` of a failure, rather than

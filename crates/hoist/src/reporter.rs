@@ -25,7 +25,17 @@ pub(crate) fn for_mode(mode: ProgressMode, quiet: bool) -> Arc<dyn Reporter> {
         ProgressMode::Bars => Arc::new(BarsReporter::new()),
         ProgressMode::Plain | ProgressMode::Auto => Arc::new(PlainReporter::default()),
         ProgressMode::Json => Arc::new(JsonReporter::default()),
-        ProgressMode::None => Arc::new(NoReporter),
+        ProgressMode::None if quiet => Arc::new(NoReporter),
+        ProgressMode::None => Arc::new(WarningsOnly),
+    }
+}
+
+/// `--progress none`: no progress, but warnings still reach the user.
+struct WarningsOnly;
+
+impl Reporter for WarningsOnly {
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
     }
 }
 
@@ -151,6 +161,10 @@ impl Reporter for BarsReporter {
         // Above the bars, which keep their place.
         self.multi.suspend(|| eprintln!("{}", retry_line(event)));
     }
+
+    fn warning(&self, message: &str) {
+        self.multi.suspend(|| eprintln!("warning: {message}"));
+    }
 }
 
 /// Plain lines for logs and CI: a line per blob start and finish, and a total
@@ -236,6 +250,10 @@ impl Reporter for PlainReporter {
     fn retry(&self, event: &RetryEvent) {
         eprintln!("{}", retry_line(event));
     }
+
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
 }
 
 /// NDJSON events on stderr, one object per line, for programs to follow.
@@ -311,6 +329,16 @@ impl Reporter for JsonReporter {
             "reason": event.reason,
         }));
     }
+
+    fn warning(&self, message: &str) {
+        emit_warning(message);
+    }
+}
+
+/// Writes a `warning` event of `--progress json` (also for log lines, so
+/// that stderr stays one JSON object per line).
+pub(crate) fn emit_warning(message: &str) {
+    emit(&serde_json::json!({ "event": "warning", "message": message }));
 }
 
 #[allow(clippy::cast_precision_loss)] // a display approximation

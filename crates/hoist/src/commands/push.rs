@@ -1,16 +1,15 @@
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use std::path::Path;
-
 use hoist_archive::{Archive, Image, Wrapper};
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, Secret};
-use hoist_transfer::{BlobCache, Hold, PushOptions, PushPlan, PushedImage, Reporter, read_stream};
+use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, RetryPolicy, Secret};
+use hoist_transfer::{BlobCache, Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, Reporter, read_stream};
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
-use crate::failure::Usage;
+use crate::failure::{self, Interrupted, Usage};
 use crate::reporter;
 
 pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -49,9 +48,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         )
         .into());
     }
-
-    let stdin = args.archive.as_os_str() == "-";
-    if stdin && args.network.password_stdin {
+    if args.archive.as_os_str() == "-" && args.network.password_stdin {
         return Err(Usage::new(
             "the archive and --password-stdin cannot both come from standard input",
             "set HOIST_PASSWORD, or give the archive as a file",
@@ -60,95 +57,160 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     }
     let credentials = credentials(&args.network)?;
     let options = options(&args);
-    let reporter = reporter::for_mode(args.progress, global.quiet);
-
-    // `-` and wrapped archives cannot seek: they are read in one pass.
-    let input: Option<Box<dyn std::io::Read + Send>> = if stdin {
-        Some(Box::new(std::io::stdin()))
-    } else {
-        // A file that cannot be opened gets its error from `Archive::open`.
-        std::fs::File::open(&args.archive).ok().and_then(|mut file| {
-            let wrapped = Wrapper::sniff_file(&mut file).is_ok_and(|w| w != Wrapper::None);
-            wrapped.then(|| Box::new(file) as Box<dyn std::io::Read + Send>)
-        })
-    };
-    let pushed = if let Some(input) = input {
-        let streamed = Streamed { input, destinations, target: target.as_ref(), credentials, options: &options };
-        push_streamed(&args, streamed, reporter).await?
-    } else {
-        let path = args.archive.clone();
-        let archive =
-            tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
-        let archive = Arc::new(archive);
-        let plans = plan(archive.images(), archive.path(), &args, destinations, target.as_ref())?;
-        let client = client(&args, &plans, target.as_ref(), credentials, &reporter)?;
-        match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
-            Ok(pushed) => pushed,
-            Err(error) => return Err(report_error(&args, error)),
+    let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
+    let push = Push { args: &args, destinations, target: target.as_ref(), credentials, options: &options, run: &run };
+    let outcome = tokio::select! {
+        outcome = push.run() => outcome,
+        signal = crate::interrupt::signal() => {
+            run.interrupt();
+            Err(Interrupted { signal, cleaned: String::new() }.into())
         }
     };
+    // The push is dropped now; a signal leaves sessions and staging to clean.
+    let outcome = match outcome {
+        Err(error) if error.is::<Interrupted>() => {
+            let signal = error.downcast_ref::<Interrupted>().map_or("SIGINT", |i| i.signal);
+            let open = run.uploads().len();
+            run.clean_up().await;
+            let cleaned = match open {
+                0 => "no upload was open".to_owned(),
+                1 => "cancelled the upload that was open".to_owned(),
+                n => format!("cancelled the {n} uploads that were open"),
+            };
+            Err(Interrupted { signal, cleaned }.into())
+        }
+        other => other,
+    };
+    finish(&args, &run, outcome)
+}
 
+/// Prints what was published — every reference, also when the push failed
+/// or was interrupted — and returns the error naming what was not.
+fn finish(args: &PushArgs, run: &PushRun, outcome: anyhow::Result<Vec<PushedImage>>) -> anyhow::Result<()> {
+    let (pushed, error) = match outcome {
+        Ok(pushed) => (pushed, None),
+        Err(error) => (run.published(), Some(name_unpublished(error, run))),
+    };
+    if let Some(error) = &error
+        && args.progress == ProgressMode::Json
+    {
+        let (_, hint) = failure::classify(error);
+        reporter::emit_error(&failure::message(error.as_ref()), hint.as_deref());
+    }
+    let written = write_output(args, &pushed, error.as_ref(), run);
+    match (error, written) {
+        (Some(error), _) => Err(error),
+        // A reader that stopped reading (`| head`) is not a failure of the push.
+        (None, Err(write)) if write.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        (None, Err(write)) => Err(failure::Local {
+            message: format!("cannot write the result to standard output: {write}"),
+            hint: "the push itself succeeded; check where standard output goes".into(),
+        }
+        .into()),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// The error, saying which planned references were not published when that
+/// is not already said and more than one was planned or some moved.
+fn name_unpublished(error: anyhow::Error, run: &PushRun) -> anyhow::Error {
+    let missing = run.not_published();
+    let said = error.chain().any(|c| matches!(c.downcast_ref::<PushError>(), Some(PushError::NotPublished { .. })));
+    if said || missing.is_empty() || (run.planned().len() < 2 && run.published().is_empty()) {
+        return error;
+    }
+    let names = missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    error.context(format!("not published: {names}"))
+}
+
+fn write_output(
+    args: &PushArgs,
+    pushed: &[PushedImage],
+    error: Option<&anyhow::Error>,
+    run: &PushRun,
+) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match args.output {
         OutputFormat::Text => {
-            for image in &pushed {
+            for image in pushed {
                 writeln!(stdout, "{}@{}", image.reference, image.digest)?;
             }
         }
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &summary(&pushed))?;
+            let mut document = summary(pushed);
+            if let Some(error) = error {
+                let (_, hint) = failure::classify(error);
+                let missing: Vec<String> = run.not_published().iter().map(ToString::to_string).collect();
+                document["not_published"] = serde_json::json!(missing);
+                document["error"] = serde_json::json!({ "message": failure::message(error.as_ref()), "hint": hint });
+            }
+            serde_json::to_writer_pretty(&mut stdout, &document)?;
             writeln!(stdout)?;
         }
     }
-    Ok(())
+    stdout.flush()
 }
 
-/// A push from an input read once, front to back.
-struct Streamed<'a> {
-    input: Box<dyn std::io::Read + Send>,
+/// One push, from flags to the library calls.
+struct Push<'a> {
+    args: &'a PushArgs,
     destinations: Vec<Reference>,
     target: Option<&'a RegistryTarget>,
     credentials: CredentialStore,
     options: &'a PushOptions,
+    run: &'a PushRun,
 }
 
-async fn push_streamed(
-    args: &PushArgs,
-    streamed: Streamed<'_>,
-    reporter: Arc<dyn Reporter>,
-) -> anyhow::Result<Vec<PushedImage>> {
-    let Streamed { input, destinations, target, credentials, options } = streamed;
-    let early = if destinations.is_empty() {
-        Vec::new()
-    } else {
-        vec![PushPlan { image: 0, destinations: destinations.clone() }]
-    };
-    let client = client(args, &early, target, credentials, &reporter)?;
-    // Sessions in the first DEST's repository, when every DEST can mount from it.
-    let hold = match destinations.first() {
-        Some(first) if destinations.iter().all(|d| d.registry() == first.registry()) => Hold::Session(first.clone()),
-        _ => Hold::Stage(None),
-    };
-    let streamed = read_stream(input, args.archive.clone(), &client, hold, options, &reporter).await;
-    let streamed = match streamed {
-        Ok(streamed) => streamed,
-        Err(error) => return Err(report_error(args, error)),
-    };
-    let plans = match plan(streamed.images(), streamed.archive().label(), args, destinations, target) {
-        Ok(plans) => plans,
-        Err(error) => {
-            streamed.abandon().await;
-            return Err(error);
+impl Push<'_> {
+    async fn run(self) -> anyhow::Result<Vec<PushedImage>> {
+        // `-` and wrapped archives cannot seek: they are read in one pass.
+        let input: Option<Box<dyn std::io::Read + Send>> = if self.args.archive.as_os_str() == "-" {
+            Some(Box::new(std::io::stdin()))
+        } else {
+            // A file that cannot be opened gets its error from `Archive::open`.
+            std::fs::File::open(&self.args.archive).ok().and_then(|mut file| {
+                let wrapped = Wrapper::sniff_file(&mut file).is_ok_and(|w| w != Wrapper::None);
+                wrapped.then(|| Box::new(file) as Box<dyn std::io::Read + Send>)
+            })
+        };
+        if let Some(input) = input {
+            return self.streamed(input).await;
         }
-    };
-    streamed.push(&client, &plans, options, reporter).await.map_err(|error| report_error(args, error))
-}
-
-fn report_error(args: &PushArgs, error: hoist_transfer::PushError) -> anyhow::Error {
-    if args.progress == ProgressMode::Json {
-        reporter::emit_error(&crate::failure::message(&error), error.hint().as_deref());
+        let path = self.args.archive.clone();
+        let archive =
+            tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
+        let archive = Arc::new(archive);
+        let plans = plan(archive.images(), archive.path(), self.args, self.destinations, self.target)?;
+        let client = client(self.args, &plans, self.target, self.credentials, self.run.reporter())?;
+        Ok(hoist_transfer::push(Arc::clone(&archive), &client, &plans, self.options, self.run).await?)
     }
-    error.into()
+
+    /// A push from an input read once, front to back.
+    async fn streamed(self, input: Box<dyn std::io::Read + Send>) -> anyhow::Result<Vec<PushedImage>> {
+        let Self { args, destinations, target, credentials, options, run } = self;
+        let early = if destinations.is_empty() {
+            Vec::new()
+        } else {
+            vec![PushPlan { image: 0, destinations: destinations.clone() }]
+        };
+        let client = client(args, &early, target, credentials, run.reporter())?;
+        // Sessions in the first DEST's repository, when every DEST can mount from it.
+        let hold = match destinations.first() {
+            Some(first) if destinations.iter().all(|d| d.registry() == first.registry()) => {
+                Hold::Session(first.clone())
+            }
+            _ => Hold::Stage(None),
+        };
+        let streamed = read_stream(input, args.archive.clone(), &client, hold, options, run).await?;
+        let plans = match plan(streamed.images(), streamed.archive().label(), args, destinations, target) {
+            Ok(plans) => plans,
+            Err(error) => {
+                streamed.abandon().await;
+                return Err(error);
+            }
+        };
+        Ok(streamed.push(&client, &plans, options, run).await?)
+    }
 }
 
 fn options(args: &PushArgs) -> PushOptions {
@@ -166,7 +228,7 @@ fn options(args: &PushArgs) -> PushOptions {
 }
 
 /// The registry client for this push: which registries get plain HTTP or
-/// HTTPS, credentials, and TLS material.
+/// HTTPS, credentials, TLS material and time limits.
 fn client(
     args: &PushArgs,
     plans: &[PushPlan],
@@ -188,6 +250,7 @@ fn client(
     if let Some(target) = target.filter(|_| args.registry.as_deref().is_some_and(|r| r.starts_with("https://"))) {
         https.push(target.registry().to_owned());
     }
+    let timeout = args.network.timeout;
     Ok(Client::new(ClientOptions {
         plain_http,
         https,
@@ -197,7 +260,8 @@ fn client(
         ca_certs: args.network.ca_cert.clone(),
         certs_dir: Some(args.network.certs_dir.clone()),
         on_retry: Some(hoist_transfer::retry_observer(reporter)),
-        ..ClientOptions::default()
+        retry: RetryPolicy { max_elapsed: timeout * 4, ..RetryPolicy::default() },
+        timeout,
     })?)
 }
 

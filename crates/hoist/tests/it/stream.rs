@@ -334,7 +334,7 @@ fn an_unwritable_staging_directory_is_a_clear_error() {
     let bytes = DockerSaveClassic::new().image(image()).build();
     let missing = tempfile::tempdir().unwrap().path().join("gone");
     let push = hoist_stdin(&["push", "-", "--registry", &registry.host()], bytes, Some(&missing));
-    push.fails_with(1, "cannot create a staging directory");
+    push.fails_with(10, "cannot create a staging directory");
     assert!(push.stderr.contains("point TMPDIR at a disk with room"), "{}", push.stderr);
     assert_eq!(committed_blobs(&registry), 0, "nothing was sent");
 }
