@@ -7,7 +7,8 @@
 //! of a request body, body-size limits, ECR's 201 with a stale `Range`,
 //! GHCR's 416 for chunks above 4 MiB, redirects to another host, answer
 //! headers changed or added (a wrong `Docker-Content-Digest`, a `Warning`),
-//! and answers served in the registry's place (an oversized manifest).
+//! answers served in the registry's place (an oversized manifest), and the
+//! hostile: endless or trickling bodies and requests never answered.
 //! Everything it does not fault it forwards unchanged to the real registry,
 //! which stays the judge of what was stored.
 //!
@@ -75,6 +76,15 @@ pub enum Fault {
     /// `Content-Length` unless `headers` has one, as a front end serving
     /// something the registry never stored (an oversized manifest).
     Serve { status: u16, headers: Vec<(String, String)>, body: Bytes },
+    /// Answer `status` with a body that never ends (64 KiB pieces as fast
+    /// as the client takes them), as a broken or hostile front end might.
+    EndlessBody { status: u16 },
+    /// Answer `status` and then one byte of body every `every_ms`, forever:
+    /// a connection that is never idle long enough for a read timeout.
+    TrickleBody { status: u16, every_ms: u64 },
+    /// Accept the request, read nothing of its body and never answer, as a
+    /// registry that hangs does.
+    Stall,
 }
 
 /// When a [`Fault`] applies: method and path fragment, after `skip` matching
@@ -276,6 +286,13 @@ async fn handle(
     let fault = pick_fault(&state, &method, &path);
     let (parts, mut body) = request.into_parts();
 
+    if let Some(Fault::Stall) = &fault {
+        logged.fault = Some("stalled".into());
+        record(&state, logged);
+        // Held until the client gives up (or the proxy is dropped).
+        return std::future::pending().await;
+    }
+
     if let Some(Fault::DropBodyAfter(limit)) = &fault {
         let mut received = 0;
         while received < *limit {
@@ -388,6 +405,23 @@ fn local_reply(
             let mut reply = Response::new(full(Bytes::new()));
             *reply.status_mut() = StatusCode::TEMPORARY_REDIRECT;
             reply.headers_mut().insert("location", target.parse().expect("a header value"));
+            Some(reply)
+        }
+        Fault::EndlessBody { status } => {
+            let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+            let frames = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(Frame::data(piece.clone())));
+            let mut reply = Response::new(StreamBody::new(frames).boxed());
+            *reply.status_mut() = StatusCode::from_u16(*status).expect("a valid status");
+            Some(reply)
+        }
+        Fault::TrickleBody { status, every_ms } => {
+            let every = std::time::Duration::from_millis(*every_ms);
+            let frames = futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(every).await;
+                Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"x"))), ()))
+            });
+            let mut reply = Response::new(StreamBody::new(frames).boxed());
+            *reply.status_mut() = StatusCode::from_u16(*status).expect("a valid status");
             Some(reply)
         }
         Fault::Serve { status, headers, body } => {

@@ -178,7 +178,45 @@ impl TestRegistry {
 
     /// A plain `GET` on a path of the registry; returns status and body.
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        http_get(self.port, path).expect("registry GET")
+        http_request(self.port, "GET", path, None).expect("registry GET")
+    }
+
+    /// A plain `PUT` of `body` with `content_type` (a hand-written manifest,
+    /// say); returns status and body.
+    pub fn put(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        http_request(self.port, "PUT", path, Some((content_type, body))).expect("registry PUT")
+    }
+
+    /// Upload sessions the registry holds open, in every repository: each is
+    /// a directory under the repository's `_uploads` with its `startedat`
+    /// file (distribution 2.8 leaves the directory of a cancelled session,
+    /// with only its hash state, behind).
+    pub fn open_uploads(&self) -> usize {
+        fn walk(dir: &Path, found: &mut usize) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                if path.file_name().is_some_and(|n| n == "_uploads") {
+                    let sessions = std::fs::read_dir(&path).into_iter().flatten().flatten();
+                    *found += sessions.filter(|s| s.path().join("startedat").exists()).count();
+                } else {
+                    walk(&path, found);
+                }
+            }
+        }
+        let mut found = 0;
+        walk(&self.storage().join("docker/registry/v2/repositories"), &mut found);
+        found
+    }
+
+    /// Blobs the registry stores (manifests included), in all repositories.
+    pub fn blob_count(&self) -> usize {
+        let root = self.storage().join("docker/registry/v2/blobs/sha256");
+        let Ok(prefixes) = std::fs::read_dir(root) else { return 0 };
+        prefixes.flatten().map(|p| std::fs::read_dir(p.path()).map(Iterator::count).unwrap_or(0)).sum()
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -192,7 +230,7 @@ impl TestRegistry {
                 if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                     return true;
                 }
-            } else if let Ok((200 | 401, _)) = http_get(self.port, "/v2/") {
+            } else if let Ok((200 | 401, _)) = http_request(self.port, "GET", "/v2/", None) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -233,12 +271,26 @@ http:
     )
 }
 
-/// A minimal HTTP/1.0 GET, enough to probe a loopback registry without
-/// pulling an HTTP client into the testkit.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+/// Every manifest type, as a registry client asks for them.
+const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json";
+
+/// A minimal HTTP/1.0 request, enough to probe or feed a loopback registry
+/// without pulling an HTTP client into the testkit.
+fn http_request(port: u16, method: &str, path: &str, body: Option<(&str, &[u8])>) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n")?;
+    // Without it distribution serves an old manifest schema in place of what was pushed.
+    write!(stream, "Accept: {MANIFEST_TYPES}\r\n")?;
+    match body {
+        Some((content_type, bytes)) => {
+            write!(stream, "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", bytes.len())?;
+            stream.write_all(bytes)?;
+        }
+        None => write!(stream, "\r\n")?,
+    }
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());

@@ -184,7 +184,9 @@ impl BlobCache {
                     continue;
                 };
                 match merged.get_mut(&key) {
-                    Some(theirs) if theirs.digest == ours.digest => theirs.seen.extend(ours.seen.iter().cloned()),
+                    Some(theirs) if theirs.digest == ours.digest && theirs.size == ours.size => {
+                        theirs.seen.extend(ours.seen.iter().cloned());
+                    }
                     _ => {
                         merged.insert(key, ours.clone());
                     }

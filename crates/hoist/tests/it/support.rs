@@ -81,6 +81,43 @@ pub(crate) fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) 
     }
 }
 
+/// A finished run with what it cost: its peak resident memory (from the
+/// kernel's accounting of that one child) and its wall time.
+pub(crate) struct Measured {
+    pub(crate) run: Run,
+    pub(crate) peak_mib: u64,
+    pub(crate) seconds: f64,
+}
+
+/// Runs `command` to its end, measuring its peak memory and wall time.
+#[allow(unsafe_code)]
+pub(crate) fn run_measured(command: &mut Command) -> Measured {
+    let started = std::time::Instant::now();
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run hoist");
+    let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().unwrap()));
+    let stderr = reader(Box::new(child.stderr.take().unwrap()));
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with pointers to live locals.
+    let waited = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(waited, pid, "wait4 on hoist");
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    Measured {
+        run: Run { code, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() },
+        peak_mib: u64::try_from(usage.ru_maxrss).unwrap_or(0) / 1024,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
 pub(crate) fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
