@@ -322,44 +322,7 @@ async fn handle(
             logged.fault = fault.as_ref().map(|f| format!("{f:?}"));
             reply
         }
-        None => {
-            let mut reply = forward(parts, body, upstream).await?;
-            rewrite_location(&mut reply, upstream, port);
-            if matches!(fault, Some(Fault::StaleRange201))
-                && method == "PATCH"
-                && reply.status() == StatusCode::ACCEPTED
-            {
-                let range = reply.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let mut guard = state.lock().expect("proxy state");
-                let first_range =
-                    guard.first_ranges.entry(path.clone()).or_insert_with(|| range.unwrap_or_default()).clone();
-                drop(guard);
-                *reply.status_mut() = StatusCode::CREATED;
-                reply.headers_mut().insert("range", first_range.parse().expect("a header value"));
-                logged.fault = Some("201 with a stale Range".into());
-            }
-            if let (Some(Fault::RelativeLocation), Some(location)) =
-                (&fault, reply.headers().get("location").and_then(|v| v.to_str().ok()))
-                && let Some(rest) = location.strip_prefix("http://")
-                && let Some(slash) = rest.find('/')
-            {
-                let relative = rest[slash..].to_owned();
-                reply.headers_mut().insert("location", relative.parse().expect("a header value"));
-                logged.fault = Some("relative Location".into());
-            }
-            if let Some(Fault::ChunkMinLength(min)) = fault
-                && method == "POST"
-            {
-                reply.headers_mut().insert("oci-chunk-min-length", min.into());
-                logged.fault = Some(format!("OCI-Chunk-Min-Length: {min}"));
-            }
-            edit_headers(fault.as_ref(), &mut reply, &mut logged);
-            if let Some(Fault::TruncateResponse(keep)) = fault {
-                reply = truncate(reply, keep).await;
-                logged.fault = Some(format!("answer cut after {keep} bytes"));
-            }
-            reply
-        }
+        None => forward_and_edit(&state, fault.as_ref(), parts, body, (upstream, port), &mut logged).await?,
     };
     if let Some(location) = reply.headers().get("location").and_then(|v| v.to_str().ok())
         && let Some(value) = url_state(location)
@@ -368,6 +331,50 @@ async fn handle(
     }
     logged.status = reply.status().as_u16();
     record(&state, logged);
+    Ok(reply)
+}
+
+/// Forwards to the registry and applies the faults that edit its answer.
+async fn forward_and_edit(
+    state: &Mutex<State>,
+    fault: Option<&Fault>,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    (upstream, port): (u16, u16),
+    logged: &mut Logged,
+) -> Result<Reply, std::io::Error> {
+    let (method, path) = (logged.method.clone(), logged.path.clone());
+    let mut reply = forward(parts, body, upstream).await?;
+    rewrite_location(&mut reply, upstream, port);
+    if matches!(fault, Some(Fault::StaleRange201)) && method == "PATCH" && reply.status() == StatusCode::ACCEPTED {
+        let range = reply.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut guard = state.lock().expect("proxy state");
+        let first_range = guard.first_ranges.entry(path.clone()).or_insert_with(|| range.unwrap_or_default()).clone();
+        drop(guard);
+        *reply.status_mut() = StatusCode::CREATED;
+        reply.headers_mut().insert("range", first_range.parse().expect("a header value"));
+        logged.fault = Some("201 with a stale Range".into());
+    }
+    if let (Some(Fault::RelativeLocation), Some(location)) =
+        (&fault, reply.headers().get("location").and_then(|v| v.to_str().ok()))
+        && let Some(rest) = location.strip_prefix("http://")
+        && let Some(slash) = rest.find('/')
+    {
+        let relative = rest[slash..].to_owned();
+        reply.headers_mut().insert("location", relative.parse().expect("a header value"));
+        logged.fault = Some("relative Location".into());
+    }
+    if let Some(Fault::ChunkMinLength(min)) = fault
+        && method == "POST"
+    {
+        reply.headers_mut().insert("oci-chunk-min-length", (*min).into());
+        logged.fault = Some(format!("OCI-Chunk-Min-Length: {min}"));
+    }
+    edit_headers(fault, &mut reply, logged);
+    if let Some(Fault::TruncateResponse(keep)) = fault {
+        reply = truncate(reply, *keep).await;
+        logged.fault = Some(format!("answer cut after {keep} bytes"));
+    }
     Ok(reply)
 }
 

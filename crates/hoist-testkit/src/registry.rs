@@ -216,7 +216,7 @@ impl TestRegistry {
     pub fn blob_count(&self) -> usize {
         let root = self.storage().join("docker/registry/v2/blobs/sha256");
         let Ok(prefixes) = std::fs::read_dir(root) else { return 0 };
-        prefixes.flatten().map(|p| std::fs::read_dir(p.path()).map(Iterator::count).unwrap_or(0)).sum()
+        prefixes.flatten().map(|p| std::fs::read_dir(p.path()).map_or(0, Iterator::count)).sum()
     }
 
     fn wait_ready(&mut self) -> bool {

@@ -23,7 +23,7 @@ struct Setup {
     registry: TestRegistry,
     archive: std::path::PathBuf,
     fixture: ImageFixture,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn setup(seed: u64) -> Setup {
@@ -32,7 +32,7 @@ fn setup(seed: u64) -> Setup {
     let archive = dir.path().join("app.tar");
     let fixture = image(seed);
     DockerSaveClassic::new().image(fixture.clone()).write_to(&archive);
-    Setup { registry, archive, fixture, _dir: dir }
+    Setup { registry, archive, fixture, dir }
 }
 
 impl Setup {
@@ -203,7 +203,7 @@ fn a_poisoned_tag_ends_with_a_correct_image() {
 #[test]
 fn a_cache_entry_the_registry_contradicts_is_dropped() {
     let setup = setup(12);
-    let cache = setup._dir.path().join("cache");
+    let cache = setup.dir.path().join("cache");
     let dest = format!("{}/app:1.0", setup.registry.host());
     let push = |extra: &[&str]| {
         run(hoist().args(["push", "--cache-dir", path_str(&cache), path_str(&setup.archive), &dest]).args(extra))

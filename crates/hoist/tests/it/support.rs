@@ -90,7 +90,7 @@ pub(crate) struct Measured {
 }
 
 /// Runs `command` to its end, measuring its peak memory and wall time.
-#[allow(unsafe_code)]
+#[allow(unsafe_code, clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
 pub(crate) fn run_measured(command: &mut Command) -> Measured {
     let started = std::time::Instant::now();
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run hoist");
