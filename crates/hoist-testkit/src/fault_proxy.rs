@@ -85,6 +85,9 @@ pub enum Fault {
     /// Accept the request, read nothing of its body and never answer, as a
     /// registry that hangs does.
     Stall,
+    /// Forward the request (the registry acts on it), then close the
+    /// connection without answering: an answer lost on its way back.
+    LoseAnswer,
 }
 
 /// When a [`Fault`] applies: method and path fragment, after `skip` matching
@@ -316,6 +319,12 @@ async fn handle(
     };
     logged.body_len = body.len();
 
+    if let Some(Fault::LoseAnswer) = &fault {
+        let lost = forward(parts, body, upstream).await?;
+        logged.fault = Some(format!("answer {} lost", lost.status().as_u16()));
+        record(&state, logged);
+        return Err(std::io::Error::other("fault: answer lost"));
+    }
     let local = fault.as_ref().and_then(|fault| local_reply(fault, &method, &path, &query, &logged, body.len()));
     let reply = match local {
         Some(reply) => {

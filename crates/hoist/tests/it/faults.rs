@@ -1,11 +1,24 @@
 //! `hoist push` through the fault proxy in front of a real registry: each
 //! fault a real network or registry front end produces, pushed through and
-//! checked with skopeo against the registry itself.
+//! checked with skopeo against the registry itself. The recovery faults run
+//! against every way in (a file, standard input, a gzip-wrapped file): the
+//! streamed pushes use the same upload engine as file pushes, and must pass
+//! the same matrix.
 
-use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer, layer_tar};
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, gzip, incompressible_layer, layer_tar};
 use hoist_testkit::{Fault, FaultProxy, Rule, TestRegistry, tools};
 
-use crate::support::{hoist, path_str, run};
+use crate::support::{hoist, hoist_stdin, path_str, run};
+
+/// A way in: a seekable file, or a stream read once.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    File,
+    Stdin,
+    Gzip,
+}
+
+const EVERY_INPUT: [Input; 3] = [Input::File, Input::Stdin, Input::Gzip];
 
 /// An image with a small layer and an incompressible one of `big` bytes.
 fn image(big: usize) -> ImageFixture {
@@ -20,7 +33,7 @@ struct Setup {
     proxy: FaultProxy,
     archive: std::path::PathBuf,
     fixture: ImageFixture,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn setup(big: usize, rules: Vec<Rule>) -> Setup {
@@ -30,15 +43,32 @@ fn setup(big: usize, rules: Vec<Rule>) -> Setup {
     let archive = dir.path().join("app.tar");
     let fixture = image(big);
     DockerSaveClassic::new().image(fixture.clone()).write_to(&archive);
-    Setup { registry, proxy, archive, fixture, _dir: dir }
+    Setup { registry, proxy, archive, fixture, dir }
 }
 
 impl Setup {
-    /// Pushes through the proxy with `extra` flags; returns stdout+stderr.
+    /// Pushes the file through the proxy with `extra` flags; returns stdout+stderr.
     fn push(&self, repository: &str, extra: &[&str]) -> String {
+        self.push_as(Input::File, repository, extra)
+    }
+
+    /// Pushes through the proxy, the archive coming in as `input`.
+    fn push_as(&self, input: Input, repository: &str, extra: &[&str]) -> String {
         let dest = format!("{}/{repository}:1.0", self.proxy.host());
-        let result = run(hoist().args(["push", "--no-cache", path_str(&self.archive), &dest]).args(extra));
-        result.success();
+        let result = match input {
+            Input::File => run(hoist().args(["push", "--no-cache", path_str(&self.archive), &dest]).args(extra)),
+            Input::Stdin => {
+                let args: Vec<&str> =
+                    ["push", "--no-cache", "-", &dest].into_iter().chain(extra.iter().copied()).collect();
+                hoist_stdin(&args, std::fs::read(&self.archive).unwrap(), None)
+            }
+            Input::Gzip => {
+                let wrapped = self.dir.path().join("app.tar.gz");
+                std::fs::write(&wrapped, gzip(&std::fs::read(&self.archive).unwrap())).unwrap();
+                run(hoist().args(["push", "--no-cache", path_str(&wrapped), &dest]).args(extra))
+            }
+        };
+        assert_eq!(result.code, 0, "{input:?}: {}", result.stderr);
         format!("{}{}", result.stdout, result.stderr)
     }
 
@@ -61,81 +91,115 @@ impl Setup {
 
 #[test]
 fn gateway_errors_are_retried() {
-    let setup = setup(
-        300_000,
-        vec![
-            Rule::first(2, Fault::Status(502)),
-            Rule::first(1, Fault::Status(503)),
-            Rule::first(1, Fault::Status(504)),
-        ],
-    );
-    setup.push("app", &[]);
-    let statuses: Vec<u16> = setup.proxy.faulted().iter().map(|l| l.status).collect();
-    assert_eq!(statuses, [502, 502, 503, 504]);
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let setup = setup(
+            300_000,
+            vec![
+                Rule::first(2, Fault::Status(502)),
+                Rule::first(1, Fault::Status(503)),
+                Rule::first(1, Fault::Status(504)),
+            ],
+        );
+        setup.push_as(input, "app", &[]);
+        let statuses: Vec<u16> = setup.proxy.faulted().iter().map(|l| l.status).collect();
+        assert_eq!(statuses, [502, 502, 503, 504]);
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn too_many_requests_waits_for_retry_after() {
-    let setup = setup(300_000, vec![Rule::first(2, Fault::TooManyRequests { retry_after: "1".into() }).method("POST")]);
-    setup.push("app", &[]);
-    assert_eq!(setup.proxy.faulted().len(), 2);
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let setup =
+            setup(300_000, vec![Rule::first(2, Fault::TooManyRequests { retry_after: "1".into() }).method("POST")]);
+        setup.push_as(input, "app", &[]);
+        assert_eq!(setup.proxy.faulted().len(), 2);
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn a_connection_dropped_mid_body_is_resumed() {
-    // The first streamed PATCH breaks after 512 KiB: the layer is compressed again and re-sent.
-    let setup = setup(3 << 20, vec![Rule::first(1, Fault::DropBodyAfter(512 * 1024)).method("PATCH")]);
-    setup.push("app", &[]);
-    assert_eq!(setup.proxy.faulted().len(), 1);
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        // The first streamed PATCH breaks after 512 KiB: the layer is compressed again and re-sent.
+        let setup = setup(3 << 20, vec![Rule::first(1, Fault::DropBodyAfter(512 * 1024)).method("PATCH")]);
+        setup.push_as(input, "app", &[]);
+        assert_eq!(setup.proxy.faulted().len(), 1, "{input:?}");
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn a_chunk_dropped_mid_body_resumes_at_the_registrys_offset() {
-    let setup = setup(3 << 20, vec![Rule::first(1, Fault::DropBodyAfter(100_000)).method("PATCH").skip(2)]);
-    setup.push("app", &["--chunk-size", "1MiB", "--jobs", "1"]);
-    let log = setup.proxy.log();
-    let dropped = log.iter().position(|l| l.status == 0).expect("one request was dropped");
-    assert_eq!(log[dropped + 1].method, "GET", "asks where the upload stands");
-    let start = |range: &str| range.split('-').next().unwrap().parse::<u64>().unwrap();
-    let lost = start(log[dropped].content_range.as_deref().unwrap());
-    let resumed = start(log[dropped + 2].content_range.as_deref().unwrap());
-    assert!(lost > 0, "a chunk after the first was dropped");
-    assert_eq!(resumed, lost, "resumes at the dropped chunk, keeping what the registry has");
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let setup = setup(3 << 20, vec![Rule::first(1, Fault::DropBodyAfter(100_000)).method("PATCH").skip(2)]);
+        setup.push_as(input, "app", &["--chunk-size", "1MiB", "--jobs", "1"]);
+        let log = setup.proxy.log();
+        let dropped = log.iter().position(|l| l.status == 0).expect("one request was dropped");
+        assert_eq!(log[dropped + 1].method, "GET", "asks where the upload stands");
+        let start = |range: &str| range.split('-').next().unwrap().parse::<u64>().unwrap();
+        let lost = start(log[dropped].content_range.as_deref().unwrap());
+        let resumed = start(log[dropped + 2].content_range.as_deref().unwrap());
+        assert!(lost > 0, "a chunk after the first was dropped");
+        assert_eq!(resumed, lost, "resumes at the dropped chunk, keeping what the registry has");
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn a_body_size_limit_falls_back_to_chunks() {
-    let limit = 1 << 20;
-    let setup = setup(3 << 20, vec![Rule::always(Fault::TooLarge { above: limit })]);
-    setup.push("app", &[]);
-    let log = setup.proxy.log();
-    assert!(log.iter().any(|l| l.status == 413), "the limit was hit");
-    let accepted: Vec<_> = log.iter().filter(|l| l.method == "PATCH" && l.status == 202).collect();
-    assert!(accepted.iter().all(|l| l.body_len <= limit), "{accepted:?}");
-    assert!(accepted.iter().filter(|l| l.content_range.is_some()).count() >= 3, "the big layer went in chunks");
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let limit = 1 << 20;
+        let setup = setup(3 << 20, vec![Rule::always(Fault::TooLarge { above: limit })]);
+        setup.push_as(input, "app", &[]);
+        let log = setup.proxy.log();
+        assert!(log.iter().any(|l| l.status == 413), "the limit was hit");
+        let accepted: Vec<_> = log.iter().filter(|l| l.method == "PATCH" && l.status == 202).collect();
+        assert!(accepted.iter().all(|l| l.body_len <= limit), "{accepted:?}");
+        assert!(accepted.iter().filter(|l| l.content_range.is_some()).count() >= 3, "the big layer went in chunks");
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn ecr_style_201_with_a_stale_range_is_trusted_by_bytes_sent() {
-    let setup = setup(3 << 20, vec![Rule::always(Fault::StaleRange201).method("PATCH")]);
-    setup.push("app", &["--chunk-size", "1MiB"]);
-    assert!(setup.proxy.faulted().len() >= 3, "every chunk got a stale Range");
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let setup = setup(3 << 20, vec![Rule::always(Fault::StaleRange201).method("PATCH")]);
+        setup.push_as(input, "app", &["--chunk-size", "1MiB"]);
+        assert!(setup.proxy.faulted().len() >= 3, "every chunk got a stale Range");
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
 fn ghcr_style_416_above_4mib_shrinks_the_chunks() {
-    let setup = setup(9 << 20, vec![Rule::always(Fault::ChunkCap { max: 4 << 20 })]);
-    setup.push("app", &["--chunk-size", "8MiB"]);
-    let log = setup.proxy.log();
-    assert_eq!(log.iter().filter(|l| l.status == 416).count(), 1, "one refusal, then 4 MiB chunks");
-    assert!(log.iter().filter(|l| l.method == "PATCH" && l.status == 202).all(|l| l.body_len <= 4 << 20));
-    setup.assert_intact("app");
+    for input in EVERY_INPUT {
+        let setup = setup(9 << 20, vec![Rule::always(Fault::ChunkCap { max: 4 << 20 })]);
+        setup.push_as(input, "app", &["--chunk-size", "8MiB"]);
+        let log = setup.proxy.log();
+        assert_eq!(log.iter().filter(|l| l.status == 416).count(), 1, "one refusal, then 4 MiB chunks");
+        assert!(log.iter().filter(|l| l.method == "PATCH" && l.status == 202).all(|l| l.body_len <= 4 << 20));
+        setup.assert_intact("app");
+    }
+}
+
+/// The registry commits a blob but its answer is lost: a HEAD finds the
+/// blob, and the commit is never sent again.
+#[test]
+fn a_lost_commit_answer_is_checked_with_a_head_not_resent() {
+    for input in EVERY_INPUT {
+        let commit = Rule::first(1, Fault::LoseAnswer).method("PUT").path("/blobs/uploads/");
+        let setup = setup(1 << 20, vec![commit]);
+        setup.push_as(input, "app", &[]);
+        let log = setup.proxy.log();
+        let lost = log.iter().find(|l| l.fault.is_some()).expect("an answer was lost");
+        let digest = lost.query.split('&').find(|p| p.starts_with("digest=")).unwrap().to_owned();
+        let commits = log.iter().filter(|l| l.method == "PUT" && l.query.contains(&digest)).count();
+        assert_eq!(commits, 1, "{input:?}: the commit was sent once");
+        let head = log.iter().position(|l| l.fault.is_some()).unwrap() + 1;
+        assert_eq!(log[head].method, "HEAD", "{input:?}: a HEAD asks whether it is there");
+        setup.assert_intact("app");
+    }
 }
 
 #[test]
