@@ -26,6 +26,8 @@ pub enum ArchiveError {
     Inconsistent { path: PathBuf, image: usize, reason: String },
     #[error("`{path}` holds no images")]
     NoImages { path: PathBuf },
+    #[error("`{path}` has more than {limit} entries; image archives hold a few per layer")]
+    TooManyEntries { path: PathBuf, limit: usize },
     #[error("`{path}`: cannot read entry `{entry}`: {source}")]
     LayerRead { path: PathBuf, entry: String, source: std::io::Error },
     #[error("`{path}`: cannot read past its last entry: {source}")]
@@ -60,6 +62,11 @@ impl ArchiveError {
                 "the archive is damaged or was not written by a known tool; save the image again".into()
             }
             Self::NoImages { .. } => "the archive lists no images; save at least one image".into(),
+            Self::TooManyEntries { .. } => {
+                "an archive this large is not what `docker save` writes; if it is genuine, save fewer images per \
+                 archive"
+                    .into()
+            }
         })
     }
 

@@ -61,7 +61,7 @@ pub const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 pub use archive::Archive;
 pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};
-pub use index::{EntryKind, TarEntry, TarIndex};
+pub use index::{EntryKind, MAX_ENTRIES, TarEntry, TarIndex};
 pub use layout::{ArchiveFormat, Compression, Image, Layer};
 pub use reader::SliceReader;
 pub use stream::{

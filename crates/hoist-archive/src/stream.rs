@@ -343,7 +343,7 @@ fn pass<'a>(
                 return Err(ArchiveError::Visitor { path: label.to_owned(), entry: name, source });
             }
         }
-        members.index.insert(name, described);
+        members.index.insert(name, described, label)?;
     }
     // Read on past the end-of-archive blocks to the end of the input: a
     // wrapper's checksum (gzip's CRC-32, zstd's) is checked only there, and a

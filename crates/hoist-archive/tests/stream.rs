@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use hoist_archive::{Compression, HashingVisitor, LayerVisitor, StreamedBlob, Wrapper, read_stream};
-use hoist_testkit::fixtures::{DockerSaveClassic, DockerSaveOci, ImageFixture, LayerCompression, layer_tar, zstd};
+use hoist_testkit::fixtures::{
+    DockerSaveClassic, DockerSaveOci, ImageFixture, LayerCompression, layer_tar, zstd, zstd_long,
+};
 
 #[derive(Default)]
 struct Recorder {
@@ -85,4 +87,17 @@ fn a_visitor_error_is_returned_with_the_entry_name() {
     let error = read_stream(&archive[..], "-", &mut Refuse).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("/layer.tar`: upload refused"), "{message}");
+}
+
+/// `zstd --long=31` archives declare a 2 GiB window; `zstd -d --long=31`
+/// reads them, and so does hoist.
+#[test]
+fn a_long_window_zstd_archive_is_read() {
+    let archive = zstd_long(&DockerSaveClassic::new().image(image()).build());
+    // The frame's window descriptor: exponent 31 - 10 in its top five bits.
+    assert_eq!(archive[5] >> 3, 21, "the frame declares a 2 GiB window");
+    let mut hashes = HashingVisitor::default();
+    let streamed = read_stream(archive.as_slice(), "app.tar.zst", &mut hashes).unwrap();
+    assert_eq!(streamed.wrapper(), Wrapper::Zstd);
+    streamed.verify(&hashes.hashes).unwrap();
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::{sha256, sha256_hex};
 
 mod layouts;
-pub use layouts::{DockerArchive, DockerSaveOci, LayerCompression, OciArchive, gzip, xz, zstd};
+pub use layouts::{DockerArchive, DockerSaveOci, LayerCompression, OciArchive, gzip, xz, zstd, zstd_long};
 
 /// A tar of `files` (path, contents) with fixed metadata: a layer's bytes.
 pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -274,3 +274,29 @@ fn an_empty_index_json_beside_manifest_json_falls_back_to_it() {
         assert!(run.stdout.contains("\"app:1\""), "{}", run.stdout);
     }
 }
+
+/// An archive of a million tiny entries would cost hundreds of MiB of index:
+/// past `MAX_ENTRIES` it is refused, from a file and from a stream alike,
+/// before the index grows further.
+#[test]
+fn an_archive_with_too_many_entries_is_refused() {
+    let mut tar = TarWriter::new();
+    for n in 0..=hoist_archive::MAX_ENTRIES {
+        tar.file(&format!("junk/{n:07}"), b"");
+    }
+    let archive = tar.finish();
+    fails(&archive, &BOTH, &format!("more than {} entries", hoist_archive::MAX_ENTRIES));
+}
+
+/// A base-256 size of 2^80 is not a size (the tar crate reads it as 0).
+#[test]
+fn a_size_field_past_64_bits_is_refused() {
+    let mut header = tar::Header::new_gnu();
+    header.set_path("manifest.json").unwrap();
+    header.set_size(0);
+    header.as_mut_bytes()[124..136].copy_from_slice(&[0x80, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.resize(4096, 0);
+    fails(&archive, &BOTH, "does not fit in 64 bits");
+}

@@ -85,3 +85,24 @@ fn with_an_empty_cache_layers_are_learned_from_the_destination_tag() {
     let fresh = hoist_run(&["push", "--output", "json", "-q", "--no-cache", path_str(&path), &other]);
     assert_eq!(actions(&fresh.success().stdout)[0], "existed", "the config is found by HEAD");
 }
+
+/// Another process holding the cache lock delays the save by a bounded,
+/// announced wait, and never the push's result.
+#[test]
+fn a_held_cache_lock_is_announced_and_waited_for_a_bounded_time() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive(dir.path());
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let lock = std::fs::File::create(cache.join("blobs.lock")).unwrap();
+    lock.lock().unwrap();
+    let started = std::time::Instant::now();
+    let dest = format!("{}/app:1", registry.host());
+    let run = hoist_run(&["push", "--progress", "plain", "--cache-dir", path_str(&cache), path_str(&path), &dest]);
+    run.success();
+    assert!(run.stderr.contains("warning: waiting for the blob cache lock"), "{}", run.stderr);
+    assert!(run.stderr.contains("warning: could not save the blob cache"), "{}", run.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    drop(lock);
+}

@@ -81,3 +81,14 @@ fn unknown_flags_are_usage_errors() {
     assert_eq!(run.code, USAGE, "{}", run.stderr);
     assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
 }
+
+/// A local file hoist cannot use is a local problem (exit 10), not the
+/// registry's and not "verification failed".
+#[test]
+fn an_unreadable_ca_certificate_is_a_local_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = valid_archive(dir.path());
+    let missing = dir.path().join("missing-ca.pem");
+    let run = hoist_run(&["push", "--ca-cert", path_str(&missing), path_str(&archive), "127.0.0.1:1/app:1"]);
+    run.fails_with(10, "missing-ca.pem");
+}

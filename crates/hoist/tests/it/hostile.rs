@@ -166,6 +166,24 @@ fn an_upload_answered_without_a_location_is_a_protocol_error() {
     assert!(measured.run.stderr.contains("hint: the registry answered in a way hoist does not expect"));
 }
 
+/// A front end that reports another digest for the manifest than its bytes
+/// hash to: a digest mismatch (exit 7), named.
+#[test]
+fn a_registry_reporting_another_digest_is_a_mismatch() {
+    let setup = setup(15);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let proxy = FaultProxy::start(
+        setup.registry.port(),
+        vec![
+            Rule::always(Fault::SetHeader { name: "Docker-Content-Digest".into(), value: wrong.clone() })
+                .method("PUT")
+                .path("/manifests/"),
+        ],
+    );
+    let measured = setup.push(&format!("{}/app:1.0", proxy.host()), &[]);
+    measured.run.fails_with(7, &wrong);
+}
+
 /// Someone who can push to the tag pairs its image's config with other
 /// blobs. The next push must not take the pairing on trust: it proves each
 /// learned blob by hashing its content, finds the lie, and pushes the

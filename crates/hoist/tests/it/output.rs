@@ -197,3 +197,45 @@ fn plain_progress_is_lines_and_bars_do_not_disturb_stdout() {
     let bars = hoist_run(&["push", "--progress", "bars", path_str(&path), &dest]);
     assert_eq!(bars.success().stdout, plain.stdout);
 }
+
+/// Warnings (here a corrupt blob cache) and log lines are events too:
+/// stderr stays one JSON object per line.
+#[test]
+fn warnings_are_events_in_progress_json() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("blobs.json"), b"{broken").unwrap();
+    let dest = format!("{}/app:1", registry.host());
+    let args = ["push", "--progress", "json", "-v", "--cache-dir", path_str(&cache), path_str(&path), &dest];
+    let run = hoist_run(&args);
+    run.success();
+    let events = ndjson(&run.stderr);
+    let warning = events.iter().find(|e| e["event"] == "warning").expect("a warning event");
+    assert!(warning["message"].as_str().unwrap().contains("ignoring the blob cache"), "{warning}");
+    assert!(events.iter().any(|e| e["event"] == "log"), "-v log lines are events too");
+}
+
+/// A reader that stops reading (`| head -0`) is not a failure of the push.
+#[test]
+fn a_closed_stdout_after_a_successful_push_is_quiet() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let dest = format!("{}/app:1", registry.host());
+    let mut child = crate::support::hoist()
+        .args(["push", "-q", path_str(&path), &dest])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "nothing said: {stderr}");
+    let (status, _) = registry.get("/v2/app/manifests/1");
+    assert_eq!(status, 200, "the push itself went through");
+}
