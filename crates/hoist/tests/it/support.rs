@@ -5,9 +5,11 @@ use std::process::{Command, Output, Stdio};
 use hoist_testkit::fixtures::ImageFixture;
 use hoist_testkit::{sha256, tools};
 
-/// The `hoist` binary under test.
+/// The `hoist` binary under test: this build's, or `HOIST_BIN` (to run the
+/// suite against another build, e.g. to see a test fail without its fix).
 pub(crate) fn hoist() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+    let binary = std::env::var_os("HOIST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hoist").into());
+    let mut command = Command::new(binary);
     // Tests never share the user's blob cache; each test process gets its own.
     let cache = std::env::temp_dir().join(format!("hoist-it-cache-{}", std::process::id()));
     command.env_remove("HOIST_LOG").env("NO_COLOR", "1").env("HOIST_CACHE_DIR", cache);
