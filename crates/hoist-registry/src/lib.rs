@@ -1,19 +1,21 @@
 //! A client for the Docker Registry HTTP API v2 / OCI distribution spec.
 //!
 //! [`Client`] holds the connection pool and the options that apply to every
-//! registry (plain HTTP, TLS, the [`RetryPolicy`] and a [`RetryObserver`]);
-//! [`Client::repository`] gives a [`Repository`] handle that speaks the
-//! protocol for one repository:
+//! registry (plain HTTP, TLS, time limits, the [`RetryPolicy`] and a
+//! [`RetryObserver`]); [`Client::repository`] gives a [`Repository`] handle
+//! that speaks the protocol for one repository:
 //!
-//! - blobs up: [`Repository::upload_blob`] takes any [`BlobSource`] (bytes
-//!   from any offset; digest known up front or at the end) and HEADs, mounts,
-//!   or uploads monolithically, streamed or in chunks, falling back and
-//!   resuming from the registry's offset when a proxy or the network fails
-//!   (see `upload.rs`). [`Repository::push_blob`] is the in-memory shortcut.
-//!   [`Repository::start_upload`] → [`Upload::send_stream`] →
-//!   [`Upload::commit`] is the bare streamed protocol, without recovery;
+//! - blobs up, through one upload engine (`upload.rs`, its protocol steps in
+//!   `session.rs`): [`Repository::upload_blob`] takes any [`BlobSource`]
+//!   (bytes from any offset, or read once; digest known up front or at the
+//!   end) and HEADs, mounts (asking for pull on the mount's source), or
+//!   uploads monolithically, streamed or in chunks, falling back and resuming
+//!   from the registry's offset when a proxy or the network fails;
+//!   [`Repository::stage_blob`] stops before the commit and hands back a
+//!   [`PendingBlob`] to commit or cancel later. Sessions opened for an
+//!   [`OpenUploads`] can be cancelled by whoever stops the work midway;
 //! - blobs down: [`Repository::download_blob`] resumes with `Range` and
-//!   verifies the digest; redirects to other hosts carry no credentials;
+//!   verifies size and digest; redirects to other hosts carry no credentials;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type as `Content-Type`; [`Repository::get_manifest`] and
 //!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
@@ -27,23 +29,29 @@
 //! (Basic, or bearer tokens cached per scope and renewed before they expire;
 //! see [`auth`]) with credentials from a [`CredentialStore`] (flags, docker's
 //! `config.json` and helpers, podman's `auth.json`; see [`credentials`]).
-//! [`Repository::with_pull_scope`] widens a handle's tokens for a
-//! cross-repository mount. TLS trust comes from the system, from
-//! [`ClientOptions::ca_certs`] and from docker's `certs.d`
-//! ([`ClientOptions::certs_dir`]), which can also hold a client certificate.
-//! Every request passes through one place, `Repository::send`: it retries
-//! 408, 429, 500, 502, 503, 504 and broken connections with capped, jittered
-//! exponential backoff and `Retry-After`, never DENIED, UNAUTHORIZED or quota
-//! errors, and tells the [`RetryObserver`] each time (the library never
-//! prints). Session requests (PATCH, PUT) are sent once; the upload recovers
-//! them itself.
+//! TLS trust comes from the system, from [`ClientOptions::ca_certs`] and
+//! from docker's `certs.d` ([`ClientOptions::certs_dir`]), which can also
+//! hold a client certificate. Every request passes through
+//! `Repository::send`: it retries 408, 429, 500, 502, 503, 504 and broken
+//! or stalled connections with capped, jittered exponential backoff and
+//! `Retry-After`, within a time budget, never DENIED, UNAUTHORIZED or quota
+//! errors nor answers HTTP cannot parse, and tells the [`RetryObserver`]
+//! each time (the library never prints). PATCH and PUT on a session are
+//! never re-sent blindly; the upload engine recovers them itself.
+//!
+//! Nothing a registry does can hold hoist without bound (`wire.rs`): a
+//! request fails after [`ClientOptions::timeout`] without progress, every
+//! answer is read chunk by chunk within it and up to a cap (an error body:
+//! its first 16 KiB, within 5 s), and [`Repository::for_lookup`] gives
+//! optional lookups one short attempt.
 //!
 //! A `Warning: 299 - "text"` on any answer is logged once per distinct text
 //! with `tracing::warn!` and changes nothing else (see `warning.rs`).
 //!
 //! Every error is a [`RegistryError`] that knows its kind (auth, not found,
-//! retryable, …) and carries a hint. URLs in errors and logs go through
-//! [`RedactedUrl`], which hides upload `_state` tokens and passwords.
+//! retryable, protocol, digest mismatch, local, …) and carries a hint. URLs
+//! in errors and logs go through [`RedactedUrl`], which hides upload
+//! `_state` tokens and passwords.
 
 pub mod auth;
 mod client;
