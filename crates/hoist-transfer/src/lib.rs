@@ -11,9 +11,13 @@
 //! 3. only when every blob is committed, puts the manifest under each tag.
 //!
 //! A failure anywhere stops before step 3, so no tag ever points at an image
-//! with missing blobs. Progress goes to a [`Reporter`]; this crate prints
-//! nothing; retries inside the registry client reach the same reporter
-//! through [`retry_observer`].
+//! with missing blobs; in step 3 each tag is put on its own. The caller holds
+//! a [`PushRun`] for the push: its [`Reporter`] (progress and warnings; this
+//! crate prints nothing, and retries inside the registry client reach the
+//! same reporter through [`retry_observer`]), the upload sessions open at any
+//! moment (to cancel when the push is stopped midway), and the references
+//! published so far. [`read_stream`] and [`StreamedPush`] do the same for an
+//! archive that can be read only once.
 
 mod cache;
 mod error;
