@@ -12,6 +12,7 @@ mod inspect;
 mod media_types;
 mod output;
 mod push;
+mod release;
 mod stream;
 mod support;
 mod tls;
