@@ -47,6 +47,8 @@ pub struct ClientOptions {
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
+    /// The system had no CA certificates: HTTPS trusts the bundled public roots.
+    bundled_roots: bool,
     /// `host[:port]` → a client with that registry's `certs.d` material.
     per_host: Arc<HashMap<String, reqwest::Client>>,
     auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
@@ -61,7 +63,7 @@ impl Client {
         // half the time of aws-lc); install ours once. A second install fails
         // harmlessly, so this is safe to call for every client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut extra_cas = Vec::new();
+        let (mut extra_cas, bundled_roots) = trusted_roots();
         for path in &options.ca_certs {
             extra_cas.extend(read_cas(path)?);
         }
@@ -76,6 +78,7 @@ impl Client {
         }
         Ok(Self {
             http,
+            bundled_roots,
             per_host: Arc::new(per_host),
             auth: Arc::new(Mutex::new(HashMap::new())),
             options: Arc::new(options),
@@ -107,6 +110,13 @@ impl Client {
         &self.options
     }
 
+    /// True when the system has no CA certificates (a bare container, a
+    /// minimal host) and HTTPS trusts the public roots built into hoist
+    /// (Mozilla's, from `webpki-root-certs`) instead.
+    pub fn uses_bundled_roots(&self) -> bool {
+        self.bundled_roots
+    }
+
     /// The connection pool for `url`'s host: its own if `certs.d` has
     /// material for it, the shared one otherwise.
     pub(crate) fn http_for(&self, url: &Url) -> reqwest::Client {
@@ -127,6 +137,38 @@ impl Client {
     }
 }
 
+/// The roots every connection trusts, and whether they are the bundled ones.
+///
+/// reqwest's `rustls-no-provider` verifies through rustls-platform-verifier,
+/// which on Linux loads the system store with rustls-native-certs and fails
+/// the whole client with "No CA certificates were loaded from the system"
+/// when it finds none, even for plain-HTTP pushes. So hoist loads the store
+/// itself, once, with the same loader (`SSL_CERT_FILE`/`SSL_CERT_DIR`, then
+/// the distribution's bundle), and hands reqwest exactly these roots
+/// (`tls_certs_only`); an empty store falls back to Mozilla's public roots.
+fn trusted_roots() -> (Vec<reqwest::Certificate>, bool) {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::debug!(%error, "reading the system's CA certificates");
+    }
+    // Keep what rustls accepts as a trust anchor, as the platform verifier
+    // does: one malformed system certificate must not break every push.
+    let mut parsed = rustls::RootCertStore::empty();
+    let system: Vec<reqwest::Certificate> = found
+        .certs
+        .into_iter()
+        .filter(|der| parsed.add(der.clone()).is_ok())
+        .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok())
+        .collect();
+    if !system.is_empty() {
+        tracing::debug!(roots = system.len(), "trusting the system's CA certificates");
+        return (system, false);
+    }
+    let bundled =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    (bundled.collect(), true)
+}
+
 fn build(
     options: &ClientOptions,
     cas: Vec<reqwest::Certificate>,
@@ -144,13 +186,16 @@ fn build(
         // Redirects are followed; reqwest drops `Authorization` when one
         // leads to another host, so credentials stay with the registry.
         .tls_danger_accept_invalid_certs(options.insecure)
-        .tls_certs_merge(cas);
+        .tls_certs_only(cas);
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    with_proxies(builder)?
-        .build()
-        .map_err(|e| RegistryError::new(ErrorKind::Protocol, "set up the HTTP client").with_detail(error_chain(&e)))
+    with_proxies(builder)?.build().map_err(|e| {
+        RegistryError::new(ErrorKind::Local, "set up the HTTP client").with_detail(error_chain(&e)).with_hint(
+            "a TLS setting on this machine is unusable: check the files given with --ca-cert and those in the certs.d \
+             directory (--certs-dir)",
+        )
+    })
 }
 
 /// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
@@ -162,7 +207,7 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilde
     let exceptions = var(["NO_PROXY", "no_proxy"]).unwrap_or_default();
     let no_proxy = reqwest::NoProxy::from_string(&format!("localhost,127.0.0.0/8,::1,{exceptions}"));
     let proxy_error = |name: &str, e: &reqwest::Error| {
-        RegistryError::new(ErrorKind::Protocol, format!("use the proxy in {name}"))
+        RegistryError::new(ErrorKind::Local, format!("use the proxy in {name}"))
             .with_detail(error_chain(e))
             .with_hint(format!("set {name} to a URL such as http://proxy.example:3128, or unset it"))
     };
@@ -185,7 +230,7 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilde
 
 fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
     let tls_error = |detail: String| {
-        RegistryError::new(ErrorKind::Protocol, format!("read CA certificates from {}", path.display()))
+        RegistryError::new(ErrorKind::Local, format!("read CA certificates from {}", path.display()))
             .with_detail(detail)
             .with_hint("give a PEM file holding one or more `-----BEGIN CERTIFICATE-----` blocks")
     };
@@ -224,7 +269,7 @@ fn scan_certs_dir(dir: &Path) -> Result<Vec<(String, HostMaterial)>, RegistryErr
                 Some("cert") => {
                     let key = file.with_extension("key");
                     let unreadable = |what: &Path, e: String| {
-                        RegistryError::new(ErrorKind::Protocol, format!("read the client certificate for {host}"))
+                        RegistryError::new(ErrorKind::Local, format!("read the client certificate for {host}"))
                             .with_detail(format!("{}: {e}", what.display()))
                             .with_hint(format!(
                                 "docker's layout wants `NAME.cert` and `NAME.key` side by side in {}",

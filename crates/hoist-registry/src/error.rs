@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Rejected,
     /// The registry answered in a way the protocol does not allow.
     Protocol,
+    /// A local problem: unreadable CA file, bad certs.d entry, no room on disk.
+    Local,
 }
 
 impl ErrorKind {
@@ -188,6 +190,7 @@ impl RegistryError {
             ErrorKind::Protocol => {
                 "the registry answered in a way hoist does not expect; run again with `-v` and report it".into()
             }
+            ErrorKind::Local => "the problem is on this machine, not at the registry: see the message above".into(),
         })
     }
 }

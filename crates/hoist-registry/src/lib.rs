@@ -28,9 +28,11 @@
 //! see [`auth`]) with credentials from a [`CredentialStore`] (flags, docker's
 //! `config.json` and helpers, podman's `auth.json`; see [`credentials`]).
 //! [`Repository::with_pull_scope`] widens a handle's tokens for a
-//! cross-repository mount. TLS trust comes from the system, from
-//! [`ClientOptions::ca_certs`] and from docker's `certs.d`
-//! ([`ClientOptions::certs_dir`]), which can also hold a client certificate.
+//! cross-repository mount. TLS trust comes from the system's CA store (on a
+//! machine that has none, from the public roots built in:
+//! [`Client::uses_bundled_roots`]), from [`ClientOptions::ca_certs`] and from
+//! docker's `certs.d` ([`ClientOptions::certs_dir`]), which can also hold a
+//! client certificate.
 //! Every request passes through one place, `Repository::send`: it retries
 //! 408, 429, 500, 502, 503, 504 and broken connections with capped, jittered
 //! exponential backoff and `Retry-After`, never DENIED, UNAUTHORIZED or quota

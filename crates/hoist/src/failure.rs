@@ -108,5 +108,6 @@ fn registry_exit(error: &RegistryError) -> Exit {
         ErrorKind::NotFound => Exit::NotFound,
         ErrorKind::Rejected => Exit::Rejected,
         ErrorKind::Protocol => Exit::Verification,
+        ErrorKind::Local => Exit::Failure,
     }
 }

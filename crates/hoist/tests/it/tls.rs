@@ -156,6 +156,27 @@ fn insecure_skips_verification() {
     run(&mut scene.push(&[&dest(&registry), "--https", "--insecure"])).success();
 }
 
+/// A host with no CA store (`SSL_CERT_FILE` naming a file that does not
+/// exist makes hoist look nowhere else): plain HTTP and `--ca-cert` work as
+/// on any host (reqwest's platform verifier refused to build a client at all).
+#[test]
+fn without_a_system_ca_store_hoist_trusts_its_bundled_roots() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let plain = TestRegistry::start();
+    let scene = Scene::new();
+    let no_store = scene.dir.path().join("no-ca-certificates.crt");
+
+    let push = run(scene.push(&[&dest(&plain)]).env("SSL_CERT_FILE", &no_store).env_remove("SSL_CERT_DIR"));
+    push.success();
+
+    let push = run(scene
+        .push(&[&dest(&registry), "--https", "--ca-cert", path_str(&ca.ca_cert())])
+        .env("SSL_CERT_FILE", &no_store)
+        .env_remove("SSL_CERT_DIR"));
+    push.success();
+}
+
 fn without_proxy_settings(command: &mut Command) -> &mut Command {
     for var in
         ["NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
