@@ -51,6 +51,7 @@ mod hash;
 mod index;
 mod layout;
 mod reader;
+mod sniff;
 mod stream;
 
 pub use archive::Archive;

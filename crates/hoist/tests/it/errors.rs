@@ -1,6 +1,6 @@
 //! Bad input: a one-line `error:`, a `hint:`, a documented exit code, no panic.
 
-use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, TarWriter, layer_tar};
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, TarWriter, gzip, layer_tar};
 
 use crate::support::{hoist_run, path_str};
 
@@ -35,6 +35,33 @@ fn a_file_that_is_not_a_tar_is_refused() {
     std::fs::write(&path, (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>())
         .unwrap();
     hoist_run(&["push", path_str(&path), "127.0.0.1:1/app:1"]).fails_with(BAD_ARCHIVE, "is not a tar archive");
+}
+
+/// What the file looks like, in words, instead of the tar reader's message
+/// quoting header bytes; from a file and from standard input alike.
+#[test]
+fn a_file_that_is_not_a_tar_is_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("build.sh", b"#!/bin/sh\ndocker save app > app.tar\n".to_vec(), "it looks like a script (`#!/bin/sh`)"),
+        ("page.tar", b"<!DOCTYPE html>\n<html><body>Not Found".to_vec(), "it looks like HTML or XML"),
+        ("notes.tar", b"these are not the bytes you want\n".to_vec(), "it is text, starting `these are not"),
+        ("manifest.tar", br#"[{"Config":"c.json","RepoTags":["app:1"],"Layers":[]}]"#.to_vec(), "it is JSON"),
+        (
+            "app.tar.gz",
+            gzip(b"#!/usr/bin/env python3\nprint('hi')\n"),
+            "it is gzip-compressed, and its content looks like a script (`#!/usr/bin/env python3`)",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let run = hoist_run(&["inspect", path_str(&path)]);
+        run.fails_with(BAD_ARCHIVE, &format!("`{}` is not a tar archive: {expected}", path.display()));
+        let piped = crate::support::hoist_stdin(&["inspect", "-"], bytes, None);
+        piped.fails_with(BAD_ARCHIVE, &format!("`-` is not a tar archive: {expected}"));
+        assert!(!run.stderr.contains("numeric field") && !run.stderr.contains("cksum"), "{}", run.stderr);
+    }
 }
 
 #[test]
