@@ -49,6 +49,8 @@ pub struct Client {
     pub(crate) http: reqwest::Client,
     /// The system had no CA certificates: HTTPS trusts the bundled public roots.
     bundled_roots: bool,
+    /// Whether the bundled roots were announced yet (once per client).
+    pub(crate) roots_announced: Arc<std::sync::atomic::AtomicBool>,
     /// `host[:port]` → a client with that registry's `certs.d` material.
     per_host: Arc<HashMap<String, reqwest::Client>>,
     auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
@@ -79,6 +81,7 @@ impl Client {
         Ok(Self {
             http,
             bundled_roots,
+            roots_announced: Arc::default(),
             per_host: Arc::new(per_host),
             auth: Arc::new(Mutex::new(HashMap::new())),
             options: Arc::new(options),
@@ -125,7 +128,7 @@ impl Client {
         self.per_host.get(&key).or_else(|| self.per_host.get(host)).unwrap_or(&self.http).clone()
     }
 
-    fn uses_plain_http(&self, reference: &Reference) -> bool {
+    pub(crate) fn uses_plain_http(&self, reference: &Reference) -> bool {
         let registry = reference.registry();
         if self.options.plain_http.iter().any(|host| host == registry) {
             return true;

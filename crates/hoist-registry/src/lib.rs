@@ -32,7 +32,8 @@
 //! machine that has none, from the public roots built in:
 //! [`Client::uses_bundled_roots`]), from [`ClientOptions::ca_certs`] and from
 //! docker's `certs.d` ([`ClientOptions::certs_dir`]), which can also hold a
-//! client certificate.
+//! client certificate. [`Client::check_registry`] asks a registry for
+//! `GET /v2/` before a push, so that a wrong address is the first failure.
 //! Every request passes through one place, `Repository::send`: it retries
 //! 408, 429, 500, 502, 503, 504 and broken connections with capped, jittered
 //! exponential backoff and `Retry-After`, never DENIED, UNAUTHORIZED or quota
@@ -54,6 +55,7 @@ mod error;
 mod fetch;
 mod manifest;
 mod redact;
+mod registry;
 mod repository;
 mod retry;
 mod upload;

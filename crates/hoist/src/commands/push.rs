@@ -61,6 +61,17 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     let credentials = credentials(&args.network)?;
     let options = options(&args);
     let reporter = reporter::for_mode(args.progress, global.quiet);
+    // Every registry named here answers `GET /v2/` before the archive is read:
+    // a mistyped or unreachable one is the first thing said, not a failed plan.
+    let mut named = destinations.clone();
+    named.extend(target.as_ref().map(|t| Reference::from_parts(t.registry(), "v2", None)).transpose()?);
+    if !named.is_empty() {
+        let named = [PushPlan { image: 0, destinations: named }];
+        check_registries(&args, &client(&args, &named, target.as_ref(), credentials.clone(), &reporter)?, &named)
+            .await?;
+    }
+    // Otherwise the destinations are the archive's RepoTags: checked once known.
+    let unchecked = destinations.is_empty() && target.is_none();
 
     // `-` and wrapped archives cannot seek: they are read in one pass.
     let input: Option<Box<dyn std::io::Read + Send>> = if stdin {
@@ -82,6 +93,9 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         let archive = Arc::new(archive);
         let plans = plan(archive.images(), archive.path(), &args, destinations, target.as_ref())?;
         let client = client(&args, &plans, target.as_ref(), credentials, &reporter)?;
+        if unchecked {
+            check_registries(&args, &client, &plans).await?;
+        }
         match hoist_transfer::push(Arc::clone(&archive), &client, &plans, &options, reporter).await {
             Ok(pushed) => pushed,
             Err(error) => return Err(report_error(&args, error)),
@@ -134,7 +148,15 @@ async fn push_streamed(
         Ok(streamed) => streamed,
         Err(error) => return Err(report_error(args, error)),
     };
-    let plans = match plan(streamed.images(), streamed.archive().label(), args, destinations, target) {
+    let unchecked = destinations.is_empty() && target.is_none();
+    let planned = async {
+        let plans = plan(streamed.images(), streamed.archive().label(), args, destinations, target)?;
+        if unchecked {
+            check_registries(args, &client, &plans).await?;
+        }
+        anyhow::Ok(plans)
+    };
+    let plans = match planned.await {
         Ok(plans) => plans,
         Err(error) => {
             streamed.abandon().await;
@@ -142,6 +164,24 @@ async fn push_streamed(
         }
     };
     streamed.push(&client, &plans, options, reporter).await.map_err(|error| report_error(args, error))
+}
+
+/// Asks each distinct registry of `plans` for `/v2/` (see [`Client::check_registry`]).
+async fn check_registries(args: &PushArgs, client: &Client, plans: &[PushPlan]) -> anyhow::Result<()> {
+    let mut seen = Vec::new();
+    for reference in plans.iter().flat_map(|p| &p.destinations) {
+        if seen.contains(&reference.registry()) {
+            continue;
+        }
+        seen.push(reference.registry());
+        if let Err(error) = client.check_registry(reference).await {
+            if args.progress == ProgressMode::Json {
+                reporter::emit_error(&crate::failure::message(&error), error.hint().as_deref());
+            }
+            return Err(error.into());
+        }
+    }
+    Ok(())
 }
 
 fn report_error(args: &PushArgs, error: hoist_transfer::PushError) -> anyhow::Error {
