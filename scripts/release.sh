@@ -32,7 +32,7 @@ stage="dist/$name"
 rm -rf "$stage" "dist/$name.tar.gz"
 mkdir -p "$stage/completions" "$stage/man/man1"
 
-# Line tables are for local debugging: the shipped file is a third the size without them.
+# Line tables are for local debugging: the shipped file is a sixth the size without them.
 objcopy --strip-debug "$bin" "$stage/hoist"
 "$stage/hoist" completions bash >"$stage/completions/hoist.bash"
 "$stage/hoist" completions zsh >"$stage/completions/_hoist"
