@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hoist's tests need on a Debian machine: the real registry
 # (CNCF distribution), skopeo (the independent checker) and a static busybox
-# (the runnable image in the Docker round trip). Idempotent and quiet.
+# (the runnable image in the Docker round trip), and what building hoist needs
+# beyond the Rust toolchain. Idempotent and quiet.
 set -euo pipefail
 
 need=()
@@ -9,8 +10,13 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils) # xz-wrapped archive fixtures
-# ISA-L, the fast gzip behind --compression gzip:1-3 (hoist links it).
-[ -e /usr/include/isa-l/igzip_lib.h ] || need+=(libisal-dev)
+# Building hoist: ISA-L (the fast gzip behind --compression gzip:1-3) is built
+# from the source isal-sys bundles, with its assembler and autotools.
+command -v nasm >/dev/null 2>&1 || need+=(nasm)
+command -v autoreconf >/dev/null 2>&1 || need+=(autoconf)
+command -v aclocal >/dev/null 2>&1 || need+=(automake)
+command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
+command -v make >/dev/null 2>&1 || need+=(make)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

@@ -72,7 +72,8 @@ impl Archive {
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| ArchiveError::io(path, e))?;
         // Each seek over a body empties the buffer: a small one reads little past each header.
-        let index = TarIndex::build(std::io::BufReader::with_capacity(8 * 1024, &mut file), path, len)?;
+        let index = TarIndex::build(std::io::BufReader::with_capacity(8 * 1024, &mut file), path, len)
+            .map_err(|e| crate::sniff::refine_file(e, &mut file))?;
         let file = Arc::new(file);
         let (format, images) = layout::discover(&FileMembers { path, file: &file, index: &index })?;
         Ok(Self { path: path.to_owned(), file, format, images })

@@ -51,6 +51,7 @@ mod hash;
 mod index;
 mod layout;
 mod reader;
+mod sniff;
 mod stream;
 
 /// The largest zstd window accepted, as `zstd -d --long=31`: frames made

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::index::{describe, entry_error};
 use crate::layout::{self, Members};
+use crate::sniff;
 use crate::{
     ArchiveError, ArchiveFormat, Compression, EntryKind, Image, LayerHasher, LayerHashes, MAX_JSON_MEMBER, TarEntry,
     TarIndex,
@@ -249,7 +250,7 @@ fn classify(name: &str, peek: &[u8], size: u64) -> Kind {
 
 /// A tar header block: its checksum field matches the sum of its bytes with
 /// the field itself counted as spaces.
-fn tar_checksum_ok(block: &[u8]) -> bool {
+pub(crate) fn tar_checksum_ok(block: &[u8]) -> bool {
     let field = &block[148..156];
     let digits: String = field.iter().map(|&b| b as char).filter(char::is_ascii_digit).collect::<String>();
     let Ok(stored) = u32::from_str_radix(&digits, 8) else { return false };
@@ -274,27 +275,29 @@ impl<R: Read> Read for Counted<R> {
 }
 
 fn pass<'a>(
-    tar: Box<dyn Read + '_>,
+    mut tar: Box<dyn Read + '_>,
     label: &'a Path,
     wrapper: Wrapper,
     visitor: &mut dyn LayerVisitor,
 ) -> Result<StreamMembers<'a>, ArchiveError> {
-    let mut archive = tar::Archive::new(tar);
+    // The first block, kept to say what the input is if it is no tar.
+    let mut head = vec![0u8; sniff::HEAD];
+    let n = read_up_to(&mut tar, &mut head).map_err(|e| match wrapper {
+        Wrapper::None => ArchiveError::io(label, e),
+        wrapper => ArchiveError::NotTar {
+            path: label.to_owned(),
+            detail: format!(": it is {0}-compressed, but the {0} data is damaged ({e})", wrapper.name()),
+        },
+    })?;
+    head.truncate(n);
+    let not_tar = |error| sniff::refine(error, &head, wrapper);
+    let mut archive = tar::Archive::new(Cursor::new(head.clone()).chain(tar));
     let entries = archive.entries().map_err(|e| ArchiveError::io(label, e))?;
     let mut members =
         StreamMembers { label, index: TarIndex::default(), kept: HashMap::new(), compressions: HashMap::new() };
     let mut kept_total = 0u64;
     for (position, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| {
-            if position == 0 && wrapper != Wrapper::None && e.kind() != io::ErrorKind::UnexpectedEof {
-                ArchiveError::NotTar {
-                    path: label.to_owned(),
-                    detail: format!(" inside its {} wrapper ({e})", wrapper.name()),
-                }
-            } else {
-                entry_error(label, position, &e)
-            }
-        })?;
+        let mut entry = entry.map_err(|e| not_tar(entry_error(label, position, &e)))?;
         let Some((name, described)) = describe(&entry, label, position)? else { continue };
         let cut = |e: &io::Error| ArchiveError::BadEntry {
             path: label.to_owned(),
@@ -350,11 +353,11 @@ fn pass<'a>(
     // writer still sending padding is not cut off with a broken pipe.
     io::copy(&mut archive.into_inner(), &mut io::sink())
         .map_err(|source| ArchiveError::Trailer { path: label.to_owned(), source })?;
-    members.index = std::mem::take(&mut members.index).finish(label)?;
+    members.index = std::mem::take(&mut members.index).finish(label).map_err(not_tar)?;
     Ok(members)
 }
 
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {

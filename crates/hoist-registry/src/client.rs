@@ -67,6 +67,10 @@ impl Default for ClientOptions {
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
+    /// The system had no CA certificates: HTTPS trusts the bundled public roots.
+    bundled_roots: bool,
+    /// Whether the bundled roots were announced yet (once per client).
+    pub(crate) roots_announced: Arc<std::sync::atomic::AtomicBool>,
     /// `host[:port]` → a client with that registry's `certs.d` material.
     per_host: Arc<HashMap<String, reqwest::Client>>,
     auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
@@ -81,7 +85,7 @@ impl Client {
         // half the time of aws-lc); install ours once. A second install fails
         // harmlessly, so this is safe to call for every client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut extra_cas = Vec::new();
+        let (mut extra_cas, bundled_roots) = trusted_roots();
         for path in &options.ca_certs {
             extra_cas.extend(read_cas(path)?);
         }
@@ -96,6 +100,8 @@ impl Client {
         }
         Ok(Self {
             http,
+            bundled_roots,
+            roots_announced: Arc::default(),
             per_host: Arc::new(per_host),
             auth: Arc::new(Mutex::new(HashMap::new())),
             options: Arc::new(options),
@@ -127,6 +133,13 @@ impl Client {
         &self.options
     }
 
+    /// True when the system has no CA certificates (a bare container, a
+    /// minimal host) and HTTPS trusts the public roots built into hoist
+    /// (Mozilla's, from `webpki-root-certs`) instead.
+    pub fn uses_bundled_roots(&self) -> bool {
+        self.bundled_roots
+    }
+
     /// The connection pool for `url`'s host: its own if `certs.d` has
     /// material for it, the shared one otherwise.
     pub(crate) fn http_for(&self, url: &Url) -> reqwest::Client {
@@ -135,7 +148,7 @@ impl Client {
         self.per_host.get(&key).or_else(|| self.per_host.get(host)).unwrap_or(&self.http).clone()
     }
 
-    fn uses_plain_http(&self, reference: &Reference) -> bool {
+    pub(crate) fn uses_plain_http(&self, reference: &Reference) -> bool {
         let registry = reference.registry();
         if self.options.plain_http.iter().any(|host| host == registry) {
             return true;
@@ -145,6 +158,38 @@ impl Client {
             && !self.options.https.iter().any(|host| host == registry)
             && !self.per_host.contains_key(registry)
     }
+}
+
+/// The roots every connection trusts, and whether they are the bundled ones.
+///
+/// reqwest's `rustls-no-provider` verifies through rustls-platform-verifier,
+/// which on Linux loads the system store with rustls-native-certs and fails
+/// the whole client with "No CA certificates were loaded from the system"
+/// when it finds none, even for plain-HTTP pushes. So hoist loads the store
+/// itself, once, with the same loader (`SSL_CERT_FILE`/`SSL_CERT_DIR`, then
+/// the distribution's bundle), and hands reqwest exactly these roots
+/// (`tls_certs_only`); an empty store falls back to Mozilla's public roots.
+fn trusted_roots() -> (Vec<reqwest::Certificate>, bool) {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::debug!(%error, "reading the system's CA certificates");
+    }
+    // Keep what rustls accepts as a trust anchor, as the platform verifier
+    // does: one malformed system certificate must not break every push.
+    let mut parsed = rustls::RootCertStore::empty();
+    let system: Vec<reqwest::Certificate> = found
+        .certs
+        .into_iter()
+        .filter(|der| parsed.add(der.clone()).is_ok())
+        .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok())
+        .collect();
+    if !system.is_empty() {
+        tracing::debug!(roots = system.len(), "trusting the system's CA certificates");
+        return (system, false);
+    }
+    let bundled =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    (bundled.collect(), true)
 }
 
 fn build(
@@ -166,13 +211,16 @@ fn build(
         // Redirects are followed; reqwest drops `Authorization` when one
         // leads to another host, so credentials stay with the registry.
         .tls_danger_accept_invalid_certs(options.insecure)
-        .tls_certs_merge(cas);
+        .tls_certs_only(cas);
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    with_proxies(builder)?
-        .build()
-        .map_err(|e| RegistryError::new(ErrorKind::Local, "set up the HTTP client").with_detail(error_chain(&e)))
+    with_proxies(builder)?.build().map_err(|e| {
+        RegistryError::new(ErrorKind::Local, "set up the HTTP client").with_detail(error_chain(&e)).with_hint(
+            "a TLS setting on this machine is unusable: check the files given with --ca-cert and those in the certs.d \
+             directory (--certs-dir)",
+        )
+    })
 }
 
 /// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`

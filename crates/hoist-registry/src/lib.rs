@@ -60,6 +60,7 @@ mod error;
 mod fetch;
 mod manifest;
 mod redact;
+mod registry;
 mod repository;
 mod retry;
 mod session;

@@ -5,7 +5,19 @@ use hoist_codec::Codec;
 
 /// Move container images without a Docker daemon.
 #[derive(Debug, Parser)]
-#[command(name = "hoist", version, about, propagate_version = true)]
+#[command(
+    name = "hoist",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HOIST_COMMIT"), ")"),
+    about,
+    propagate_version = true,
+    after_help = "\
+Examples, one per command:
+  hoist push app.tar registry.example.com/team/app:1.0   push the image in app.tar there
+  hoist inspect app.tar                                  list its images, tags and layers
+  hoist completions bash > ~/.local/share/bash-completion/completions/hoist
+
+`hoist help COMMAND` tells more about each."
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
@@ -45,6 +57,29 @@ Examples:
   hoist inspect app.tar
   docker save app:1 | hoist inspect --json --verify -")]
     Inspect(InspectArgs),
+    /// Print the completion script for a shell.
+    #[command(after_help = "\
+Examples:
+  hoist completions bash > ~/.local/share/bash-completion/completions/hoist
+  hoist completions zsh > ~/.zfunc/_hoist      # with `fpath+=(~/.zfunc)` in ~/.zshrc
+  hoist completions fish > ~/.config/fish/completions/hoist.fish")]
+    Completions(CompletionsArgs),
+    /// Write a man page for hoist and one for each command into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManpagesArgs {
+    /// Where to write `hoist.1`, `hoist-push.1`, …; made if missing.
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its flags into one library call.
 
+mod completions;
 mod inspect;
 mod push;
 
@@ -9,5 +10,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Push(args) => push::exec(args, &cli.global).await,
         Command::Inspect(args) => inspect::exec(&args),
+        Command::Completions(args) => completions::exec(&args),
+        Command::Manpages(args) => completions::manpages(&args),
     }
 }

@@ -163,6 +163,15 @@ struct Push<'a> {
 
 impl Push<'_> {
     async fn run(self) -> anyhow::Result<Vec<PushedImage>> {
+        // Every registry named here answers `GET /v2/` before the archive is
+        // read: a mistyped or unreachable one is the first thing said.
+        let mut named = self.destinations.clone();
+        named.extend(self.target.map(|t| Reference::from_parts(t.registry(), "v2", None)).transpose()?);
+        if !named.is_empty() {
+            let named = [PushPlan { image: 0, destinations: named }];
+            let client = client(self.args, &named, self.target, self.credentials.clone(), self.run.reporter())?;
+            check_registries(&client, &named).await?;
+        }
         // `-` and wrapped archives cannot seek: they are read in one pass.
         let input: Option<Box<dyn std::io::Read + Send>> = if self.args.archive.as_os_str() == "-" {
             Some(Box::new(std::io::stdin()))
@@ -180,8 +189,13 @@ impl Push<'_> {
         let archive =
             tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
         let archive = Arc::new(archive);
+        let unchecked = self.destinations.is_empty() && self.target.is_none();
         let plans = plan(archive.images(), archive.path(), self.args, self.destinations, self.target)?;
         let client = client(self.args, &plans, self.target, self.credentials, self.run.reporter())?;
+        // The destinations were the archive's RepoTags: checked once known.
+        if unchecked {
+            check_registries(&client, &plans).await?;
+        }
         Ok(hoist_transfer::push(Arc::clone(&archive), &client, &plans, self.options, self.run).await?)
     }
 
@@ -201,8 +215,16 @@ impl Push<'_> {
             }
             _ => Hold::Stage(None),
         };
+        let unchecked = destinations.is_empty() && target.is_none();
         let streamed = read_stream(input, args.archive.clone(), &client, hold, options, run).await?;
-        let plans = match plan(streamed.images(), streamed.archive().label(), args, destinations, target) {
+        let planned = async {
+            let plans = plan(streamed.images(), streamed.archive().label(), args, destinations, target)?;
+            if unchecked {
+                check_registries(&client, &plans).await?;
+            }
+            anyhow::Ok(plans)
+        };
+        let plans = match planned.await {
             Ok(plans) => plans,
             Err(error) => {
                 streamed.abandon().await;
@@ -211,6 +233,18 @@ impl Push<'_> {
         };
         Ok(streamed.push(&client, &plans, options, run).await?)
     }
+}
+
+/// Asks each distinct registry of `plans` for `/v2/` (see [`Client::check_registry`]).
+async fn check_registries(client: &Client, plans: &[PushPlan]) -> anyhow::Result<()> {
+    let mut seen = Vec::new();
+    for reference in plans.iter().flat_map(|p| &p.destinations) {
+        if !seen.contains(&reference.registry()) {
+            seen.push(reference.registry());
+            client.check_registry(reference).await?;
+        }
+    }
+    Ok(())
 }
 
 fn options(args: &PushArgs) -> PushOptions {

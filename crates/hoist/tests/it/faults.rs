@@ -94,10 +94,11 @@ fn gateway_errors_are_retried() {
     for input in EVERY_INPUT {
         let setup = setup(
             300_000,
+            // On blob requests: the `/v2/` check before a push is retried too, but is not the point here.
             vec![
-                Rule::first(2, Fault::Status(502)),
-                Rule::first(1, Fault::Status(503)),
-                Rule::first(1, Fault::Status(504)),
+                Rule::first(2, Fault::Status(502)).path("/blobs/"),
+                Rule::first(1, Fault::Status(503)).path("/blobs/"),
+                Rule::first(1, Fault::Status(504)).path("/blobs/"),
             ],
         );
         setup.push_as(input, "app", &[]);

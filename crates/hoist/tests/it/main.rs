@@ -13,6 +13,7 @@ mod inspect;
 mod media_types;
 mod output;
 mod push;
+mod release;
 mod signals;
 mod stream;
 mod support;

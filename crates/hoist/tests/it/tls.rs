@@ -156,6 +156,37 @@ fn insecure_skips_verification() {
     run(&mut scene.push(&[&dest(&registry), "--https", "--insecure"])).success();
 }
 
+/// A host with no CA store (`SSL_CERT_FILE` naming a file that does not
+/// exist makes hoist look nowhere else): plain HTTP and `--ca-cert` work as
+/// on any host, with one line saying that HTTPS trusts the built-in public
+/// roots; a certificate none of those vouch for gets a hint that says why.
+#[test]
+fn without_a_system_ca_store_hoist_trusts_its_bundled_roots() {
+    let ca = TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let plain = TestRegistry::start();
+    let scene = Scene::new();
+    let no_store = scene.dir.path().join("no-ca-certificates.crt");
+    let notice = "no CA certificates on this machine";
+
+    let push = run(scene.push(&[&dest(&plain)]).env("SSL_CERT_FILE", &no_store).env_remove("SSL_CERT_DIR"));
+    push.success();
+    assert!(!push.stderr.contains(notice), "plain HTTP needs no CA: {}", push.stderr);
+
+    let push = run(scene
+        .push(&[&dest(&registry), "--https", "--ca-cert", path_str(&ca.ca_cert())])
+        .env("SSL_CERT_FILE", &no_store)
+        .env_remove("SSL_CERT_DIR"));
+    push.success();
+    assert_eq!(push.stderr.matches(notice).count(), 1, "one notice: {}", push.stderr);
+
+    let refused =
+        run(scene.push(&[&dest(&registry), "--https"]).env("SSL_CERT_FILE", &no_store).env_remove("SSL_CERT_DIR"));
+    refused.fails_with(6, "certificate");
+    let hint = refused.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap();
+    assert!(hint.contains("--ca-cert") && hint.contains("no CA certificates of its own"), "{hint}");
+}
+
 fn without_proxy_settings(command: &mut Command) -> &mut Command {
     for var in
         ["NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
