@@ -39,6 +39,11 @@
 //! # Ok::<(), hoist_archive::ArchiveError>(())
 //! ```
 //!
+//! Archives are written by [`write`]: an [`write::ArchivePlan`] places every
+//! entry before any byte is written (sizes come from descriptors), so an
+//! archive streams to standard output, or its blobs are written into a file
+//! by position, many at once.
+//!
 //! Before any layer is read, what can be checked is checked: config digests
 //! against their names, layer counts against `rootfs.diff_ids`, blob sizes
 //! against descriptors, links (loops, missing targets), and paths that would
@@ -52,12 +57,14 @@ mod index;
 mod layout;
 mod reader;
 mod stream;
+pub mod write;
 
 pub use archive::Archive;
 pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};
+pub use hoist_oci::Compression;
 pub use index::{EntryKind, TarEntry, TarIndex};
-pub use layout::{ArchiveFormat, Compression, Image, Layer};
+pub use layout::{ArchiveFormat, Image, Layer};
 pub use reader::SliceReader;
 pub use stream::{
     HashingVisitor, LayerVisitor, MAX_KEPT_JSON, SkipBlobs, StreamedArchive, StreamedBlob, Wrapper, read_stream,
