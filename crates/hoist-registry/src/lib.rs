@@ -12,8 +12,10 @@
 //!   (see `upload.rs`). [`Repository::push_blob`] is the in-memory shortcut.
 //!   [`Repository::start_upload`] → [`Upload::send_stream`] →
 //!   [`Upload::commit`] is the bare streamed protocol, without recovery;
-//! - blobs down: [`Repository::download_blob`] resumes with `Range` and
-//!   verifies the digest; redirects to other hosts carry no credentials;
+//! - blobs down: [`Repository::download_blob`] (and `download_blob_to`, into
+//!   any [`BlobSink`]) resumes with `Range` and verifies the digest;
+//!   redirects to other hosts carry no credentials; a reader asks
+//!   [`Client::repository_for_pull`] for a handle whose tokens ask only `pull`;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type as `Content-Type`; [`Repository::get_manifest`] and
 //!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
@@ -66,6 +68,7 @@ pub use auth::Scope;
 pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
+pub use fetch::{BlobSink, DownloadError};
 pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
 pub use redact::RedactedUrl;
 pub use repository::{BlobPush, Repository, Upload};

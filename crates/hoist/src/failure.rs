@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use hoist_archive::ArchiveError;
 use hoist_registry::{ErrorKind, RegistryError};
-use hoist_transfer::PushError;
+use hoist_transfer::{PullError, PushError};
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,11 +94,24 @@ fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
             };
             return (exit, push.hint());
         }
+        if let Some(pull) = cause.downcast_ref::<PullError>() {
+            return (pull_exit(pull), pull.hint());
+        }
         if let Some(oci) = cause.downcast_ref::<hoist_oci::OciError>() {
             return (Exit::BadArchive, Some(format!("the archive names something invalid: {oci}")));
         }
     }
     (Exit::Failure, None)
+}
+
+fn pull_exit(error: &PullError) -> Exit {
+    match error {
+        PullError::Registry(registry) => registry_exit(registry),
+        PullError::NoManifest { .. } | PullError::NoPlatform { .. } => Exit::NotFound,
+        _ if error.is_verification() => Exit::Verification,
+        // A local write failure (disk full, closed stdout) is never a verification failure.
+        _ => Exit::Failure,
+    }
 }
 
 fn registry_exit(error: &RegistryError) -> Exit {

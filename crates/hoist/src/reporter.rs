@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoist_oci::{Digest, Reference};
+use hoist_oci::{Digest, Platform, Reference};
 use hoist_registry::RetryEvent;
 use hoist_transfer::{BlobAction, BlobId, NoReporter, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -151,6 +151,36 @@ impl Reporter for BarsReporter {
         // Above the bars, which keep their place.
         self.multi.suspend(|| eprintln!("{}", retry_line(event)));
     }
+
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        self.multi.suspend(|| eprintln!("{}", resolved_line(reference, digest, platform)));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        self.push_planned(blobs, bytes);
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        self.blob_started(digest, repository, size);
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        if let Some(bar) = self.bars.lock().expect("reporter lock").remove(digest) {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {total_bytes} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.finish_with_message("downloaded");
+            self.finished.lock().expect("reporter lock").push(bar);
+        }
+    }
+}
+
+/// `REF: sha256:… (linux/amd64)`, or `(every platform)` for a whole index.
+fn resolved_line(reference: &Reference, digest: &Digest, platform: Option<&Platform>) -> String {
+    let platform = platform.map_or_else(|| "every platform".to_owned(), ToString::to_string);
+    format!("{reference}: {digest} ({platform})")
 }
 
 /// Plain lines for logs and CI: a line per blob start and finish, and a total
@@ -236,6 +266,26 @@ impl Reporter for PlainReporter {
     fn retry(&self, event: &RetryEvent) {
         eprintln!("{}", retry_line(event));
     }
+
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        eprintln!("{}", resolved_line(reference, digest, platform));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        let mut state = self.state.lock().expect("reporter lock");
+        state.total = bytes;
+        state.started = Some(Instant::now());
+        state.last_line = state.started;
+        eprintln!("pulling {blobs} blobs, {}", human_bytes(bytes));
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        eprintln!("{}: downloading from {repository} ({})", digest.short(), human_bytes(size));
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        eprintln!("{}: downloaded", digest.short());
+    }
 }
 
 /// NDJSON events on stderr, one object per line, for programs to follow.
@@ -310,6 +360,28 @@ impl Reporter for JsonReporter {
             "delay_ms": u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
             "reason": event.reason,
         }));
+    }
+
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        emit(&serde_json::json!({
+            "event": "resolved",
+            "reference": reference.to_string(),
+            "digest": digest,
+            "platform": platform.map(ToString::to_string),
+        }));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        self.push_planned(blobs, bytes);
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        self.blob_started(digest, repository, size);
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        self.progress.lock().expect("reporter lock").remove(digest);
+        emit(&serde_json::json!({ "event": "downloaded", "id": digest, "digest": digest }));
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its flags into one library call.
 
 mod inspect;
+mod pull;
 mod push;
 
 use crate::cli::{Cli, Command};
@@ -9,5 +10,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Push(args) => push::exec(args, &cli.global).await,
         Command::Inspect(args) => inspect::exec(&args),
+        Command::Pull(args) => pull::exec(args, &cli.global).await,
     }
 }

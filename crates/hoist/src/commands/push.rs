@@ -204,7 +204,7 @@ fn client(
 /// Where credentials come from: `--username` with `--password-stdin` or
 /// `--password`, else `HOIST_USERNAME`/`HOIST_PASSWORD`, else docker's and
 /// podman's stored logins.
-fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
+pub(crate) fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
     let store = CredentialStore::from_environment();
     let password = if network.password_stdin {
         let mut text = String::new();
