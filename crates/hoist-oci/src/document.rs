@@ -84,7 +84,9 @@ impl Document {
         let digest = raw.digest.to_string();
         let invalid = |reason: String| OciError::InvalidDocument { digest: digest.clone(), reason };
         let probe: Probe = serde_json::from_slice(&raw.bytes).map_err(|e| invalid(format!("it is not JSON ({e})")))?;
-        if probe.schema_version == Some(1) || raw.media_type.contains("manifest.v1+") {
+        if probe.schema_version == Some(1)
+            || raw.media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
+        {
             return Err(invalid(
                 "it is a Docker schema 1 manifest, which is deprecated and not supported; push the image again with a \
                  current client"

@@ -11,6 +11,7 @@ mod faults;
 mod inspect;
 mod media_types;
 mod output;
+mod pull;
 mod push;
 mod stream;
 mod support;
