@@ -37,14 +37,12 @@ impl Compression {
     /// artifact's blob, an attestation).
     pub fn from_media_type(media_type: &str) -> Option<Self> {
         // Foreign (non-distributable) layers have the same suffixes.
-        if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
-            Some(Self::Gzip)
-        } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
-            Some(Self::Zstd)
-        } else if media_type.ends_with(".tar") || media_type.ends_with(".tar.diff") {
-            Some(Self::None)
-        } else {
-            None
+        let (_, suffix) = media_type.rsplit_once(['+', '.'])?;
+        match suffix.to_ascii_lowercase().as_str() {
+            "gzip" => Some(Self::Gzip),
+            "zstd" => Some(Self::Zstd),
+            "tar" => Some(Self::None),
+            _ => None,
         }
     }
 }

@@ -89,9 +89,8 @@ impl Platform {
             ("x86_64" | "x86-64" | "amd64", v) => ("amd64".to_owned(), v.to_owned()),
             ("aarch64" | "arm64", "8" | "v8") => ("arm64".to_owned(), String::new()),
             ("aarch64" | "arm64", v) => ("arm64".to_owned(), v.to_owned()),
-            ("armhf", _) => ("arm".to_owned(), "v7".to_owned()),
+            ("armhf", _) | ("arm", "" | "7") => ("arm".to_owned(), "v7".to_owned()),
             ("armel", _) => ("arm".to_owned(), "v6".to_owned()),
-            ("arm", "" | "7") => ("arm".to_owned(), "v7".to_owned()),
             ("arm", v @ ("5" | "6" | "8")) => ("arm".to_owned(), format!("v{v}")),
             (arch, v) => (arch.to_owned(), v.to_owned()),
         };

@@ -207,6 +207,7 @@ struct Resolved {
 
 /// Where a blob's bytes come from.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per blob, looked up by reference: boxing would buy nothing
 enum Source {
     Registry {
         repository: Repository,
@@ -452,7 +453,6 @@ async fn plan(
     let mut sources: HashMap<Digest, Source> = HashMap::new();
     let mut pulled = Vec::new();
     for one in resolved {
-        let name = one.reference.to_string();
         let mut blobs = Vec::new();
         let document = |blob: &RawBlob, builder: &mut ArchiveBuilder, blobs: &mut Vec<PulledBlob>| {
             builder.document(blob);
@@ -472,48 +472,12 @@ async fn plan(
             let mut rewritten = false;
             for (number, layer) in image.manifest.layers.iter().enumerate() {
                 let diff_id = image.diff_ids.as_ref().map(|ids| ids[number].clone());
-                let compression = Compression::from_media_type(&layer.media_type);
-                let source = Source::Registry {
-                    repository: one.repository.clone(),
-                    reference: name.clone(),
-                    diff_id: diff_id.clone().zip(compression).filter(|_| options.verify),
-                };
-                match (options.kind, compression, diff_id) {
-                    // Docker 20.10's loader reads gzip and plain tars only.
-                    (ArchiveKind::Docker, Some(Compression::Zstd), Some(diff_id)) => {
-                        let size = match sources.get(&diff_id) {
-                            Some(Source::Staged(path)) => std::fs::metadata(path).map(|m| m.len()).unwrap_or_default(),
-                            _ => {
-                                let path = staging.path_for(&diff_id)?;
-                                let size =
-                                    decompress_to(&one.repository, &name, layer, &diff_id, &path, reporter).await?;
-                                sources.insert(diff_id.clone(), Source::Staged(path));
-                                size
-                            }
-                        };
-                        let plain = Descriptor { media_type: media_type::OCI_LAYER.into(), digest: diff_id, size };
-                        builder.blob(&plain);
-                        blobs.push(PulledBlob {
-                            digest: plain.digest.clone(),
-                            media_type: plain.media_type.clone(),
-                            size,
-                            decompressed_from: Some(layer.digest.clone()),
-                        });
-                        layers.push(plain);
-                        rewritten = true;
-                    }
-                    _ => {
-                        builder.blob(layer);
-                        sources.entry(layer.digest.clone()).or_insert(source);
-                        blobs.push(PulledBlob {
-                            digest: layer.digest.clone(),
-                            media_type: layer.media_type.clone(),
-                            size: layer.size,
-                            decompressed_from: None,
-                        });
-                        layers.push(layer.clone());
-                    }
-                }
+                let wanted = Wanted { resolved: one, layer, diff_id, options };
+                let (stored, blob) = store_layer(wanted, &mut sources, staging, reporter).await?;
+                rewritten |= stored.digest != layer.digest;
+                builder.blob(&stored);
+                blobs.push(blob);
+                layers.push(stored);
             }
             // A manifest naming plain tars instead of zstd blobs: a new document.
             let manifest = if rewritten {
@@ -553,6 +517,64 @@ async fn plan(
         });
     }
     Ok((builder.plan(), sources, pulled))
+}
+
+/// A layer of a resolved image, to be stored.
+struct Wanted<'a> {
+    resolved: &'a Resolved,
+    layer: &'a Descriptor,
+    diff_id: Option<Digest>,
+    options: &'a PullOptions,
+}
+
+/// How `wanted` is stored: as the registry has it, or (a zstd layer in a
+/// Docker archive, which Docker 20.10's loader cannot read) decompressed
+/// into a staged plain tar named by its diff_id.
+async fn store_layer(
+    wanted: Wanted<'_>,
+    sources: &mut HashMap<Digest, Source>,
+    staging: &mut Staging,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(Descriptor, PulledBlob), PullError> {
+    let Wanted { resolved, layer, diff_id, options } = wanted;
+    let name = resolved.reference.to_string();
+    let compression = Compression::from_media_type(&layer.media_type);
+    match (options.kind, compression, diff_id) {
+        (ArchiveKind::Docker, Some(Compression::Zstd), Some(diff_id)) => {
+            let size = match sources.get(&diff_id) {
+                Some(Source::Staged(path)) => std::fs::metadata(path).map(|m| m.len()).unwrap_or_default(),
+                _ => {
+                    let path = staging.path_for(&diff_id)?;
+                    let size = decompress_to(&resolved.repository, &name, layer, &diff_id, &path, reporter).await?;
+                    sources.insert(diff_id.clone(), Source::Staged(path));
+                    size
+                }
+            };
+            let plain = Descriptor { media_type: media_type::OCI_LAYER.into(), digest: diff_id, size };
+            let blob = PulledBlob {
+                digest: plain.digest.clone(),
+                media_type: plain.media_type.clone(),
+                size,
+                decompressed_from: Some(layer.digest.clone()),
+            };
+            Ok((plain, blob))
+        }
+        (_, _, diff_id) => {
+            let source = Source::Registry {
+                repository: resolved.repository.clone(),
+                reference: name,
+                diff_id: diff_id.zip(compression).filter(|_| options.verify),
+            };
+            sources.entry(layer.digest.clone()).or_insert(source);
+            let blob = PulledBlob {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+                decompressed_from: None,
+            };
+            Ok((layer.clone(), blob))
+        }
+    }
 }
 
 /// Downloads a zstd layer, decompressing into `path`; checks the diff_id.

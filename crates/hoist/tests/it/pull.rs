@@ -35,7 +35,10 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -248,29 +251,32 @@ fn pulled_images_load_and_run_from_a_file_and_from_stdout() {
     assert_eq!(run_in_docker(&reference), motd);
 }
 
-/// Hand-written registry content: a Docker v2 manifest, an OCI manifest with
-/// zstd layers, an OCI index with an arm64 image and an attestation, a
-/// Docker manifest list, and an image with no layers. Each is pulled into a
-/// Docker archive that verifies, and Docker loads (and runs) what it can.
-#[test]
-fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
-    let registry = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let id = unique(&registry);
-    let host = registry.host();
+/// Registry content no tool here writes, put by hand-written HTTP: a Docker
+/// v2 manifest, an OCI manifest with zstd layers, an OCI index with an arm64
+/// image and an attestation, a Docker manifest list, an image with no layers.
+struct HandWritten {
+    /// (repository, motd if runnable, image) of each, all tagged `1`.
+    images: Vec<(&'static str, Option<String>, ImageFixture)>,
+    zstd_descriptor: Value,
+    index: Value,
+    index_entries: Vec<Value>,
+}
+
+fn hand_written(registry: &TestRegistry) -> HandWritten {
+    let id = unique(registry);
     let identity = |x: &[u8]| x.to_vec();
 
     // Docker v2 schema 2, gzip layers.
     let docker_motd = format!("docker v2 {id}\n");
     let image = runnable(&docker_motd);
-    let manifest = hand_image(&registry, "hand/docker", &image, false, gzip, DOCKER_GZIP);
-    put_manifest(&registry, "hand/docker", "1", DOCKER_MANIFEST, &manifest);
+    let manifest = hand_image(registry, "hand/docker", &image, false, gzip, DOCKER_GZIP);
+    put_manifest(registry, "hand/docker", "1", DOCKER_MANIFEST, &manifest);
 
     // OCI, zstd layers: Docker 20.10 cannot load zstd, so they become plain tars.
     let zstd_motd = format!("zstd {id}\n");
     let zstd_image = runnable(&zstd_motd);
-    let manifest = hand_image(&registry, "hand/zstd", &zstd_image, true, zstd, OCI_ZSTD);
-    let zstd_descriptor = put_manifest(&registry, "hand/zstd", "1", OCI_MANIFEST, &manifest);
+    let manifest = hand_image(registry, "hand/zstd", &zstd_image, true, zstd, OCI_ZSTD);
+    let zstd_descriptor = put_manifest(registry, "hand/zstd", "1", OCI_MANIFEST, &manifest);
 
     // An OCI index: amd64, arm64 and an attestation (unknown/unknown).
     let index_motd = format!("oci index {id}\n");
@@ -286,8 +292,8 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
         (&arm64, "arm", json!({"os": "linux", "architecture": "arm64", "variant": "v8"})),
         (&amd64, "amd", json!({"os": "linux", "architecture": "amd64"})),
     ] {
-        let manifest = hand_image(&registry, "hand/index", fixture, true, gzip, OCI_GZIP);
-        let mut entry = put_manifest(&registry, "hand/index", tag, OCI_MANIFEST, &manifest);
+        let manifest = hand_image(registry, "hand/index", fixture, true, gzip, OCI_GZIP);
+        let mut entry = put_manifest(registry, "hand/index", tag, OCI_MANIFEST, &manifest);
         entry["platform"] = platform;
         if tag == "att" {
             entry["annotations"] = json!({"vnd.docker.reference.type": "attestation-manifest"});
@@ -295,7 +301,7 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
         entries.push(entry);
     }
     let index = put_manifest(
-        &registry,
+        registry,
         "hand/index",
         "1",
         OCI_INDEX,
@@ -305,11 +311,11 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
     // A Docker manifest list.
     let list_motd = format!("manifest list {id}\n");
     let listed = runnable(&list_motd);
-    let manifest = hand_image(&registry, "hand/list", &listed, false, gzip, DOCKER_GZIP);
-    let mut entry = put_manifest(&registry, "hand/list", "amd", DOCKER_MANIFEST, &manifest);
+    let manifest = hand_image(registry, "hand/list", &listed, false, gzip, DOCKER_GZIP);
+    let mut entry = put_manifest(registry, "hand/list", "amd", DOCKER_MANIFEST, &manifest);
     entry["platform"] = json!({"os": "linux", "architecture": "amd64"});
     put_manifest(
-        &registry,
+        registry,
         "hand/list",
         "1",
         DOCKER_LIST,
@@ -318,16 +324,32 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
 
     // No layers at all.
     let empty = ImageFixture::new();
-    let manifest = hand_image(&registry, "hand/empty", &empty, true, identity, OCI_GZIP);
-    put_manifest(&registry, "hand/empty", "1", OCI_MANIFEST, &manifest);
+    let manifest = hand_image(registry, "hand/empty", &empty, true, identity, OCI_GZIP);
+    put_manifest(registry, "hand/empty", "1", OCI_MANIFEST, &manifest);
 
-    for (repository, motd, fixture) in [
-        ("hand/docker", Some(&docker_motd), &image),
-        ("hand/zstd", Some(&zstd_motd), &zstd_image),
-        ("hand/index", Some(&index_motd), &amd64),
-        ("hand/list", Some(&list_motd), &listed),
-        ("hand/empty", None, &empty),
-    ] {
+    HandWritten {
+        images: vec![
+            ("hand/docker", Some(docker_motd), image),
+            ("hand/zstd", Some(zstd_motd), zstd_image),
+            ("hand/index", Some(index_motd), amd64),
+            ("hand/list", Some(list_motd), listed),
+            ("hand/empty", None, empty),
+        ],
+        zstd_descriptor,
+        index,
+        index_entries: entries,
+    }
+}
+
+/// Each hand-written image pulls into a Docker archive that verifies, whose
+/// config and diff_ids are the image's, and that Docker loads (and runs).
+#[test]
+fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let seeded = hand_written(&registry);
+    for (repository, motd, fixture) in &seeded.images {
         let reference = format!("{host}/{repository}:1");
         let archive = dir.path().join(format!("{}.tar", repository.replace('/', "-")));
         pull(&[&reference, path_str(&archive)]).success();
@@ -339,7 +361,7 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
         let diff_ids: Vec<&str> =
             found["layers"].as_array().unwrap().iter().map(|l| l["diff_id"].as_str().unwrap()).collect();
         assert_eq!(diff_ids, fixture.diff_ids(), "{reference}: the layers' diff_ids");
-        if repository == "hand/zstd" {
+        if *repository == "hand/zstd" {
             let compressions: Vec<&str> =
                 found["layers"].as_array().unwrap().iter().map(|l| l["compression"].as_str().unwrap()).collect();
             assert_eq!(compressions, ["none", "none"], "zstd layers are stored as plain tars for Docker");
@@ -354,8 +376,17 @@ fn hand_written_manifests_indexes_and_zstd_layers_load_in_docker() {
             }
         }
     }
+}
 
-    // --format oci keeps the registry's own manifests, zstd layers included.
+/// `--format oci` keeps the registry's own manifests (zstd layers included)
+/// and, with `--all-platforms`, the whole index; `--platform` chooses, and a
+/// platform the index lacks is an error listing those it has.
+#[test]
+fn oci_archives_keep_the_registrys_manifests_and_platforms_are_chosen() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let HandWritten { zstd_descriptor, index, index_entries: entries, .. } = hand_written(&registry);
     let zstd_reference = format!("{host}/hand/zstd:1");
     let oci = dir.path().join("zstd-oci.tar");
     pull(&["--format", "oci", &zstd_reference, path_str(&oci)]).success();
