@@ -132,10 +132,10 @@ round_skopeo() {
 # Docker loading hoist's archive as the image whose ID is the config digest.
 check_archives() {
     fresh_out
-    "${HOIST_PULL[@]}" "$(ref)" "$OUT/hoist.tar"
+    "${HOIST_PULL[@]}" "$(ref)" "$OUT/hoist.tar" >/dev/null
     "$HOIST" inspect --verify "$OUT/hoist.tar" | tail -1
-    "${HOIST_PULL[@]}" "$(ref)" - | "$HOIST" inspect --verify - | tail -1
-    cmp <("${HOIST_PULL[@]}" "$(ref)" -) "$OUT/hoist.tar" && log "file and stdout archives are byte-identical"
+    "${HOIST_PULL[@]}" "$(ref)" - 2>/dev/null | "$HOIST" inspect --verify - | tail -1
+    cmp <("${HOIST_PULL[@]}" "$(ref)" - 2>/dev/null) "$OUT/hoist.tar" && log "file and stdout archives are byte-identical"
     local config loaded
     config=$("$HOIST" inspect --json "$OUT/hoist.tar" | jq -r '.images[0].config')
     loaded=$(docker load -i "$OUT/hoist.tar")

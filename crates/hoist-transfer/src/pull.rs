@@ -759,7 +759,8 @@ fn download_error(error: DownloadError, reference: &str) -> PullError {
 
 // ---- into a file: every blob at its place, at once ----
 
-/// Writes a blob into the archive file at its place, 1 MiB at a time.
+/// Writes a blob into the archive file at its place, 1 MiB at a time (the
+/// network's small pieces gathered first: one `pwrite` per MiB).
 struct PositionedSink {
     file: Arc<File>,
     offset: u64,
@@ -780,8 +781,16 @@ impl PositionedSink {
 impl BlobSink for PositionedSink {
     async fn accept(&mut self, bytes: Bytes) -> io::Result<()> {
         self.observe.see(&bytes);
-        self.buffer.extend_from_slice(&bytes);
-        if self.buffer.len() >= CHUNK { self.flush_buffer() } else { Ok(()) }
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(CHUNK - self.buffer.len()));
+            self.buffer.extend_from_slice(now);
+            rest = later;
+            if self.buffer.len() == CHUNK {
+                self.flush_buffer()?;
+            }
+        }
+        Ok(())
     }
 
     async fn finish(&mut self) -> io::Result<()> {
@@ -882,8 +891,17 @@ impl ChannelSink {
 impl BlobSink for ChannelSink {
     async fn accept(&mut self, bytes: Bytes) -> io::Result<()> {
         self.observe.see(&bytes);
-        self.buffer.extend_from_slice(&bytes);
-        if self.buffer.len() >= CHUNK { self.send().await } else { Ok(()) }
+        // Chunks of exactly 1 MiB: a buffer grown past its capacity would double.
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(CHUNK - self.buffer.len()));
+            self.buffer.extend_from_slice(now);
+            rest = later;
+            if self.buffer.len() == CHUNK {
+                self.send().await?;
+            }
+        }
+        Ok(())
     }
 
     async fn finish(&mut self) -> io::Result<()> {
@@ -994,4 +1012,32 @@ fn write_in_order(
         writer.end()?;
     }
     writer.finish()?.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_names_resolve_as_docker_does() {
+        let short = Reference::parse("alpine").unwrap();
+        assert_eq!(short.api_host(), "registry-1.docker.io");
+        assert_eq!(short.repository(), "library/alpine");
+        assert_eq!(repo_tag(&short).as_deref(), Some("alpine:latest"));
+        let entry =
+            root_entry(Descriptor { media_type: String::new(), digest: Digest::of(b"m"), size: 1 }, &short, None);
+        assert_eq!(entry.annotations[ANNOTATION_CONTAINERD_NAME], "docker.io/library/alpine:latest");
+        assert_eq!(entry.annotations[ANNOTATION_REF_NAME], "latest");
+        let user = Reference::parse("user/tool:2").unwrap();
+        assert_eq!(repo_tag(&user).as_deref(), Some("user/tool:2"));
+        let private = Reference::parse("registry.example.com:5000/team/app:1.0").unwrap();
+        assert_eq!(repo_tag(&private).as_deref(), Some("registry.example.com:5000/team/app:1.0"));
+        let pinned = Reference::parse(&format!("alpine@{}", Digest::of(b"x"))).unwrap();
+        assert_eq!(repo_tag(&pinned), None, "pulled by digest: no tag");
+        assert!(
+            root_entry(Descriptor { media_type: String::new(), digest: Digest::of(b"m"), size: 1 }, &pinned, None)
+                .annotations
+                .is_empty()
+        );
+    }
 }

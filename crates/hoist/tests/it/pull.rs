@@ -231,6 +231,22 @@ fn pulled_images_load_and_run_from_a_file_and_from_stdout() {
     assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("partial")));
     loads_and_runs(&archive, &reference, &motd);
 
+    // NDJSON progress names what happens, blob by blob.
+    let again = dir.path().join("again.tar");
+    let json = pull(&["--progress", "json", &reference, path_str(&again)]);
+    let events: Vec<Value> = json.success().stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..2], ["resolved", "plan"], "{kinds:?}");
+    assert_eq!(events[0]["platform"], "linux/amd64");
+    assert_eq!(events[1]["blobs"], 2, "two layers to download");
+    assert_eq!(kinds.iter().filter(|k| **k == "start").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "downloaded").count(), 2);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&archive).unwrap(),
+        "the same images make the same archive"
+    );
+
     // Standard output into `docker load`, as it streams.
     tools::require_docker();
     let mut hoist = hoist();
@@ -571,6 +587,28 @@ fn corrupt_blobs_fail_and_broken_downloads_resume() {
         "resumed with Range"
     );
     inspect_verified(&archive);
+}
+
+/// The reader of standard output going away is a local failure (exit 1,
+/// naming standard output), never a verification failure.
+#[test]
+fn a_closed_standard_output_is_a_local_failure() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    let big = hoist_testkit::fixtures::incompressible_layer(11, 4 << 20);
+    DockerSaveClassic::new().image(ImageFixture::new().tag("x:1").layer(big)).write_to(&saved);
+    let reference = format!("{}/closed/app:1", registry.host());
+    hoist_run(&["push", path_str(&saved), &reference]).success();
+    let mut child =
+        hoist().args(["pull", &reference, "-"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut head = [0u8; 1000];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: cannot write standard output"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
 }
 
 /// Basic and token auth: credentials from flags; a pull-only token scope;
