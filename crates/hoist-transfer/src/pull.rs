@@ -283,6 +283,11 @@ async fn resolve(client: &Client, reference: &Reference, options: &PullOptions) 
                     available: vec![platform],
                 });
             }
+            // As docker pull does: a single-platform image is taken, with a word if it will not run here.
+            let host = Platform::host();
+            if wanted.is_none() && !host.matches(&platform) {
+                tracing::warn!("`{name}` is an image for {platform}, not for this machine ({host})");
+            }
             Ok(Resolved {
                 reference: reference.clone(),
                 repository,

@@ -657,6 +657,61 @@ fn pulls_from_basic_and_token_auth_registries() {
     assert!(scopes.iter().any(|s| s == "repository:auth/app:pull"), "a pull asks for pull only: {scopes:?}");
 }
 
+/// `--verify` decompresses each layer on the way and checks its diff_id:
+/// a registry image whose layer does not match its config fails (exit 7)
+/// and leaves nothing; a sound one (gzip and zstd) passes.
+#[test]
+fn verify_checks_diff_ids_while_downloading() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let claimed = ImageFixture::new().layer(layer_tar(&[("a", b"what the config says")]));
+    let mut manifest = hand_image(&registry, "verify/lying", &claimed, true, gzip, OCI_GZIP);
+    let mut actual = put_blob(&registry, "verify/lying", &gzip(&layer_tar(&[("a", b"something else")])));
+    actual["mediaType"] = json!(OCI_GZIP);
+    manifest["layers"][0] = actual;
+    put_manifest(&registry, "verify/lying", "1", OCI_MANIFEST, &manifest);
+    let lying = format!("{}/verify/lying:1", registry.host());
+    let archive = dir.path().join("lying.tar");
+    pull(&["--verify", &lying, path_str(&archive)]).fails_with(7, "decompresses to");
+    assert_eq!(dir.path().read_dir().unwrap().count(), 0, "no archive, no temporary file");
+    // Without --verify the blob digests check out, and inspect --verify finds the lie.
+    pull(&[&lying, path_str(&archive)]).success();
+    hoist_run(&["inspect", "--verify", path_str(&archive)]).fails_with(7, "does not match");
+
+    let sound = ImageFixture::new().layer(layer_tar(&[("z", b"zstd")]));
+    let manifest = hand_image(&registry, "verify/zstd", &sound, true, zstd, OCI_ZSTD);
+    put_manifest(&registry, "verify/zstd", "1", OCI_MANIFEST, &manifest);
+    for format in ["oci", "docker"] {
+        let archive = dir.path().join(format!("sound-{format}.tar"));
+        pull(&["--verify", "--format", format, &format!("{}/verify/zstd:1", registry.host()), path_str(&archive)])
+            .success();
+        inspect_verified(&archive);
+    }
+}
+
+/// Over HTTPS with a private CA: `--https --ca-cert`, as for push.
+#[test]
+fn pulls_over_tls_with_a_private_ca() {
+    let ca = hoist_testkit::TestCa::generate();
+    let registry = TestRegistry::builder().tls(&ca).start();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    DockerSaveClassic::new().image(ImageFixture::new().tag("x:1").layer(layer_tar(&[("t", b"tls")]))).write_to(&saved);
+    let reference = format!("{}/tls/app:1", registry.host());
+    let ca_cert = ca.ca_cert();
+    let tls = ["--https", "--ca-cert", path_str(&ca_cert)];
+    let certs_d = dir.path().join("no-certs.d");
+    run(hoist().args(["push", path_str(&saved), &reference]).args(tls).env("HOIST_CERTS_D", &certs_d)).success();
+    let archive = dir.path().join("tls.tar");
+    run(hoist().args(["pull", &reference, path_str(&archive)]).args(tls).env("HOIST_CERTS_D", &certs_d)).success();
+    inspect_verified(&archive);
+    // Without the CA: refused, with a hint naming --ca-cert.
+    let untrusted = dir.path().join("untrusted.tar");
+    run(hoist().args(["pull", "--https", &reference, path_str(&untrusted)]).env("HOIST_CERTS_D", &certs_d))
+        .fails_with(6, "");
+    assert!(!untrusted.exists());
+}
+
 /// Errors name the reference and carry a hint.
 #[test]
 fn missing_images_and_bad_arguments_fail_clearly() {
