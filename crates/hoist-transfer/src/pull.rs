@@ -42,7 +42,7 @@ use crate::Reporter;
 /// Bytes handed from a download to the stream writer at a time.
 const CHUNK: usize = 1024 * 1024;
 /// Chunks a blob downloading ahead of the one being written may hold.
-const AHEAD_CHUNKS: usize = 4;
+const AHEAD_CHUNKS: usize = 2;
 
 /// How to pull.
 #[derive(Clone, Debug)]
