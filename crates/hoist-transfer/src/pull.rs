@@ -129,8 +129,12 @@ pub enum PullError {
     Inconsistent { reference: String, reason: String },
     #[error("`{reference}`: blob {digest} is corrupt: the bytes received hash to {actual}")]
     Corrupt { reference: String, digest: Digest, actual: Digest },
+    #[error("`{reference}`: blob {digest} is larger than the {size} bytes its descriptor says")]
+    TooLong { reference: String, digest: Digest, size: u64 },
     #[error("`{reference}`: layer {digest} decompresses to {actual}, but the image config's diff_id is {expected}")]
     DiffId { reference: String, digest: Digest, expected: Digest, actual: Digest },
+    #[error("`{reference}`: layer {digest} does not decompress as {compression}, as its media type says it should")]
+    Undecodable { reference: String, digest: Digest, compression: Compression },
     /// Writing the archive (or a temporary file) failed: a local problem.
     #[error("cannot write {target}: {source}")]
     Write { target: String, source: io::Error },
@@ -159,7 +163,7 @@ impl PullError {
                 Some(first) => format!("choose one with `--platform {first}`"),
                 None => "the index holds no runnable image".into(),
             },
-            Self::Corrupt { .. } | Self::DiffId { .. } => {
+            Self::Corrupt { .. } | Self::TooLong { .. } | Self::DiffId { .. } | Self::Undecodable { .. } => {
                 "the registry, or something between it and you, served wrong bytes; pull again, and tell the \
                  registry's operators if it persists"
                     .into()
@@ -180,7 +184,7 @@ impl PullError {
 
     /// True when bytes did not match their digest or diff_id.
     pub fn is_verification(&self) -> bool {
-        matches!(self, Self::Corrupt { .. } | Self::DiffId { .. })
+        matches!(self, Self::Corrupt { .. } | Self::TooLong { .. } | Self::DiffId { .. } | Self::Undecodable { .. })
     }
 }
 
@@ -734,12 +738,17 @@ impl Observe {
 
 /// Checks a downloaded layer's diff_id, when it was computed.
 fn check_diff_id(observe: &mut Observe, source: &Source, digest: &Digest) -> Result<(), PullError> {
-    let Source::Registry { reference, diff_id: Some((expected, _)), .. } = source else { return Ok(()) };
+    let Source::Registry { reference, diff_id: Some((expected, compression)), .. } = source else { return Ok(()) };
     let actual = match observe.diff_id() {
         None => return Ok(()),
         Some(Ok(actual)) => actual,
-        // Bytes that do not decompress hash to nothing the config names.
-        Some(Err(())) => Digest::of(b""),
+        Some(Err(())) => {
+            return Err(PullError::Undecodable {
+                reference: reference.clone(),
+                digest: digest.clone(),
+                compression: *compression,
+            });
+        }
     };
     if actual == *expected {
         return Ok(());
@@ -754,11 +763,7 @@ fn download_error(error: DownloadError, reference: &str) -> PullError {
         DownloadError::Digest { digest, actual, .. } => {
             PullError::Corrupt { reference: reference.to_owned(), digest, actual }
         }
-        DownloadError::TooLong { digest, size } => PullError::Corrupt {
-            reference: reference.to_owned(),
-            actual: Digest::of(format!("more than {size} bytes").as_bytes()),
-            digest,
-        },
+        DownloadError::TooLong { digest, size } => PullError::TooLong { reference: reference.to_owned(), digest, size },
     }
 }
 

@@ -678,6 +678,15 @@ fn verify_checks_diff_ids_while_downloading() {
     pull(&[&lying, path_str(&archive)]).success();
     hoist_run(&["inspect", "--verify", path_str(&archive)]).fails_with(7, "does not match");
 
+    // A plain tar served under a gzip media type.
+    let mislabelled = ImageFixture::new().layer(layer_tar(&[("p", b"plain, said to be gzip")]));
+    let manifest = hand_image(&registry, "verify/label", &mislabelled, true, |tar| tar.to_vec(), OCI_GZIP);
+    put_manifest(&registry, "verify/label", "1", OCI_MANIFEST, &manifest);
+    let archive = dir.path().join("label.tar");
+    pull(&["--verify", &format!("{}/verify/label:1", registry.host()), path_str(&archive)])
+        .fails_with(7, "does not decompress as gzip");
+    assert!(!archive.exists());
+
     let sound = ImageFixture::new().layer(layer_tar(&[("z", b"zstd")]));
     let manifest = hand_image(&registry, "verify/zstd", &sound, true, zstd, OCI_ZSTD);
     put_manifest(&registry, "verify/zstd", "1", OCI_MANIFEST, &manifest);
