@@ -680,7 +680,7 @@ fn verify_checks_diff_ids_while_downloading() {
 
     // A plain tar served under a gzip media type.
     let mislabelled = ImageFixture::new().layer(layer_tar(&[("p", b"plain, said to be gzip")]));
-    let manifest = hand_image(&registry, "verify/label", &mislabelled, true, |tar| tar.to_vec(), OCI_GZIP);
+    let manifest = hand_image(&registry, "verify/label", &mislabelled, true, <[u8]>::to_vec, OCI_GZIP);
     put_manifest(&registry, "verify/label", "1", OCI_MANIFEST, &manifest);
     let archive = dir.path().join("label.tar");
     pull(&["--verify", &format!("{}/verify/label:1", registry.host()), path_str(&archive)])
