@@ -769,42 +769,22 @@ fn download_error(error: DownloadError, reference: &str) -> PullError {
 
 // ---- into a file: every blob at its place, at once ----
 
-/// Writes a blob into the archive file at its place, 1 MiB at a time (the
-/// network's small pieces gathered first: one `pwrite` per MiB).
+/// Writes a blob into the archive file at its place, each piece as it comes:
+/// hyper hands over reads of a few hundred KiB, so gathering them first
+/// would only add a copy.
 struct PositionedSink {
     file: Arc<File>,
     offset: u64,
-    buffer: Vec<u8>,
     observe: Observe,
-}
-
-impl PositionedSink {
-    fn flush_buffer(&mut self) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(&self.buffer, self.offset)?;
-        self.offset += self.buffer.len() as u64;
-        self.buffer.clear();
-        Ok(())
-    }
 }
 
 impl BlobSink for PositionedSink {
     async fn accept(&mut self, bytes: Bytes) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         self.observe.see(&bytes);
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let (now, later) = rest.split_at(rest.len().min(CHUNK - self.buffer.len()));
-            self.buffer.extend_from_slice(now);
-            rest = later;
-            if self.buffer.len() == CHUNK {
-                self.flush_buffer()?;
-            }
-        }
+        self.file.write_all_at(&bytes, self.offset)?;
+        self.offset += bytes.len() as u64;
         Ok(())
-    }
-
-    async fn finish(&mut self) -> io::Result<()> {
-        self.flush_buffer()
     }
 }
 
@@ -845,7 +825,7 @@ async fn write_file(
                 }
                 Source::Registry { repository, reference, diff_id } => {
                     let observe = Observe::new(&reporter, &digest, diff_id.as_ref().map(|(_, c)| *c));
-                    let mut sink = PositionedSink { file, offset, buffer: Vec::with_capacity(CHUNK), observe };
+                    let mut sink = PositionedSink { file, offset, observe };
                     reporter.download_started(&digest, repository.name(), size);
                     repository
                         .download_blob_to(&digest, Some(size), &mut sink)
