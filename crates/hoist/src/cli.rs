@@ -46,7 +46,9 @@ Examples:
   docker save app:1 | hoist inspect --json --verify -")]
     Inspect(InspectArgs),
     /// Pull images from registries into one archive (`docker load` reads it).
-    #[command(after_help = "\
+    #[command(
+        override_usage = "hoist pull [OPTIONS] <REF>... <ARCHIVE|->",
+        after_help = "\
 The archive is what `docker save` of Docker 25+ writes: an OCI image layout plus manifest.json and
 repositories, which `docker load` of every Docker version reads (--format oci: the OCI layout alone).
 Layers keep the registry's bytes and digests. From an index, this machine's platform is taken.
@@ -56,7 +58,8 @@ archive goes to stdout).
 Examples:
   hoist pull registry.example.com/team/app:1.0 app.tar
   hoist pull 127.0.0.1:5000/app@sha256:… - | docker load
-  hoist pull --platform linux/arm64 --format oci quay.io/x/y:2 y.tar")]
+  hoist pull --platform linux/arm64 --format oci quay.io/x/y:2 y.tar"
+    )]
     Pull(PullArgs),
 }
 
@@ -64,7 +67,7 @@ Examples:
 pub(crate) struct PullArgs {
     /// The images to pull (`host[:port]/path/name[:tag|@digest]`, as with docker), then the archive to
     /// write, or `-` for standard output.
-    #[arg(value_name = "REF... ARCHIVE", num_args = 2.., required = true)]
+    #[arg(value_name = "REF|ARCHIVE", num_args = 2.., required = true)]
     pub(crate) operands: Vec<String>,
     /// What to write: an archive `docker load` reads (an OCI layout plus manifest.json), or a pure OCI layout.
     #[arg(long, value_enum, default_value_t = ArchiveFormatArg::Docker)]
