@@ -612,12 +612,13 @@ fn a_closed_standard_output_is_a_local_failure() {
 }
 
 /// Basic and token auth: credentials from flags; a pull-only token scope;
-/// without credentials, exit 4.
+/// Docker loads and runs what was pulled; without credentials, exit 4.
 #[test]
 fn pulls_from_basic_and_token_auth_registries() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved.tar");
-    DockerSaveClassic::new().image(ImageFixture::new().tag("x:1").layer(layer_tar(&[("a", b"auth")]))).write_to(&saved);
+    let motd = format!("behind a login {}\n", std::process::id());
+    DockerSaveClassic::new().image(runnable(&motd).tag("x:1")).write_to(&saved);
     let basic = TestRegistry::builder().basic_auth("puller", "pa55").start();
     let issuer = TokenIssuer::start(IssuerConfig::default().user("puller", "pa55"));
     let token = TestRegistry::builder().token_auth(&issuer).start();
@@ -645,6 +646,7 @@ fn pulls_from_basic_and_token_auth_registries() {
         let archive = dir.path().join("auth.tar");
         with_password(&mut hoist(), &["pull", &reference, path_str(&archive)]).success();
         inspect_verified(&archive);
+        loads_and_runs(&archive, &reference, &motd);
         let anonymous = run(hoist()
             .args(["pull", &reference, path_str(&dir.path().join("anonymous.tar"))])
             .env("DOCKER_CONFIG", dir.path().join("no-docker"))
