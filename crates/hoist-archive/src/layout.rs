@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use hoist_oci::document::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_REFERENCE_TYPE};
+use hoist_oci::document::{
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_REFERENCE_TYPE, sniff_media_type,
+};
 use hoist_oci::{Compression, Digest, ImageConfig, Platform, RawBlob, media_type};
 use serde::Deserialize;
 
@@ -406,7 +408,12 @@ fn walk(
         return Ok(());
     }
     let bytes = read_json_blob(m, &digest)?;
-    let media = if descriptor.media_type.is_empty() { sniff_media_type(&bytes) } else { descriptor.media_type.clone() };
+    // An entry without a media type: the document's own fields decide.
+    let media = if descriptor.media_type.is_empty() {
+        sniff_media_type(&bytes).unwrap_or_else(|| media_type::OCI_MANIFEST.to_owned())
+    } else {
+        descriptor.media_type.clone()
+    };
     match media.as_str() {
         media_type::OCI_INDEX | media_type::DOCKER_MANIFEST_LIST => {
             if depth >= MAX_INDEX_DEPTH {
@@ -425,23 +432,6 @@ fn walk(
         other => tracing::debug!(%digest, media_type = other, "not an image manifest; skipped"),
     }
     Ok(())
-}
-
-/// An index entry without a media type: the document's own field decides.
-fn sniff_media_type(bytes: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        #[serde(default)]
-        media_type: Option<String>,
-        #[serde(default)]
-        manifests: Option<serde::de::IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe { media_type: Some(media), .. }) => media,
-        Ok(Probe { manifests: Some(_), .. }) => media_type::OCI_INDEX.to_owned(),
-        _ => media_type::OCI_MANIFEST.to_owned(),
-    }
 }
 
 fn read_oci_image(m: &dyn Members, path: &str, media: &str, bytes: Vec<u8>) -> Result<Image, ArchiveError> {

@@ -129,6 +129,20 @@ impl Document {
     }
 }
 
+/// The media type a document's own fields give it: its `mediaType`, else an
+/// index if it has `manifests`, else a manifest if it has `config`; `None`
+/// for what is none of these (or not JSON). For layouts and registries that
+/// name no type.
+pub fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    match probe {
+        Probe { media_type: Some(media), .. } => Some(media),
+        Probe { manifests: Some(_), .. } => Some(media_type::OCI_INDEX.to_owned()),
+        Probe { config: Some(_), .. } => Some(media_type::OCI_MANIFEST.to_owned()),
+        _ => None,
+    }
+}
+
 /// An OCI index or a Docker manifest list.
 pub fn is_index(media: &str) -> bool {
     media == media_type::OCI_INDEX || media == media_type::DOCKER_MANIFEST_LIST
