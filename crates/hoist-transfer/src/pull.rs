@@ -43,6 +43,9 @@ use crate::Reporter;
 const CHUNK: usize = 1024 * 1024;
 /// Chunks a blob downloading ahead of the one being written may hold.
 const AHEAD_CHUNKS: usize = 2;
+/// Blobs a stream downloads at once, whatever `--jobs` says: each holds up
+/// to `AHEAD_CHUNKS + 1` MiB until it is written, so this bounds memory.
+const MAX_STREAM_JOBS: usize = 8;
 
 /// How to pull.
 #[derive(Clone, Debug)]
@@ -923,9 +926,11 @@ async fn write_stream(
     let target = label.to_owned();
     let writer = tokio::task::spawn_blocking(move || write_in_order(out, &writer_plan, &writer_sources, receivers));
     let fetch = async {
-        // Downloads start in plan order and at most `jobs` run at once: the
-        // one being written always runs, the others fill their channels.
-        let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
+        // Downloads start in plan order and at most `jobs` are under way at
+        // once, each until the writer has taken all of it: the one being
+        // written always runs, the others fill their channels and wait, so a
+        // run of small blobs cannot pile up ahead of a big one.
+        let jobs = Arc::new(Semaphore::new(options.jobs.clamp(1, MAX_STREAM_JOBS)));
         let mut tasks = JoinSet::new();
         for (digest, size, sender) in downloads {
             let permit = Arc::clone(&jobs)
@@ -952,6 +957,8 @@ async fn write_stream(
                     .map_err(|e| download_error(e, &reference))?;
                 check_diff_id(&mut sink.observe, &source, &digest)?;
                 reporter.download_finished(&digest);
+                // The writer drops the receiver once it has the whole blob.
+                sink.sender.closed().await;
                 Ok::<(), PullError>(())
             });
             // Reap finished downloads as we go, so a failure stops the pull early.
@@ -994,8 +1001,13 @@ fn write_in_order(
             _ => {
                 let mut receiver =
                     receivers.remove(digest).ok_or_else(|| io::Error::other(format!("no download for {digest}")))?;
-                while let Some(chunk) = receiver.blocking_recv() {
+                // Until the planned size, not until the sender goes: the
+                // download waits for this receiver to be dropped.
+                let mut remaining = entry.size;
+                while remaining > 0 {
+                    let Some(chunk) = receiver.blocking_recv() else { break };
                     writer.write_all(&chunk)?;
+                    remaining = remaining.saturating_sub(chunk.len() as u64);
                 }
             }
         }

@@ -611,6 +611,47 @@ fn a_closed_standard_output_is_a_local_failure() {
     assert!(stderr.contains("hint: "), "{stderr}");
 }
 
+/// Peak resident memory so far of a running process, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// To standard output, memory stays bounded when many small layers could
+/// finish downloading behind a big one that a slow reader holds up: the
+/// downloads ahead wait until each is written.
+#[test]
+fn stdout_memory_stays_bounded_behind_a_slow_reader() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    let mut image = ImageFixture::new().tag("x:1").layer(hoist_testkit::fixtures::incompressible_layer(1, 16 << 20));
+    for seed in 2..42 {
+        image = image.layer(hoist_testkit::fixtures::incompressible_layer(seed, 3 << 19));
+    }
+    DockerSaveClassic::new().image(image).write_to(&saved);
+    let reference = format!("{}/bounded/app:1", registry.host());
+    hoist_run(&["push", path_str(&saved), &reference]).success();
+
+    let mut child = hoist()
+        .args(["pull", "--progress", "none", &reference, "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nothing is read for a while: the big first layer fills the pipe and
+    // waits; the 60 MiB of small layers behind it must not pile up.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let held = peak_kib(child.id());
+    let mut archive = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut archive).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(archive.len() > 70 << 20, "the whole image came through");
+    assert!(held < 48 << 10, "peak {held} KiB while the reader waited: downloads piled up");
+}
+
 /// Basic and token auth: credentials from flags; a pull-only token scope;
 /// Docker loads and runs what was pulled; without credentials, exit 4.
 #[test]
