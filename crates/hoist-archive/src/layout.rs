@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use hoist_oci::{Digest, ImageConfig, Platform, RawBlob, media_type};
+use hoist_oci::document::{
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, ANNOTATION_REFERENCE_TYPE, sniff_media_type,
+};
+use hoist_oci::{Compression, Digest, ImageConfig, Platform, RawBlob, media_type};
 use serde::Deserialize;
 
 use crate::{ArchiveError, MAX_JSON_MEMBER, TarEntry, TarIndex};
@@ -40,33 +43,6 @@ impl ArchiveFormat {
 impl fmt::Display for ArchiveFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// How a layer's bytes are stored in the archive, told by their magic bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    /// Tells gzip and zstd by their magic bytes; anything else is taken as plain.
-    pub fn sniff(magic: &[u8]) -> Self {
-        match magic {
-            [0x1f, 0x8b, ..] => Self::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Self::Zstd,
-            _ => Self::None,
-        }
     }
 }
 
@@ -262,10 +238,6 @@ fn digest_in_name(name: &str) -> Option<Digest> {
 
 // ---- OCI image layout: index.json and blobs/sha256 ----
 
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
-/// buildx marks attestation manifests with this; they are not images.
-const ANNOTATION_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 /// Indexes nest (Docker 25 with the containerd store writes index → index →
 /// manifests); real ones are two deep, a hostile one must not recurse forever.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -297,15 +269,7 @@ struct OciDescriptor {
     #[serde(default)]
     annotations: BTreeMap<String, String>,
     #[serde(default)]
-    platform: Option<OciPlatform>,
-}
-
-#[derive(Clone, Deserialize)]
-struct OciPlatform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
+    platform: Option<Platform>,
 }
 
 /// Names found on the way down to a manifest.
@@ -424,6 +388,7 @@ fn walk(
     depth: usize,
     found: &mut Vec<(Digest, Names, Image)>,
 ) -> Result<(), ArchiveError> {
+    // buildx marks attestation manifests so; they are not images.
     if descriptor.annotations.contains_key(ANNOTATION_REFERENCE_TYPE) {
         tracing::debug!(digest = %descriptor.digest, "skipping an attestation manifest");
         return Ok(());
@@ -434,7 +399,7 @@ fn walk(
     let path = blob_path(&digest);
     if depth > 0 && m.index().get(&path).is_none() {
         // Multi-platform images are often saved with only the local platform's blobs.
-        let platform = descriptor.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture));
+        let platform = descriptor.platform.as_ref().map(ToString::to_string);
         tracing::debug!(%digest, platform = platform.as_deref().unwrap_or("unknown"), "platform not in the archive; skipped");
         return Ok(());
     }
@@ -443,7 +408,12 @@ fn walk(
         return Ok(());
     }
     let bytes = read_json_blob(m, &digest)?;
-    let media = if descriptor.media_type.is_empty() { sniff_media_type(&bytes) } else { descriptor.media_type.clone() };
+    // An entry without a media type: the document's own fields decide.
+    let media = if descriptor.media_type.is_empty() {
+        sniff_media_type(&bytes).unwrap_or_else(|| media_type::OCI_MANIFEST.to_owned())
+    } else {
+        descriptor.media_type.clone()
+    };
     match media.as_str() {
         media_type::OCI_INDEX | media_type::DOCKER_MANIFEST_LIST => {
             if depth >= MAX_INDEX_DEPTH {
@@ -462,23 +432,6 @@ fn walk(
         other => tracing::debug!(%digest, media_type = other, "not an image manifest; skipped"),
     }
     Ok(())
-}
-
-/// An index entry without a media type: the document's own field decides.
-fn sniff_media_type(bytes: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        #[serde(default)]
-        media_type: Option<String>,
-        #[serde(default)]
-        manifests: Option<serde::de::IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe { media_type: Some(media), .. }) => media,
-        Ok(Probe { manifests: Some(_), .. }) => media_type::OCI_INDEX.to_owned(),
-        _ => media_type::OCI_MANIFEST.to_owned(),
-    }
 }
 
 fn read_oci_image(m: &dyn Members, path: &str, media: &str, bytes: Vec<u8>) -> Result<Image, ArchiveError> {

@@ -39,6 +39,11 @@
 //! # Ok::<(), hoist_archive::ArchiveError>(())
 //! ```
 //!
+//! Archives are written by [`write`]: an [`write::ArchivePlan`] places every
+//! entry before any byte is written (sizes come from descriptors), so an
+//! archive streams to standard output, or its blobs are written into a file
+//! by position, many at once.
+//!
 //! Before any layer is read, what can be checked is checked: config digests
 //! against their names, layer counts against `rootfs.diff_ids`, blob sizes
 //! against descriptors, links (loops, missing targets), and paths that would
@@ -53,6 +58,7 @@ mod layout;
 mod reader;
 mod sniff;
 mod stream;
+pub mod write;
 
 /// The largest zstd window accepted, as `zstd -d --long=31`: frames made
 /// with `--long` (and windows up to 2 GiB) decode, at the memory their
@@ -62,8 +68,9 @@ pub const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 pub use archive::Archive;
 pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};
+pub use hoist_oci::Compression;
 pub use index::{EntryKind, MAX_ENTRIES, TarEntry, TarIndex};
-pub use layout::{ArchiveFormat, Compression, Image, Layer};
+pub use layout::{ArchiveFormat, Image, Layer};
 pub use reader::SliceReader;
 pub use stream::{
     HashingVisitor, LayerVisitor, MAX_KEPT_JSON, SkipBlobs, StreamedArchive, StreamedBlob, Wrapper, read_stream,

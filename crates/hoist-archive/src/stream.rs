@@ -52,11 +52,11 @@ impl Wrapper {
     }
 
     pub fn sniff(magic: &[u8]) -> Self {
-        match magic {
-            [0x1f, 0x8b, ..] => Self::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Self::Zstd,
-            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Self::Xz,
-            _ => Self::None,
+        match (Compression::sniff(magic), magic) {
+            (Compression::Gzip, _) => Self::Gzip,
+            (Compression::Zstd, _) => Self::Zstd,
+            (Compression::None, [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..]) => Self::Xz,
+            (Compression::None, _) => Self::None,
         }
     }
 

@@ -1,8 +1,6 @@
-use std::fmt;
-
 use serde::Deserialize;
 
-use crate::{Digest, OciError};
+use crate::{Digest, OciError, Platform};
 
 /// The fields of an image config that hoist needs. The config itself always
 /// travels as its original bytes; this is only a view of them.
@@ -10,26 +8,6 @@ use crate::{Digest, OciError};
 pub struct ImageConfig {
     pub diff_ids: Vec<Digest>,
     pub platform: Platform,
-}
-
-/// `os/architecture[/variant]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let os = if self.os.is_empty() { "unknown" } else { &self.os };
-        let arch = if self.architecture.is_empty() { "unknown" } else { &self.architecture };
-        write!(f, "{os}/{arch}")?;
-        if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
-        }
-        Ok(())
-    }
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Digest;
 use crate::media_type;
@@ -26,9 +26,10 @@ impl RawBlob {
 }
 
 /// A content descriptor as it appears in a manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    #[serde(default)]
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,

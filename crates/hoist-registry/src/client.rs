@@ -129,6 +129,13 @@ impl Client {
         Repository::new(client, base, reference.repository().to_owned(), auth)
     }
 
+    /// A handle for reading the repository named by `reference`: its tokens
+    /// ask for `pull` only, which a read-only account is granted (asking for
+    /// `pull,push` too gets such an account refused by token registries).
+    pub fn repository_for_pull(&self, reference: &Reference) -> Repository {
+        self.repository(reference).pull_only()
+    }
+
     pub(crate) fn options(&self) -> &ClientOptions {
         &self.options
     }

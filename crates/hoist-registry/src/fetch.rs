@@ -5,7 +5,9 @@
 //! `Cookie` and `Proxy-Authorization` when a redirect changes host or port:
 //! credentials never reach another host. [`Repository::download_blob`]
 //! resumes a broken download with `Range: bytes=<n>-` and verifies the digest
-//! of the whole.
+//! of the whole; [`Repository::download_blob_to`] does the same into any
+//! [`BlobSink`] (a file by position, a bounded channel), telling a local
+//! write failure and wrong bytes apart from the registry's errors.
 
 use std::sync::atomic::AtomicU32;
 
@@ -13,6 +15,8 @@ use bytes::Bytes;
 use hoist_oci::{Digest, Sha256};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
+use std::future::Future;
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::repository::{error_from, header_str};
@@ -42,13 +46,36 @@ impl Repository {
 impl Repository {
     /// Streams blob `digest` into `out`, resuming with `Range` requests when
     /// the connection breaks or stalls, and checks the digest of everything
-    /// written. At most `max` bytes are read. Returns the blob's size.
+    /// written; more than `max` bytes are refused. Returns the blob's size.
     pub async fn download_blob(
         &self,
         digest: &Digest,
         max: u64,
         out: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<u64, RegistryError> {
+        let mut sink = WriteSink(out);
+        let action = || format!("download blob {digest} from {}", self.name());
+        self.download_blob_to(digest, Some(max), &mut sink).await.map_err(|error| match error {
+            DownloadError::Registry(error) => error,
+            DownloadError::Sink { source, .. } => {
+                RegistryError::new(ErrorKind::Local, action()).with_detail(format!("cannot write the blob: {source}"))
+            }
+            other => RegistryError::new(ErrorKind::Mismatch, action()).with_detail(other.to_string()),
+        })
+    }
+
+    /// Streams blob `digest` into `sink` in order, resuming with `Range`
+    /// requests when the connection breaks (a registry that ignores `Range`
+    /// sends it all again; what `sink` has is skipped), or stalls (no chunk
+    /// within the stall limit), and checks the digest of the whole. With `size`, more bytes than that are refused as they
+    /// come. Returns the blob's size. The error tells a registry's failure
+    /// from the sink's (a local disk or pipe) and from wrong bytes.
+    pub async fn download_blob_to<S: BlobSink>(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        sink: &mut S,
+    ) -> Result<u64, DownloadError> {
         let action = format!("download blob {digest} from {}", self.name());
         let url = self.endpoint(&format!("blobs/{digest}"));
         let retries = AtomicU32::new(0);
@@ -57,9 +84,6 @@ impl Repository {
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         let mut attempt = 1;
-        let local = |e: std::io::Error| {
-            RegistryError::new(ErrorKind::Local, action.clone()).with_detail(format!("cannot write the blob: {e}"))
-        };
         loop {
             let mut request = self.http().get(url.clone());
             if written > 0 {
@@ -74,50 +98,97 @@ impl Repository {
                     if !range.starts_with(&format!("bytes {written}-")) {
                         return Err(RegistryError::new(ErrorKind::Protocol, action)
                             .with_url(&url)
-                            .with_detail(format!("asked for bytes from {written}, got Content-Range `{range}`")));
+                            .with_detail(format!("asked for bytes from {written}, got Content-Range `{range}`"))
+                            .into());
                     }
                     0
                 }
-                _ => return Err(error_from(&action, &url, response).await),
+                _ => return Err(error_from(&action, &url, response).await.into()),
             };
             let mut body = response.bytes_stream();
             let broken = loop {
                 match next_chunk(&mut body, &action, &url, self.stall_limit()).await {
-                    Ok(Some(chunk)) => {
+                    Ok(Some(mut chunk)) => {
                         let from = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
                         skip -= from as u64;
-                        let fresh = &chunk[from..];
-                        if written + fresh.len() as u64 > max {
-                            return Err(RegistryError::new(ErrorKind::Mismatch, action)
-                                .with_url(&url)
-                                .with_detail(format!("the blob is larger than the {max} bytes it should be")));
+                        let fresh = chunk.split_off(from);
+                        if fresh.is_empty() {
+                            continue;
                         }
-                        hasher.update(fresh);
-                        out.write_all(fresh).await.map_err(local)?;
+                        if let Some(size) = size
+                            && written + fresh.len() as u64 > size
+                        {
+                            return Err(DownloadError::TooLong { digest: digest.clone(), size });
+                        }
+                        hasher.update(&fresh);
                         written += fresh.len() as u64;
+                        sink.accept(fresh)
+                            .await
+                            .map_err(|source| DownloadError::Sink { digest: digest.clone(), source })?;
                     }
+                    Err(error) => break error,
                     Ok(None) => {
-                        out.flush().await.map_err(local)?;
+                        sink.finish().await.map_err(|source| DownloadError::Sink { digest: digest.clone(), source })?;
                         let actual = hasher.finish();
                         if actual != *digest {
-                            return Err(RegistryError::new(ErrorKind::Mismatch, action)
-                                .with_url(&url)
-                                .with_detail(format!("the bytes received hash to {actual}")));
+                            return Err(DownloadError::Digest {
+                                digest: digest.clone(),
+                                repository: self.name().to_owned(),
+                                actual,
+                            });
                         }
                         return Ok(written);
                     }
-                    Err(error) => break error,
                 }
             };
             if !broken.is_retryable() {
-                return Err(broken);
+                return Err(broken.into());
             }
-            let Ok(delay) = budget.next(None) else { return Err(broken) };
+            let Ok(delay) = budget.next(None) else { return Err(broken.into()) };
             let reason = format!("{}; resuming at byte {written}", broken.details().detail.clone().unwrap_or_default());
             context.pause(&action, attempt, delay, reason).await;
             attempt += 1;
         }
     }
+}
+
+/// Takes a downloaded blob's bytes, in order, as they arrive.
+pub trait BlobSink: Send {
+    fn accept(&mut self, bytes: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// The body ended: flush what is held, before the digest is checked.
+    fn finish(&mut self) -> impl Future<Output = std::io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// An [`AsyncWrite`] as a sink.
+struct WriteSink<'a>(&'a mut (dyn AsyncWrite + Send + Unpin));
+
+impl BlobSink for WriteSink<'_> {
+    async fn accept(&mut self, bytes: Bytes) -> std::io::Result<()> {
+        self.0.write_all(&bytes).await
+    }
+
+    async fn finish(&mut self) -> std::io::Result<()> {
+        self.0.flush().await
+    }
+}
+
+/// Why [`Repository::download_blob_to`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The sink refused the bytes: a local failure (a full disk, a closed pipe).
+    #[error("cannot write blob {digest}: {source}")]
+    Sink { digest: Digest, source: std::io::Error },
+    /// The bytes received do not hash to the digest asked for.
+    #[error("blob {digest} from {repository} is corrupt: the bytes received hash to {actual}")]
+    Digest { digest: Digest, repository: String, actual: Digest },
+    /// The registry sent more bytes than the blob's descriptor says it has.
+    #[error("blob {digest} is larger than the {size} bytes its descriptor says")]
+    TooLong { digest: Digest, size: u64 },
 }
 
 #[cfg(test)]

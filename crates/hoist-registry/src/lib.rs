@@ -14,8 +14,10 @@
 //!   [`Repository::stage_blob`] stops before the commit and hands back a
 //!   [`PendingBlob`] to commit or cancel later. Sessions opened for an
 //!   [`OpenUploads`] can be cancelled by whoever stops the work midway;
-//! - blobs down: [`Repository::download_blob`] resumes with `Range` and
-//!   verifies size and digest; redirects to other hosts carry no credentials;
+//! - blobs down: [`Repository::download_blob`] (and `download_blob_to`, into
+//!   any [`BlobSink`]) resumes with `Range` and verifies size and digest;
+//!   redirects to other hosts carry no credentials; a reader asks
+//!   [`Client::repository_for_pull`] for a handle whose tokens ask only `pull`;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type as `Content-Type`; [`Repository::get_manifest`] and
 //!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
@@ -77,6 +79,7 @@ pub use auth::Scope;
 pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
+pub use fetch::{BlobSink, DownloadError};
 pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
 pub use redact::RedactedUrl;
 pub use repository::Repository;

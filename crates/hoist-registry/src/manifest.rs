@@ -22,7 +22,7 @@
 //! distribution stores such manifests, but skopeo, podman and Quay refuse
 //! them. Tags and digests are checked before any request.
 
-use hoist_oci::{Digest, RawBlob, Reference, media_type};
+use hoist_oci::{Digest, Document, RawBlob, Reference, media_type};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use url::Url;
@@ -171,20 +171,6 @@ fn check_tag_or_digest(action: &str, tag_or_digest: &str) -> Result<(), Registry
         .with_hint("a tag is up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`"))
 }
 
-/// The parts of an image manifest whose media types are checked.
-#[derive(serde::Deserialize)]
-struct Image {
-    config: Option<Described>,
-    #[serde(default)]
-    layers: Vec<Described>,
-}
-
-#[derive(serde::Deserialize)]
-struct Described {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-}
-
 /// Why `manifest` mixes the Docker and OCI media-type families, if it does:
 /// an image manifest of one family whose config or layers name the other.
 /// Other types (artifacts, lists and indexes) are not judged here.
@@ -195,10 +181,8 @@ fn mixed_families(manifest: &RawBlob) -> Option<String> {
         _ => return None,
     };
     // Bytes that are not an image manifest are the registry's to judge (MANIFEST_INVALID).
-    let image: Image = serde_json::from_slice(&manifest.bytes).ok()?;
-    image
-        .config
-        .iter()
+    let Ok(Document::Manifest(image)) = Document::parse(manifest.clone()) else { return None };
+    std::iter::once(&image.config)
         .chain(&image.layers)
         .find(|d| d.media_type.starts_with(other))
         .map(|d| format!("a {} names a blob of type {}", manifest.media_type, d.media_type))

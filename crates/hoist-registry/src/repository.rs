@@ -57,6 +57,12 @@ impl Repository {
         Self { lookup: true, ..self.clone() }
     }
 
+    /// The same repository, whose tokens ask for `pull` only.
+    pub(crate) fn pull_only(mut self) -> Self {
+        self.scopes = vec![Scope::repository(&self.name, &["pull"])];
+        self
+    }
+
     /// The repository path, e.g. `team/app`.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,4 +1,4 @@
-//! Moves images from archives to registries.
+//! Moves images from archives to registries, and back ([`pull`]: see `pull.rs`).
 //!
 //! [`push`] takes an opened [`hoist_archive::Archive`], the destinations for
 //! each image ([`PushPlan`]) and a [`hoist_registry::Client`], and for every
@@ -23,6 +23,7 @@ mod cache;
 mod error;
 mod learn;
 mod pipeline;
+mod pull;
 mod push;
 mod reporter;
 mod run;
@@ -30,6 +31,7 @@ mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
+pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};
 pub use run::PushRun;

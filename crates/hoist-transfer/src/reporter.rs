@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use hoist_oci::{Digest, Reference};
+use hoist_oci::{Digest, Platform, Reference};
 use hoist_registry::{RetryEvent, RetryObserver};
 
 use crate::BlobAction;
@@ -29,6 +29,17 @@ pub trait Reporter: Send + Sync {
     fn stream_read(&self, _bytes: u64, _finished: bool) {}
     /// A manifest was put under `reference`.
     fn manifest_pushed(&self, _reference: &Reference, _digest: &Digest) {}
+    /// A pull resolved `reference` to `digest`: the manifest for `platform`,
+    /// or (`None`) the whole index.
+    fn image_resolved(&self, _reference: &Reference, _digest: &Digest, _platform: Option<&Platform>) {}
+    /// A pull is planned: `blobs` blobs of `bytes` to download. Each then
+    /// comes as `download_started`, `blob_progress` (its id is its digest)
+    /// and `download_finished`.
+    fn pull_planned(&self, _blobs: usize, _bytes: u64) {}
+    /// A blob of `size` bytes starts downloading from `repository`.
+    fn download_started(&self, _digest: &Digest, _repository: &str, _size: u64) {}
+    /// The blob is downloaded, checked and written.
+    fn download_finished(&self, _digest: &Digest) {}
     /// A request or upload step failed and is tried again after
     /// `event.delay`. Comes from the registry client, so it names the
     /// request (`event.action`), not a [`BlobId`].

@@ -13,6 +13,7 @@ use hoist_codec::Codec;
     after_help = "\
 Examples, one per command:
   hoist push app.tar registry.example.com/team/app:1.0   push the image in app.tar there
+  hoist pull registry.example.com/team/app:1.0 app.tar   write it to an archive `docker load` reads
   hoist inspect app.tar                                  list its images, tags and layers
   hoist completions bash > ~/.local/share/bash-completion/completions/hoist
 
@@ -57,6 +58,22 @@ Examples:
   hoist inspect app.tar
   docker save app:1 | hoist inspect --json --verify -")]
     Inspect(InspectArgs),
+    /// Pull images from registries into one archive (`docker load` reads it).
+    #[command(
+        override_usage = "hoist pull [OPTIONS] <REF>... <ARCHIVE|->",
+        after_help = "\
+The archive is what `docker save` of Docker 25+ writes: an OCI image layout plus manifest.json and
+repositories, which `docker load` of every Docker version reads (--format oci: the OCI layout alone).
+Layers keep the registry's bytes and digests. From an index, this machine's platform is taken.
+On success one line per reference goes to stdout: REF@sha256:<manifest digest> (to stderr when the
+archive goes to stdout).
+
+Examples:
+  hoist pull registry.example.com/team/app:1.0 app.tar
+  hoist pull 127.0.0.1:5000/app@sha256:… - | docker load
+  hoist pull --platform linux/arm64 --format oci quay.io/x/y:2 y.tar"
+    )]
+    Pull(PullArgs),
     /// Print the completion script for a shell.
     #[command(after_help = "\
 Examples:
@@ -80,6 +97,45 @@ pub(crate) struct CompletionsArgs {
 pub(crate) struct ManpagesArgs {
     /// Where to write `hoist.1`, `hoist-push.1`, …; made if missing.
     pub(crate) dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The images to pull (`host[:port]/path/name[:tag|@digest]`, as with docker), then the archive to
+    /// write, or `-` for standard output.
+    #[arg(value_name = "REF|ARCHIVE", num_args = 2.., required = true)]
+    pub(crate) operands: Vec<String>,
+    /// What to write: an archive `docker load` reads (an OCI layout plus manifest.json), or a pure OCI layout.
+    #[arg(long, value_enum, default_value_t = ArchiveFormatArg::Docker)]
+    pub(crate) format: ArchiveFormatArg,
+    /// The platform to take from a multi-platform image. Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Keep every platform of a multi-platform image: the whole index (needs --format oci).
+    #[arg(long, conflicts_with = "platform")]
+    pub(crate) all_platforms: bool,
+    /// Blobs to download at once.
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: u16,
+    /// Also decompress every layer as it arrives and check it against the config's diff_id.
+    #[arg(long)]
+    pub(crate) verify: bool,
+    /// How to show progress on stderr: bars on a terminal, periodic lines otherwise (auto), or NDJSON events.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub(crate) progress: ProgressMode,
+    /// What to print: `REF@DIGEST` lines, or one JSON summary.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ArchiveFormatArg {
+    /// What `docker save` of Docker 25+ writes: an OCI layout plus manifest.json and repositories.
+    Docker,
+    /// A pure OCI image layout, keeping the registry's manifests (and, with --all-platforms, indexes).
+    Oci,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use hoist_archive::ArchiveError;
 use hoist_registry::{ErrorKind, RegistryError};
-use hoist_transfer::PushError;
+use hoist_transfer::{PullError, PushError};
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub(crate) struct Interrupted {
     pub(crate) signal: &'static str,
     /// What was cleaned up, for the message.
     pub(crate) cleaned: String,
+    /// What to do next.
+    pub(crate) hint: &'static str,
 }
 
 impl fmt::Display for Interrupted {
@@ -121,7 +123,7 @@ pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
         }
         if let Some(interrupted) = cause.downcast_ref::<Interrupted>() {
             let exit = if interrupted.signal == "SIGTERM" { Exit::Terminated } else { Exit::Interrupted };
-            return (exit, Some("run the same push again: blobs already in the registry are not sent twice".into()));
+            return (exit, Some(interrupted.hint.into()));
         }
         if let Some(local) = cause.downcast_ref::<Local>() {
             return (Exit::Local, Some(local.hint.clone()));
@@ -135,6 +137,9 @@ pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
         }
         if let Some(push) = cause.downcast_ref::<PushError>() {
             return (push_exit(push), push.hint());
+        }
+        if let Some(pull) = cause.downcast_ref::<PullError>() {
+            return (pull_exit(pull), pull.hint());
         }
         if let Some(oci) = cause.downcast_ref::<hoist_oci::OciError>() {
             return (Exit::BadArchive, Some(format!("the archive names something invalid: {oci}")));
@@ -156,6 +161,19 @@ fn push_exit(error: &PushError) -> Exit {
         PushError::Staging(_) => Exit::Local,
         PushError::Internal(_) => Exit::Bug,
         PushError::NotPublished { cause, .. } => push_exit(cause),
+    }
+}
+
+fn pull_exit(error: &PullError) -> Exit {
+    match error {
+        PullError::Registry(registry) => registry_exit(registry),
+        PullError::NoManifest { .. } | PullError::NoPlatform { .. } => Exit::NotFound,
+        _ if error.is_verification() => Exit::Mismatch,
+        // What the registry served is not a valid image.
+        PullError::Document { .. } | PullError::Inconsistent { .. } => Exit::Protocol,
+        // A local write failure (disk full, closed stdout) is never a verification failure.
+        PullError::Write { .. } => Exit::Local,
+        _ => Exit::Bug,
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoist_oci::{Digest, Reference};
+use hoist_oci::{Digest, Platform, Reference};
 use hoist_registry::RetryEvent;
 use hoist_transfer::{BlobAction, BlobId, NoReporter, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -165,6 +165,36 @@ impl Reporter for BarsReporter {
     fn warning(&self, message: &str) {
         self.multi.suspend(|| eprintln!("warning: {message}"));
     }
+
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        self.multi.suspend(|| eprintln!("{}", resolved_line(reference, digest, platform)));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        self.push_planned(blobs, bytes);
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        self.blob_started(digest, repository, size);
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        if let Some(bar) = self.bars.lock().expect("reporter lock").remove(digest) {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {total_bytes} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.finish_with_message("downloaded");
+            self.finished.lock().expect("reporter lock").push(bar);
+        }
+    }
+}
+
+/// `REF: sha256:… (linux/amd64)`, or `(every platform)` for a whole index.
+fn resolved_line(reference: &Reference, digest: &Digest, platform: Option<&Platform>) -> String {
+    let platform = platform.map_or_else(|| "every platform".to_owned(), ToString::to_string);
+    format!("{reference}: {digest} ({platform})")
 }
 
 /// Plain lines for logs and CI: a line per blob start and finish, and a total
@@ -254,6 +284,26 @@ impl Reporter for PlainReporter {
     fn warning(&self, message: &str) {
         eprintln!("warning: {message}");
     }
+
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        eprintln!("{}", resolved_line(reference, digest, platform));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        let mut state = self.state.lock().expect("reporter lock");
+        state.total = bytes;
+        state.started = Some(Instant::now());
+        state.last_line = state.started;
+        eprintln!("pulling {blobs} blobs, {}", human_bytes(bytes));
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        eprintln!("{}: downloading from {repository} ({})", digest.short(), human_bytes(size));
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        eprintln!("{}: downloaded", digest.short());
+    }
 }
 
 /// NDJSON events on stderr, one object per line, for programs to follow.
@@ -270,6 +320,12 @@ fn emit(event: &serde_json::Value) {
     let mut stderr = std::io::stderr().lock();
     let _ = serde_json::to_writer(&mut stderr, event);
     let _ = writeln!(stderr);
+}
+
+/// Writes a `warning` event of `--progress json` (also for log lines, so
+/// that stderr stays one JSON object per line).
+pub(crate) fn emit_warning(message: &str) {
+    emit(&serde_json::json!({ "event": "warning", "message": message }));
 }
 
 /// Writes the `error` event of `--progress json`.
@@ -333,12 +389,28 @@ impl Reporter for JsonReporter {
     fn warning(&self, message: &str) {
         emit_warning(message);
     }
-}
 
-/// Writes a `warning` event of `--progress json` (also for log lines, so
-/// that stderr stays one JSON object per line).
-pub(crate) fn emit_warning(message: &str) {
-    emit(&serde_json::json!({ "event": "warning", "message": message }));
+    fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
+        emit(&serde_json::json!({
+            "event": "resolved",
+            "reference": reference.to_string(),
+            "digest": digest,
+            "platform": platform.map(ToString::to_string),
+        }));
+    }
+
+    fn pull_planned(&self, blobs: usize, bytes: u64) {
+        self.push_planned(blobs, bytes);
+    }
+
+    fn download_started(&self, digest: &Digest, repository: &str, size: u64) {
+        self.blob_started(digest, repository, size);
+    }
+
+    fn download_finished(&self, digest: &Digest) {
+        self.progress.lock().expect("reporter lock").remove(digest);
+        emit(&serde_json::json!({ "event": "downloaded", "id": digest, "digest": digest }));
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // a display approximation

@@ -2,6 +2,7 @@
 
 mod completions;
 mod inspect;
+mod pull;
 mod push;
 
 use crate::cli::{Cli, Command};
@@ -12,5 +13,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::exec(&args),
         Command::Completions(args) => completions::exec(&args),
         Command::Manpages(args) => completions::manpages(&args),
+        Command::Pull(args) => pull::exec(args, &cli.global).await,
     }
 }

@@ -12,6 +12,9 @@ use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, Pu
 use crate::failure::{self, Interrupted, Usage};
 use crate::reporter;
 
+/// What to do after an interruption.
+const AGAIN: &str = "run the same push again: blobs already in the registry are not sent twice";
+
 pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     // Check every name before touching the archive or the network.
     let destinations = args
@@ -63,7 +66,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         outcome = push.run() => outcome,
         signal = crate::interrupt::signal() => {
             run.interrupt();
-            Err(Interrupted { signal, cleaned: String::new() }.into())
+            Err(Interrupted { signal, cleaned: String::new(), hint: AGAIN }.into())
         }
     };
     // The push is dropped now; a signal leaves sessions and staging to clean.
@@ -77,7 +80,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
                 1 => "cancelled the upload that was open".to_owned(),
                 n => format!("cancelled the {n} uploads that were open"),
             };
-            Err(Interrupted { signal, cleaned }.into())
+            Err(Interrupted { signal, cleaned, hint: AGAIN }.into())
         }
         other => other,
     };
@@ -302,7 +305,7 @@ fn client(
 /// Where credentials come from: `--username` with `--password-stdin` or
 /// `--password`, else `HOIST_USERNAME`/`HOIST_PASSWORD`, else docker's and
 /// podman's stored logins.
-fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
+pub(crate) fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
     let store = CredentialStore::from_environment();
     let password = if network.password_stdin {
         let mut text = String::new();

@@ -12,6 +12,7 @@ mod hostile;
 mod inspect;
 mod media_types;
 mod output;
+mod pull;
 mod push;
 mod release;
 mod signals;

@@ -128,3 +128,27 @@ fn an_interrupted_push_reports_what_it_published() {
 fn spawn(command: &mut Command) -> Child {
     command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
+
+/// Ctrl-C in the middle of a pull to a file: exit 130, and no archive, not
+/// even a partial one, is left claiming to be anything.
+#[test]
+fn ctrl_c_during_a_pull_leaves_no_archive() {
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.tar");
+    DockerSaveClassic::new().image(image(1 << 20)).write_to(&saved);
+    let reference = format!("{}/app:1", registry.host());
+    crate::support::hoist_run(&["push", "-q", path_str(&saved), &reference]).success();
+    // Every blob download hangs.
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::always(Fault::Stall).method("GET").path("/blobs/")]);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("pulled.tar");
+    let child = spawn(hoist().args(["pull", "-q", &format!("{}/app:1", proxy.host()), path_str(&archive)]));
+    wait_until("a blob download", || proxy.count("GET", "/blobs/") >= 1);
+    send(&child, libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(run.stderr.contains("interrupted by SIGINT; the unfinished archive was removed"), "{}", run.stderr);
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
