@@ -54,6 +54,7 @@ mod archive;
 mod error;
 mod hash;
 mod index;
+mod input;
 mod layout;
 mod reader;
 mod sniff;
@@ -70,6 +71,7 @@ pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};
 pub use hoist_oci::Compression;
 pub use index::{EntryKind, MAX_ENTRIES, TarEntry, TarIndex};
+pub use input::ArchiveInput;
 pub use layout::{ArchiveFormat, Image, Layer};
 pub use reader::SliceReader;
 pub use stream::{

@@ -171,15 +171,18 @@ pub struct RegistryTarget {
     registry: String,
     prefix: Option<String>,
     plain_http: bool,
+    https: bool,
 }
 
 impl RegistryTarget {
     pub fn parse(value: &str) -> Result<Self, OciError> {
         let invalid = |reason: &str| OciError::InvalidReference { value: value.to_owned(), reason: reason.to_owned() };
-        let (plain_http, rest) = if let Some(rest) = value.strip_prefix("http://") {
-            (true, rest)
+        let (plain_http, https, rest) = if let Some(rest) = value.strip_prefix("http://") {
+            (true, false, rest)
+        } else if let Some(rest) = value.strip_prefix("https://") {
+            (false, true, rest)
         } else {
-            (false, value.strip_prefix("https://").unwrap_or(value))
+            (false, false, value)
         };
         let rest = rest.trim_end_matches('/');
         let (registry, prefix) = match rest.split_once('/') {
@@ -191,7 +194,7 @@ impl RegistryTarget {
             validate_repository(prefix)
                 .map_err(|r| invalid(&format!("the path prefix is not a repository path: {r}")))?;
         }
-        Ok(Self { registry: registry.to_owned(), prefix, plain_http })
+        Ok(Self { registry: registry.to_owned(), prefix, plain_http, https })
     }
 
     pub fn registry(&self) -> &str {
@@ -201,6 +204,11 @@ impl RegistryTarget {
     /// True when the user wrote `http://`: plain HTTP to this registry.
     pub fn plain_http(&self) -> bool {
         self.plain_http
+    }
+
+    /// True when the user wrote `https://`: HTTPS even on loopback.
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     /// Moves `reference` to this registry, under the prefix, keeping its

@@ -44,6 +44,60 @@ pub struct ClientOptions {
     pub timeout: Duration,
 }
 
+/// How the user asked to reach registries, before knowing which ones: the
+/// network flags every command shares.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// Plain HTTP to every registry named (`--plain-http`).
+    pub plain_http: bool,
+    /// HTTPS even to loopback registries named (`--https`).
+    pub https: bool,
+    /// Skip TLS certificate verification.
+    pub insecure: bool,
+    pub ca_certs: Vec<PathBuf>,
+    pub certs_dir: Option<PathBuf>,
+    /// See [`ClientOptions::timeout`]; one request is retried for at most
+    /// four times this.
+    pub timeout: Duration,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Self {
+            plain_http: false,
+            https: false,
+            insecure: false,
+            ca_certs: Vec::new(),
+            certs_dir: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Options for talking to `registries` (`host[:port]`) as `connection`
+    /// says: its `plain_http` and `https` apply to each of them.
+    pub fn for_registries(
+        connection: &Connection,
+        registries: impl IntoIterator<Item = String>,
+        credentials: CredentialStore,
+    ) -> Self {
+        let registries: Vec<String> = registries.into_iter().collect();
+        let pick = |on: bool| if on { registries.clone() } else { Vec::new() };
+        Self {
+            plain_http: pick(connection.plain_http),
+            https: pick(connection.https),
+            insecure: connection.insecure,
+            credentials,
+            ca_certs: connection.ca_certs.clone(),
+            certs_dir: connection.certs_dir.clone(),
+            retry: RetryPolicy { max_elapsed: connection.timeout * 4, ..RetryPolicy::default() },
+            timeout: connection.timeout,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {

@@ -76,7 +76,7 @@ const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const OCTET_STREAM: &str = "application/octet-stream";
 
 pub use auth::Scope;
-pub use client::{Client, ClientOptions, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT};
+pub use client::{Client, ClientOptions, Connection, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT};
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use fetch::{BlobSink, DownloadError};

@@ -19,8 +19,12 @@ pub enum PushError {
     Staging(String),
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("image {image} of the archive has no tags and no destination was given")]
-    NoDestination { image: usize },
+    /// What was asked cannot be done with this archive (no such image, an
+    /// image without RepoTags and no destination): a usage error.
+    #[error("{message}")]
+    Plan { message: String, hint: String },
+    #[error(transparent)]
+    Reference(#[from] hoist_oci::OciError),
     /// Every blob was in; putting these references' manifests failed
     /// (others may have been published: see `PushRun::published`).
     #[error("{cause}; not published: {}", join(references))]
@@ -32,6 +36,10 @@ fn join(references: &[Reference]) -> String {
 }
 
 impl PushError {
+    pub(crate) fn plan(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::Plan { message: message.into(), hint: hint.into() }
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Archive(e) => e.hint(),
@@ -39,14 +47,13 @@ impl PushError {
             Self::DiffIdMismatch { .. } | Self::LayerRead { .. } => {
                 Some("the archive is corrupt; save the image again".into())
             }
-            Self::NoDestination { .. } => {
-                Some("name a destination: `hoist push ARCHIVE REGISTRY/REPOSITORY:TAG`".into())
-            }
             Self::Staging(_) => {
                 Some("give DEST so layers go straight to the registry, or point TMPDIR at a disk with room".into())
             }
             Self::Internal(_) => Some("this is a bug in hoist; please report it".into()),
             Self::NotPublished { cause, .. } => cause.hint(),
+            Self::Plan { hint, .. } => Some(hint.clone()),
+            Self::Reference(_) => Some("write references as `host[:port]/path/name[:tag]`".into()),
         }
     }
 }

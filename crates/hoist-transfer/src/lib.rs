@@ -23,6 +23,7 @@ mod cache;
 mod error;
 mod learn;
 mod pipeline;
+mod plan;
 mod pull;
 mod push;
 mod reporter;
@@ -31,6 +32,7 @@ mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
+pub use plan::{Destinations, PushRequest, plan, push_archive, summary};
 pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};

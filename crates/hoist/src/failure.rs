@@ -157,10 +157,10 @@ fn push_exit(error: &PushError) -> Exit {
         PushError::Archive(_) | PushError::LayerRead { .. } => Exit::BadArchive,
         PushError::Registry(registry) => registry_exit(registry),
         PushError::DiffIdMismatch { .. } => Exit::Mismatch,
-        PushError::NoDestination { .. } => Exit::Usage,
         PushError::Staging(_) => Exit::Local,
         PushError::Internal(_) => Exit::Bug,
         PushError::NotPublished { cause, .. } => push_exit(cause),
+        PushError::Plan { .. } | PushError::Reference(_) => Exit::Usage,
     }
 }
 

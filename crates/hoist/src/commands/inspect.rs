@@ -1,8 +1,9 @@
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use hoist_archive::{Archive, ArchiveFormat, HashingVisitor, Image, LayerVisitor, SkipBlobs, Wrapper, read_stream};
+use hoist_archive::{
+    Archive, ArchiveFormat, ArchiveInput, HashingVisitor, Image, LayerVisitor, SkipBlobs, Wrapper, read_stream,
+};
 
 use crate::cli::InspectArgs;
 
@@ -71,23 +72,16 @@ pub(crate) fn exec(args: &InspectArgs) -> anyhow::Result<()> {
 /// A seekable plain tar is indexed and read by position; standard input and
 /// wrapped archives take one streaming pass.
 fn read(path: &Path, verify: bool) -> anyhow::Result<Found> {
-    if path == Path::new("-") {
-        return stream(std::io::stdin().lock(), path, verify);
-    }
-    let mut file =
-        File::open(path).map_err(|e| hoist_archive::ArchiveError::Io { path: path.to_owned(), source: e })?;
-    let wrapper = Wrapper::sniff_file(&mut file)
-        .map_err(|e| hoist_archive::ArchiveError::Io { path: path.to_owned(), source: e })?;
-    if wrapper != Wrapper::None {
-        return stream(file, path, verify);
-    }
-    drop(file);
-    let archive = Archive::open(path)?;
+    let path = match ArchiveInput::open(path) {
+        ArchiveInput::Stream { reader, label } => return stream(reader, &label, verify),
+        ArchiveInput::Seekable(path) => path,
+    };
+    let archive = Archive::open(&path)?;
     if verify {
         let jobs = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         archive.verify(jobs)?;
     }
-    Ok(Found { format: archive.format(), wrapper, images: archive.images().to_vec() })
+    Ok(Found { format: archive.format(), wrapper: Wrapper::None, images: archive.images().to_vec() })
 }
 
 fn stream(input: impl std::io::Read, label: &Path, verify: bool) -> anyhow::Result<Found> {

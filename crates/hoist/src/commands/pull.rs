@@ -114,26 +114,18 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
     }
 }
 
-/// The registry client: plain HTTP or HTTPS per flags, credentials, TLS material.
+/// The registry client: plain HTTP or HTTPS per flags, credentials, TLS material, time limits.
 fn client(
     args: &PullArgs,
     references: &[Reference],
     credentials: hoist_registry::CredentialStore,
     reporter: &Arc<dyn Reporter>,
 ) -> anyhow::Result<Client> {
-    let registries = || references.iter().map(|r| r.registry().to_owned());
-    Ok(Client::new(ClientOptions {
-        plain_http: if args.network.plain_http { registries().collect() } else { Vec::new() },
-        https: if args.network.https { registries().collect() } else { Vec::new() },
-        insecure: args.network.insecure,
-        credentials,
-        ca_certs: args.network.ca_cert.clone(),
-        certs_dir: Some(args.network.certs_dir.clone()),
-        on_retry: Some(hoist_transfer::retry_observer(reporter)),
-        retry: hoist_registry::RetryPolicy { max_elapsed: args.network.timeout * 4, ..Default::default() },
-        timeout: args.network.timeout,
-        ..ClientOptions::default()
-    })?)
+    let connection = crate::commands::push::connection(&args.network);
+    let registries = references.iter().map(|r| r.registry().to_owned());
+    let mut options = ClientOptions::for_registries(&connection, registries, credentials);
+    options.on_retry = Some(hoist_transfer::retry_observer(reporter));
+    Ok(Client::new(options)?)
 }
 
 /// The `--output json` document.

@@ -1,12 +1,12 @@
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
-use hoist_archive::{Archive, Image, Wrapper};
+use hoist_archive::ArchiveInput;
 use hoist_oci::{ManifestFormat, Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, RetryPolicy, Secret};
-use hoist_transfer::{BlobCache, Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, Reporter, read_stream};
+use hoist_registry::{Connection, Credential, CredentialStore, Secret};
+use hoist_transfer::{
+    BlobCache, Destinations, PushError, PushOptions, PushRequest, PushRun, PushedImage, push_archive,
+};
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::{self, Interrupted, Usage};
@@ -58,12 +58,16 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         )
         .into());
     }
-    let credentials = credentials(&args.network)?;
-    let options = options(&args);
+    let request = PushRequest {
+        input: ArchiveInput::open(&args.archive),
+        destinations: Destinations { references: destinations, rehome: target, image: args.image.clone() },
+        connection: connection(&args.network),
+        credentials: credentials(&args.network)?,
+        options: options(&args),
+    };
     let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
-    let push = Push { args: &args, destinations, target: target.as_ref(), credentials, options: &options, run: &run };
     let outcome = tokio::select! {
-        outcome = push.run() => outcome,
+        outcome = push_archive(request, &run) => outcome.map_err(anyhow::Error::from),
         signal = crate::interrupt::signal() => {
             run.interrupt();
             Err(Interrupted { signal, cleaned: String::new(), hint: AGAIN }.into())
@@ -140,7 +144,7 @@ fn write_output(
             }
         }
         OutputFormat::Json => {
-            let mut document = summary(pushed);
+            let mut document = hoist_transfer::summary(pushed);
             if let Some(error) = error {
                 let (_, hint) = failure::classify(error);
                 let missing: Vec<String> = run.not_published().iter().map(ToString::to_string).collect();
@@ -152,102 +156,6 @@ fn write_output(
         }
     }
     stdout.flush()
-}
-
-/// One push, from flags to the library calls.
-struct Push<'a> {
-    args: &'a PushArgs,
-    destinations: Vec<Reference>,
-    target: Option<&'a RegistryTarget>,
-    credentials: CredentialStore,
-    options: &'a PushOptions,
-    run: &'a PushRun,
-}
-
-impl Push<'_> {
-    async fn run(self) -> anyhow::Result<Vec<PushedImage>> {
-        // Every registry named here answers `GET /v2/` before the archive is
-        // read: a mistyped or unreachable one is the first thing said.
-        let mut named = self.destinations.clone();
-        named.extend(self.target.map(|t| Reference::from_parts(t.registry(), "v2", None)).transpose()?);
-        if !named.is_empty() {
-            let named = [PushPlan { image: 0, destinations: named }];
-            let client = client(self.args, &named, self.target, self.credentials.clone(), self.run.reporter())?;
-            check_registries(&client, &named).await?;
-        }
-        // `-` and wrapped archives cannot seek: they are read in one pass.
-        let input: Option<Box<dyn std::io::Read + Send>> = if self.args.archive.as_os_str() == "-" {
-            Some(Box::new(std::io::stdin()))
-        } else {
-            // A file that cannot be opened gets its error from `Archive::open`.
-            std::fs::File::open(&self.args.archive).ok().and_then(|mut file| {
-                let wrapped = Wrapper::sniff_file(&mut file).is_ok_and(|w| w != Wrapper::None);
-                wrapped.then(|| Box::new(file) as Box<dyn std::io::Read + Send>)
-            })
-        };
-        if let Some(input) = input {
-            return self.streamed(input).await;
-        }
-        let path = self.args.archive.clone();
-        let archive =
-            tokio::task::spawn_blocking(move || Archive::open(path)).await.context("reading the archive")??;
-        let archive = Arc::new(archive);
-        let unchecked = self.destinations.is_empty() && self.target.is_none();
-        let plans = plan(archive.images(), archive.path(), self.args, self.destinations, self.target)?;
-        let client = client(self.args, &plans, self.target, self.credentials, self.run.reporter())?;
-        // The destinations were the archive's RepoTags: checked once known.
-        if unchecked {
-            check_registries(&client, &plans).await?;
-        }
-        Ok(hoist_transfer::push(Arc::clone(&archive), &client, &plans, self.options, self.run).await?)
-    }
-
-    /// A push from an input read once, front to back.
-    async fn streamed(self, input: Box<dyn std::io::Read + Send>) -> anyhow::Result<Vec<PushedImage>> {
-        let Self { args, destinations, target, credentials, options, run } = self;
-        let early = if destinations.is_empty() {
-            Vec::new()
-        } else {
-            vec![PushPlan { image: 0, destinations: destinations.clone() }]
-        };
-        let client = client(args, &early, target, credentials, run.reporter())?;
-        // Sessions in the first DEST's repository, when every DEST can mount from it.
-        let hold = match destinations.first() {
-            Some(first) if destinations.iter().all(|d| d.registry() == first.registry()) => {
-                Hold::Session(first.clone())
-            }
-            _ => Hold::Stage(None),
-        };
-        let unchecked = destinations.is_empty() && target.is_none();
-        let streamed = read_stream(input, args.archive.clone(), &client, hold, options, run).await?;
-        let planned = async {
-            let plans = plan(streamed.images(), streamed.archive().label(), args, destinations, target)?;
-            if unchecked {
-                check_registries(&client, &plans).await?;
-            }
-            anyhow::Ok(plans)
-        };
-        let plans = match planned.await {
-            Ok(plans) => plans,
-            Err(error) => {
-                streamed.abandon().await;
-                return Err(error);
-            }
-        };
-        Ok(streamed.push(&client, &plans, options, run).await?)
-    }
-}
-
-/// Asks each distinct registry of `plans` for `/v2/` (see [`Client::check_registry`]).
-async fn check_registries(client: &Client, plans: &[PushPlan]) -> anyhow::Result<()> {
-    let mut seen = Vec::new();
-    for reference in plans.iter().flat_map(|p| &p.destinations) {
-        if !seen.contains(&reference.registry()) {
-            seen.push(reference.registry());
-            client.check_registry(reference).await?;
-        }
-    }
-    Ok(())
 }
 
 fn options(args: &PushArgs) -> PushOptions {
@@ -262,44 +170,6 @@ fn options(args: &PushArgs) -> PushOptions {
         chunk_size: args.chunk_size,
         cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(BlobCache::default_dir) },
     }
-}
-
-/// The registry client for this push: which registries get plain HTTP or
-/// HTTPS, credentials, TLS material and time limits.
-fn client(
-    args: &PushArgs,
-    plans: &[PushPlan],
-    target: Option<&RegistryTarget>,
-    credentials: CredentialStore,
-    reporter: &Arc<dyn Reporter>,
-) -> anyhow::Result<Client> {
-    let mut plain_http: Vec<String> = Vec::new();
-    if args.network.plain_http {
-        plain_http.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
-    }
-    if let Some(target) = target.filter(|t| t.plain_http()) {
-        plain_http.push(target.registry().to_owned());
-    }
-    let mut https: Vec<String> = Vec::new();
-    if args.network.https {
-        https.extend(plans.iter().flat_map(|p| &p.destinations).map(|d| d.registry().to_owned()));
-    }
-    if let Some(target) = target.filter(|_| args.registry.as_deref().is_some_and(|r| r.starts_with("https://"))) {
-        https.push(target.registry().to_owned());
-    }
-    let timeout = args.network.timeout;
-    Ok(Client::new(ClientOptions {
-        plain_http,
-        https,
-        insecure: args.network.insecure,
-        user_agent: None,
-        credentials,
-        ca_certs: args.network.ca_cert.clone(),
-        certs_dir: Some(args.network.certs_dir.clone()),
-        on_retry: Some(hoist_transfer::retry_observer(reporter)),
-        retry: RetryPolicy { max_elapsed: timeout * 4, ..RetryPolicy::default() },
-        timeout,
-    })?)
 }
 
 /// Where credentials come from: `--username` with `--password-stdin` or
@@ -341,103 +211,14 @@ pub(crate) fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialSto
     }
 }
 
-/// The `--output json` document.
-fn summary(pushed: &[PushedImage]) -> serde_json::Value {
-    let images: Vec<_> = pushed
-        .iter()
-        .map(|image| {
-            let blobs: Vec<_> = image
-                .blobs
-                .iter()
-                .map(|blob| {
-                    serde_json::json!({
-                        "digest": blob.digest,
-                        "media_type": blob.media_type,
-                        "size": blob.size,
-                        "action": blob.action.name(),
-                        "seconds": (blob.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-                        "compression": blob.compression,
-                        "bytes_sent": blob.bytes_sent,
-                        "retries": blob.retries,
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "reference": image.reference.to_string(),
-                "digest": image.digest,
-                "pushed": format!("{}@{}", image.reference, image.digest),
-                "blobs": blobs,
-            })
-        })
-        .collect();
-    serde_json::json!({ "images": images })
-}
-
-/// Decides which image goes where.
-fn plan(
-    images: &[Image],
-    label: &Path,
-    args: &PushArgs,
-    destinations: Vec<Reference>,
-    target: Option<&RegistryTarget>,
-) -> anyhow::Result<Vec<PushPlan>> {
-    let chosen: Vec<usize> = match &args.image {
-        Some(choice) => vec![choose_image(images, choice)?],
-        None => (0..images.len()).collect(),
-    };
-    if !destinations.is_empty() {
-        if chosen.len() > 1 {
-            return Err(Usage::new(
-                format!("`{}` holds {} images; a DEST names one", label.display(), chosen.len()),
-                "choose one with `--image N` or `--image TAG`, or give no DEST to push every image to its RepoTags",
-            )
-            .into());
-        }
-        return Ok(vec![PushPlan { image: chosen[0], destinations }]);
+/// The network flags, as the library takes them.
+pub(crate) fn connection(network: &NetworkArgs) -> Connection {
+    Connection {
+        plain_http: network.plain_http,
+        https: network.https,
+        insecure: network.insecure,
+        ca_certs: network.ca_cert.clone(),
+        certs_dir: Some(network.certs_dir.clone()),
+        timeout: network.timeout,
     }
-    chosen
-        .into_iter()
-        .map(|index| {
-            let tags = &images[index].tags;
-            if tags.is_empty() {
-                return Err(Usage::new(
-                    format!("image {} in `{}` has no RepoTags, so it has no destination", index + 1, label.display()),
-                    "name one: `hoist push ARCHIVE HOST/REPOSITORY:TAG`",
-                )
-                .into());
-            }
-            let destinations = tags
-                .iter()
-                .map(|tag| {
-                    let reference =
-                        Reference::parse(tag).with_context(|| format!("RepoTag `{tag}` of image {}", index + 1))?;
-                    match target {
-                        Some(target) => Ok(target.rehome(&reference)?),
-                        None => Ok(reference),
-                    }
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(PushPlan { image: index, destinations })
-        })
-        .collect()
-}
-
-fn choose_image(images: &[Image], choice: &str) -> anyhow::Result<usize> {
-    if let Ok(number) = choice.parse::<usize>() {
-        if (1..=images.len()).contains(&number) {
-            return Ok(number - 1);
-        }
-        return Err(Usage::new(
-            format!("--image {number}: the archive holds {} images", images.len()),
-            "number images from 1; `hoist inspect ARCHIVE` lists them",
-        )
-        .into());
-    }
-    images.iter().position(|image| image.tags.iter().any(|t| t == choice)).ok_or_else(|| {
-        Usage::new(
-            format!("no image in the archive is tagged `{choice}`"),
-            "`hoist inspect ARCHIVE` lists the images and their tags",
-        )
-        .into()
-    })
 }

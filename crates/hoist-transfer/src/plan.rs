@@ -1,0 +1,238 @@
+//! From what a user asked to a plan: which image of an archive goes where,
+//! and the one call that reads an archive and pushes it as planned. The
+//! command line and the web service both come through here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hoist_archive::{Archive, ArchiveInput, Image};
+use hoist_oci::{Reference, RegistryTarget};
+use hoist_registry::{Client, ClientOptions, Connection, CredentialStore};
+
+use crate::{Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, read_stream, retry_observer};
+
+/// Where an archive's images go, as the user said it.
+#[derive(Clone, Debug, Default)]
+pub struct Destinations {
+    /// Named destinations (`DEST`): the chosen image goes to each.
+    pub references: Vec<Reference>,
+    /// With no `references`: each image goes to its RepoTags, moved to this
+    /// registry and prefix (`--registry`) when given.
+    pub rehome: Option<RegistryTarget>,
+    /// Which image of a multi-image archive: its 1-based number or a tag.
+    pub image: Option<String>,
+}
+
+impl Destinations {
+    /// Every registry these destinations name before the archive is read.
+    fn named_registries(&self) -> Vec<String> {
+        let mut registries: Vec<String> = self.references.iter().map(|r| r.registry().to_owned()).collect();
+        registries.extend(self.rehome.iter().map(|t| t.registry().to_owned()));
+        registries.dedup();
+        registries
+    }
+}
+
+/// One push of an archive, as [`push_archive`] takes it.
+#[derive(Debug)]
+pub struct PushRequest {
+    pub input: ArchiveInput,
+    pub destinations: Destinations,
+    pub connection: Connection,
+    pub credentials: CredentialStore,
+    pub options: PushOptions,
+}
+
+/// Reads the archive `request` names and pushes it as it says: every
+/// registry named is asked for `/v2/` before the archive is read (the
+/// archive's RepoTags, once known); a seekable archive is indexed and its
+/// layers read by position, a stream is read once with its layers held in
+/// upload sessions (every destination on one registry) or staged.
+pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<PushedImage>, PushError> {
+    let PushRequest { input, destinations, connection, credentials, options } = request;
+    let named = destinations.named_registries();
+    let client = |registries: Vec<String>| client(&connection, &destinations, registries, credentials.clone(), run);
+    if !named.is_empty() {
+        check_registries(&client(named.clone())?, &named).await?;
+    }
+    match input {
+        ArchiveInput::Seekable(path) => {
+            let archive = tokio::task::spawn_blocking(move || Archive::open(path))
+                .await
+                .map_err(|e| PushError::Internal(format!("the archive reader failed: {e}")))??;
+            let archive = Arc::new(archive);
+            let plans = plan(archive.images(), archive.path(), &destinations)?;
+            let registries = registries_of(&plans);
+            let client = client(registries.clone())?;
+            if named.is_empty() {
+                check_registries(&client, &registries).await?;
+            }
+            crate::push(archive, &client, &plans, &options, run).await
+        }
+        ArchiveInput::Stream { reader, label } => {
+            let first = destinations.references.first();
+            // Sessions in the first DEST's repository, when every DEST can mount from it.
+            let hold = match first {
+                Some(first) if destinations.references.iter().all(|d| d.registry() == first.registry()) => {
+                    Hold::Session(first.clone())
+                }
+                _ => Hold::Stage(None),
+            };
+            let streamed = read_stream(reader, label, &client(named.clone())?, hold, &options, run).await?;
+            let planned = async {
+                let plans = plan(streamed.images(), streamed.archive().label(), &destinations)?;
+                let registries = registries_of(&plans);
+                let client = client(registries.clone())?;
+                if named.is_empty() {
+                    check_registries(&client, &registries).await?;
+                }
+                Ok::<_, PushError>((plans, client))
+            };
+            match planned.await {
+                Ok((plans, client)) => streamed.push(&client, &plans, &options, run).await,
+                Err(error) => {
+                    streamed.abandon().await;
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// The registry client for `registries`: `connection`'s choices for each, a
+/// `--registry` scheme for its registry, retries reported to `run`.
+fn client(
+    connection: &Connection,
+    destinations: &Destinations,
+    registries: Vec<String>,
+    credentials: CredentialStore,
+    run: &PushRun,
+) -> Result<Client, PushError> {
+    let mut options = ClientOptions::for_registries(connection, registries, credentials);
+    if let Some(target) = &destinations.rehome {
+        if target.plain_http() {
+            options.plain_http.push(target.registry().to_owned());
+        }
+        if target.https() {
+            options.https.push(target.registry().to_owned());
+        }
+    }
+    options.on_retry = Some(retry_observer(run.reporter()));
+    Ok(Client::new(options)?)
+}
+
+fn registries_of(plans: &[PushPlan]) -> Vec<String> {
+    let mut registries: Vec<String> = Vec::new();
+    for reference in plans.iter().flat_map(|p| &p.destinations) {
+        if !registries.iter().any(|r| r == reference.registry()) {
+            registries.push(reference.registry().to_owned());
+        }
+    }
+    registries
+}
+
+/// Asks each registry for `/v2/` (see [`Client::check_registry`]): a
+/// mistyped or unreachable one is the first thing said.
+async fn check_registries(client: &Client, registries: &[String]) -> Result<(), PushError> {
+    for registry in registries {
+        let probe = Reference::from_parts(registry, "v2", None)?;
+        client.check_registry(&probe).await?;
+    }
+    Ok(())
+}
+
+/// Decides which image goes where.
+pub fn plan(images: &[Image], label: &Path, destinations: &Destinations) -> Result<Vec<PushPlan>, PushError> {
+    let chosen: Vec<usize> = match &destinations.image {
+        Some(choice) => vec![choose_image(images, choice)?],
+        None => (0..images.len()).collect(),
+    };
+    if !destinations.references.is_empty() {
+        if chosen.len() > 1 {
+            return Err(PushError::plan(
+                format!("`{}` holds {} images; a DEST names one", label.display(), chosen.len()),
+                "choose one with `--image N` or `--image TAG`, or give no DEST to push every image to its RepoTags",
+            ));
+        }
+        return Ok(vec![PushPlan { image: chosen[0], destinations: destinations.references.clone() }]);
+    }
+    chosen
+        .into_iter()
+        .map(|index| {
+            let tags = &images[index].tags;
+            if tags.is_empty() {
+                return Err(PushError::plan(
+                    format!("image {} in `{}` has no RepoTags, so it has no destination", index + 1, label.display()),
+                    "name one: `hoist push ARCHIVE HOST/REPOSITORY:TAG`",
+                ));
+            }
+            let references = tags
+                .iter()
+                .map(|tag| {
+                    let reference = Reference::parse(tag).map_err(|e| {
+                        PushError::plan(
+                            format!("RepoTag `{tag}` of image {} is not a reference: {e}", index + 1),
+                            "name a destination: `hoist push ARCHIVE HOST/REPOSITORY:TAG`",
+                        )
+                    })?;
+                    match &destinations.rehome {
+                        Some(target) => Ok(target.rehome(&reference)?),
+                        None => Ok(reference),
+                    }
+                })
+                .collect::<Result<Vec<_>, PushError>>()?;
+            Ok(PushPlan { image: index, destinations: references })
+        })
+        .collect()
+}
+
+fn choose_image(images: &[Image], choice: &str) -> Result<usize, PushError> {
+    if let Ok(number) = choice.parse::<usize>() {
+        if (1..=images.len()).contains(&number) {
+            return Ok(number - 1);
+        }
+        return Err(PushError::plan(
+            format!("--image {number}: the archive holds {} images", images.len()),
+            "number images from 1; `hoist inspect ARCHIVE` lists them",
+        ));
+    }
+    images.iter().position(|image| image.tags.iter().any(|t| t == choice)).ok_or_else(|| {
+        PushError::plan(
+            format!("no image in the archive is tagged `{choice}`"),
+            "`hoist inspect ARCHIVE` lists the images and their tags",
+        )
+    })
+}
+
+/// The `--output json` document of a push: each reference published, its
+/// manifest digest, and every blob (config first) with what placing it took.
+pub fn summary(pushed: &[PushedImage]) -> serde_json::Value {
+    let images: Vec<_> = pushed
+        .iter()
+        .map(|image| {
+            let blobs: Vec<_> = image
+                .blobs
+                .iter()
+                .map(|blob| {
+                    serde_json::json!({
+                        "digest": blob.digest,
+                        "media_type": blob.media_type,
+                        "size": blob.size,
+                        "action": blob.action.name(),
+                        "seconds": (blob.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                        "compression": blob.compression,
+                        "bytes_sent": blob.bytes_sent,
+                        "retries": blob.retries,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "reference": image.reference.to_string(),
+                "digest": image.digest,
+                "pushed": format!("{}@{}", image.reference, image.digest),
+                "blobs": blobs,
+            })
+        })
+        .collect();
+    serde_json::json!({ "images": images })
+}
