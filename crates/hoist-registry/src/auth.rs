@@ -574,9 +574,7 @@ struct TokenRequest<'a> {
 
 impl TokenRequest<'_> {
     async fn deliver(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RegistryError> {
-        crate::wire::send(request, &crate::wire::Activity::new(), self.limit)
-            .await
-            .map_err(|e| e.into_registry_error(self.action, self.realm))
+        crate::wire::send(request, &crate::wire::Activity::new(), self.limit, self.action, self.realm).await
     }
 
     /// OAuth2: `POST grant_type=refresh_token`. `None` when the token server

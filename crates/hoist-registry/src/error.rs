@@ -131,23 +131,6 @@ impl RegistryError {
         }))
     }
 
-    /// Builds the error for a request that got no HTTP answer.
-    pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
-        let cause = transport_cause(error);
-        // An answer HTTP cannot parse (a head too large, a bad status line),
-        // too many redirects or a request that cannot be built fail the same
-        // way every time: a protocol problem, never retried.
-        let deterministic = error.is_builder() || error.is_redirect() || is_unparsable_answer(error);
-        let kind = if deterministic { ErrorKind::Protocol } else { ErrorKind::Network };
-        let mut built = Self::new(kind, action).with_url(url);
-        if let Some(hint) = tls_hint(&cause, url) {
-            built = built.with_hint(hint);
-        }
-        let mut built = built.with_detail(cause);
-        built.0.no_connection = error.is_connect() && !error.is_timeout();
-        built
-    }
-
     pub fn kind(&self) -> ErrorKind {
         self.0.kind
     }
@@ -268,6 +251,26 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+impl From<hoist_http::HttpError> for RegistryError {
+    fn from(error: hoist_http::HttpError) -> Self {
+        let kind = match error.kind() {
+            hoist_http::HttpErrorKind::Network => ErrorKind::Network,
+            hoist_http::HttpErrorKind::Protocol => ErrorKind::Protocol,
+            hoist_http::HttpErrorKind::Local => ErrorKind::Local,
+        };
+        Self(Box::new(Details {
+            kind,
+            action: error.action().to_owned(),
+            url: error.url().cloned(),
+            status: None,
+            codes: Vec::new(),
+            detail: error.detail().map(str::to_owned),
+            hint: error.hint().map(str::to_owned),
+            no_connection: error.no_connection(),
+        }))
+    }
+}
+
 fn classify(status: u16, codes: &[ErrorCode]) -> ErrorKind {
     let has = |c: &str| codes.iter().any(|e| e.code == c);
     if has("DENIED") {
@@ -310,57 +313,6 @@ fn trim_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if body.len() > SHOWN { format!("{text}…") } else { text }
-}
-
-/// The innermost cause of a transport error, without the URL (which may hold
-/// secrets and is reported separately, redacted).
-fn transport_cause(error: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    let mut last = None;
-    while let Some(cause) = source {
-        last = Some(cause.to_string());
-        source = cause.source();
-    }
-    let cause = last.unwrap_or_else(|| "the request failed".into());
-    if error.is_timeout() { format!("timed out ({cause})") } else { cause }
-}
-
-/// hyper could not parse the answer (its head too large, its status line or
-/// headers malformed).
-fn is_unparsable_answer(error: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
-            return hyper.is_parse() || hyper.is_parse_status();
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// A hint for TLS failures, which otherwise read as "is a registry running?".
-fn tls_hint(cause: &str, url: &url::Url) -> Option<String> {
-    let host = url.host_str().unwrap_or_default();
-    let host_port = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
-    let lower = cause.to_ascii_lowercase().replace(' ', "");
-    if lower.contains("certificaterequired") || lower.contains("badcertificate") {
-        Some(format!(
-            "{host_port} wants a client certificate: put `client.cert` and `client.key` in \
-             /etc/docker/certs.d/{host_port}/ (or the directory given by --certs-dir)"
-        ))
-    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
-        Some(format!(
-            "the registry's TLS certificate is not trusted: pass its CA with `--ca-cert FILE`, or put it in \
-             /etc/docker/certs.d/{host_port}/ca.crt (`--insecure` skips the check)"
-        ))
-    } else if lower.contains("handshake") || lower.contains("tls") || lower.contains("alert") {
-        Some(format!(
-            "the TLS handshake with {host_port} failed: if it wants a client certificate, put `client.cert` and \
-             `client.key` in /etc/docker/certs.d/{host_port}/; if it speaks plain HTTP, use `--plain-http`"
-        ))
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]

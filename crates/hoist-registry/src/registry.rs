@@ -43,9 +43,7 @@ impl Client {
         let (action_ref, url_ref, limit) = (&action, &url, options.timeout);
         let request = self.http_for(&url).get(url.clone());
         let sent = crate::retry::with_retries(context, &action, &url, request, |request| async move {
-            crate::wire::send(request, &crate::wire::Activity::new(), limit)
-                .await
-                .map_err(|e| e.into_registry_error(action_ref, url_ref))
+            crate::wire::send(request, &crate::wire::Activity::new(), limit, action_ref, url_ref).await
         })
         .await;
         let response = sent.map_err(|error| self.explain(error, reference))?;

@@ -167,7 +167,7 @@ impl Repository {
         request: reqwest::RequestBuilder,
         activity: &Activity,
     ) -> Result<reqwest::Response, RegistryError> {
-        wire::send(request, activity, self.stall_limit()).await.map_err(|e| e.into_registry_error(action, url))
+        wire::send(request, activity, self.stall_limit(), action, url).await
     }
 
     /// One attempt, authorized as earlier challenges taught. On a 401 the

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
 fn init_tracing(verbose: u8, json: bool) {
     let default = match verbose {
         0 => "warn",
-        1 => "info,hoist=debug,hoist_transfer=debug,hoist_registry=debug,hoist_archive=debug",
+        1 => "info,hoist=debug,hoist_transfer=debug,hoist_registry=debug,hoist_http=debug,hoist_archive=debug",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| default.into());
