@@ -15,7 +15,8 @@
 //!   timeout without progress, bodies are read chunk by chunk up to a cap,
 //!   error bodies only their first 16 KiB within 5 s;
 //! - [`RedactedUrl`]: URLs as they may appear in logs and errors;
-//! - [`Warnings`]: `Warning: 299` headers, logged once per distinct text.
+//! - [`Warnings`]: `Warning: 299` headers, logged once per distinct text;
+//! - [`Secret`]: a password or token whose `Debug` shows nothing.
 //!
 //! Failures below any API are [`HttpError`]s; each API crate converts them
 //! into its own error type. The library never prints.
@@ -23,6 +24,7 @@
 mod error;
 mod redact;
 pub mod retry;
+mod secret;
 mod transport;
 mod warning;
 pub mod wire;
@@ -30,5 +32,6 @@ pub mod wire;
 pub use error::{HttpError, HttpErrorKind, error_chain};
 pub use redact::RedactedUrl;
 pub use retry::{RetryError, RetryEvent, RetryObserver, RetryPolicy};
+pub use secret::Secret;
 pub use transport::{Connection, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT, Transport, TransportOptions};
 pub use warning::Warnings;

@@ -517,7 +517,11 @@ impl HostAuth {
         scopes: &[Scope],
         limit: Duration,
     ) -> Result<Secret, RegistryError> {
-        let action = format!("get a token for {} from {}", join_scopes(scopes, " "), self.registry);
+        let action = if scopes.is_empty() {
+            format!("get a token from {}", self.registry)
+        } else {
+            format!("get a token for {} from {}", join_scopes(scopes, " "), self.registry)
+        };
         let credential = self.credential(client).await?;
         if let Some((Credential::RegistryToken(token), _)) = credential {
             return Ok(token.clone());

@@ -32,27 +32,7 @@ const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
 /// The user name helpers return to mean "the secret is an identity token".
 const IDENTITY_TOKEN_USER: &str = "<token>";
 
-/// A password or token. Prints as `Secret(…)` so it cannot leak through
-/// `Debug` or a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that puts it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
+pub use hoist_http::Secret;
 
 /// What to authenticate with.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -84,6 +84,7 @@ pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use fetch::{BlobSink, DownloadError};
 pub use hoist_http::RedactedUrl;
 pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
+pub use registry::RegistryCheck;
 pub use repository::Repository;
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
 pub use upload::{

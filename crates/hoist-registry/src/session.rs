@@ -72,7 +72,18 @@ impl Session {
         let mut url = repo.endpoint("blobs/uploads/");
         url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", from);
         let action = format!("mount blob {digest} from {from} into {}", repo.name());
-        let response = mounting.send_counted(&action, &url, empty_post(repo, &url), Some(retries)).await?;
+        let response = match mounting.send_counted(&action, &url, empty_post(repo, &url), Some(retries)).await {
+            Ok(response) => response,
+            // A 401 the session could not cure (Harbor's for a source the
+            // account cannot read, or in a project that is gone, after it
+            // tried Basic), or a refusal it classified: upload instead. If
+            // the destination itself is refused, the upload says so.
+            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied | ErrorKind::NotFound) => {
+                tracing::debug!(%error, "mount refused; uploading instead");
+                return Ok(MountAnswer::Refused);
+            }
+            Err(error) => return Err(error),
+        };
         match response.status() {
             StatusCode::CREATED => Ok(MountAnswer::Mounted),
             StatusCode::ACCEPTED => {
