@@ -14,6 +14,9 @@
 //! server URL on stdin, as docker does.
 //!
 //! Every secret is a [`Secret`], whose `Debug` never shows the value.
+//!
+//! [`store`] is the write side: what `hoist login` and `hoist logout` do to
+//! the same files and helpers.
 
 use std::fmt;
 use std::io::Write;
@@ -24,6 +27,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::{ErrorKind, RegistryError};
+
+pub mod store;
 
 /// The key docker uses for Docker Hub in `config.json` and with helpers.
 const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -88,9 +93,7 @@ impl CredentialStore {
     /// `$REGISTRY_AUTH_FILE` or `$XDG_RUNTIME_DIR/containers/auth.json`.
     pub fn from_environment() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let docker_config = var("DOCKER_CONFIG")
-            .map(|dir| dir.join("config.json"))
-            .or_else(|| var("HOME").map(|home| home.join(".docker/config.json")));
+        let docker_config = store::docker_config_path();
         let podman_auth =
             var("REGISTRY_AUTH_FILE").or_else(|| var("XDG_RUNTIME_DIR").map(|dir| dir.join("containers/auth.json")));
         Self { explicit: None, docker_config, podman_auth }
@@ -179,7 +182,12 @@ impl AuthConfig {
         {
             return Ok(Some((credential, CredentialSource::Helper(helper.clone()))));
         }
-        let entry = self.auths.iter().find(|(key, _)| keys.contains(&normalize_key(key))).map(|(_, entry)| entry);
+        // The key docker writes first (what `hoist login` and `docker login`
+        // store), then legacy spellings of the same host.
+        let entry = self
+            .auths
+            .get(&server_url)
+            .or_else(|| self.auths.iter().find(|(key, _)| keys.contains(&normalize_key(key))).map(|(_, entry)| entry));
         let Some(entry) = entry else { return Ok(None) };
         Ok(entry.credential(path)?.map(|c| (c, CredentialSource::File(path.to_owned()))))
     }
