@@ -5,8 +5,8 @@ use hoist_harbor::{Ensured, HarborClient, HarborErrorKind, Login, LoginMode, Pro
 use hoist_http::{Secret, Transport, TransportOptions};
 use hoist_testkit::harbor::{ADMIN, DEVELOPER, HarborConfig, PROJECT_ROBOT, SYSTEM_ROBOT, TestHarbor};
 
-fn login(account: (&str, &str), mode: LoginMode) -> Option<Login> {
-    Some(Login { username: account.0.to_owned(), password: Secret::new(account.1), source: "the test".into(), mode })
+fn login(account: (&str, &str), mode: LoginMode) -> Login {
+    Login { username: account.0.to_owned(), password: Secret::new(account.1), source: "the test".into(), mode }
 }
 
 fn client(harbor: &TestHarbor, login: Option<Login>) -> HarborClient {
@@ -19,7 +19,7 @@ const CREATE: ProjectPolicy = ProjectPolicy { create: true, public: false };
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_project_is_left_alone_and_a_missing_one_created_private() {
     let harbor = TestHarbor::start();
-    let developer = client(&harbor, login(DEVELOPER, LoginMode::Basic));
+    let developer = client(&harbor, Some(login(DEVELOPER, LoginMode::Basic)));
     assert_eq!(developer.ensure_project("library", CREATE).await.unwrap(), Ensured::Existed);
     assert_eq!(harbor.count("POST", "/api/v2.0/projects"), 0, "an existing project is not created again");
 
@@ -46,7 +46,7 @@ async fn an_existing_project_is_left_alone_and_a_missing_one_created_private() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_create_fails_naming_the_project_and_makes_nothing() {
     let harbor = TestHarbor::start();
-    let developer = client(&harbor, login(DEVELOPER, LoginMode::Basic));
+    let developer = client(&harbor, Some(login(DEVELOPER, LoginMode::Basic)));
     let error = developer.ensure_project("team", ProjectPolicy { create: false, public: false }).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::ProjectMissing);
     assert!(error.to_string().contains("project `team`"), "{error}");
@@ -59,7 +59,8 @@ async fn no_create_fails_naming_the_project_and_makes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_creation_is_for_administrators_others_are_told_so() {
     let harbor = TestHarbor::start_with(HarborConfig::default().admin_only());
-    let error = client(&harbor, login(DEVELOPER, LoginMode::Basic)).ensure_project("team", CREATE).await.unwrap_err();
+    let error =
+        client(&harbor, Some(login(DEVELOPER, LoginMode::Basic))).ensure_project("team", CREATE).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::CreationRestricted);
     assert!(error.to_string().contains("create project `team`"), "{error}");
     assert!(error.to_string().contains("Only system admin can create project"), "{error}");
@@ -69,20 +70,20 @@ async fn when_creation_is_for_administrators_others_are_told_so() {
 
     // A robot of one project may never create one; a system-level robot may.
     let error =
-        client(&harbor, login(PROJECT_ROBOT, LoginMode::Basic)).ensure_project("team", CREATE).await.unwrap_err();
+        client(&harbor, Some(login(PROJECT_ROBOT, LoginMode::Basic))).ensure_project("team", CREATE).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::CreationRestricted);
     assert!(error.hint().unwrap().contains("system-level robot"), "{:?}", error.hint());
-    let robot = client(&harbor, login(SYSTEM_ROBOT, LoginMode::Basic));
+    let robot = client(&harbor, Some(login(SYSTEM_ROBOT, LoginMode::Basic)));
     assert_eq!(robot.ensure_project("built", CREATE).await.unwrap(), Ensured::Created { public: false });
     assert_eq!(harbor.project("built").unwrap().owner, ADMIN.0, "a robot's project belongs to the administrator");
-    let admin = client(&harbor, login(ADMIN, LoginMode::Basic));
+    let admin = client(&harbor, Some(login(ADMIN, LoginMode::Basic)));
     assert_eq!(admin.ensure_project("team", CREATE).await.unwrap(), Ensured::Created { public: false });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_or_missing_credentials_are_auth_errors_and_names_are_checked_first() {
     let harbor = TestHarbor::start();
-    let wrong = client(&harbor, login((DEVELOPER.0, "not-the-password"), LoginMode::Basic));
+    let wrong = client(&harbor, Some(login((DEVELOPER.0, "not-the-password"), LoginMode::Basic)));
     let error = wrong.ensure_project("team", CREATE).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::Unauthorized, "{error}");
     assert!(error.hint().unwrap().contains("refused the credentials from the test"), "{:?}", error.hint());
@@ -92,7 +93,7 @@ async fn refused_or_missing_credentials_are_auth_errors_and_names_are_checked_fi
     assert!(harbor.project("team").is_none());
 
     let before = harbor.log().len();
-    let error = client(&harbor, login(DEVELOPER, LoginMode::Basic)).ensure_project("Team__X", CREATE).await;
+    let error = client(&harbor, Some(login(DEVELOPER, LoginMode::Basic))).ensure_project("Team__X", CREATE).await;
     assert_eq!(error.unwrap_err().kind(), HarborErrorKind::InvalidName);
     assert_eq!(harbor.log().len(), before, "no request for a name Harbor refuses");
 }
@@ -103,7 +104,7 @@ async fn refused_or_missing_credentials_are_auth_errors_and_names_are_checked_fi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_session_logs_in_and_sends_the_csrf_token() {
     let harbor = TestHarbor::start();
-    let session = client(&harbor, login(DEVELOPER, LoginMode::Session));
+    let session = client(&harbor, Some(login(DEVELOPER, LoginMode::Session)));
     assert_eq!(session.ensure_project("team", CREATE).await.unwrap(), Ensured::Created { public: false });
     let log = harbor.log();
     let steps: Vec<_> = log.iter().map(|l| (l.method.as_str(), l.path.as_str(), l.status)).collect();
@@ -121,7 +122,7 @@ async fn a_cookie_session_logs_in_and_sends_the_csrf_token() {
     assert!(log[3].csrf_header);
     assert_eq!(harbor.project("team").unwrap().owner, DEVELOPER.0);
 
-    let wrong = client(&harbor, login((DEVELOPER.0, "nope"), LoginMode::Session));
+    let wrong = client(&harbor, Some(login((DEVELOPER.0, "nope"), LoginMode::Session)));
     let error = wrong.ensure_project("team", CREATE).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::Unauthorized);
     assert!(error.hint().unwrap().contains("refused the login of `developer`"), "{:?}", error.hint());
@@ -157,11 +158,12 @@ async fn a_kept_session_cookie_without_the_csrf_token_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oidc_cli_secret_works_where_harbor_takes_it() {
     let harbor = TestHarbor::start_with(HarborConfig::default().oidc());
-    let developer = client(&harbor, login(DEVELOPER, LoginMode::Basic));
+    let developer = client(&harbor, Some(login(DEVELOPER, LoginMode::Basic)));
     assert_eq!(developer.ensure_project("library", CREATE).await.unwrap(), Ensured::Existed);
     assert_eq!(developer.ensure_project("team", CREATE).await.unwrap(), Ensured::Created { public: false });
     assert!(harbor.count("GET", "/api/v2.0/projects") >= 2, "{:#?}", harbor.log());
-    let error = client(&harbor, login(DEVELOPER, LoginMode::Session)).ensure_project("x", CREATE).await.unwrap_err();
+    let error =
+        client(&harbor, Some(login(DEVELOPER, LoginMode::Session))).ensure_project("x", CREATE).await.unwrap_err();
     assert_eq!(error.kind(), HarborErrorKind::Unauthorized);
     assert!(error.hint().unwrap().contains("OIDC"), "{:?}", error.hint());
 }
@@ -172,7 +174,7 @@ async fn system_info_tells_more_to_those_logged_in() {
     let anonymous = client(&harbor, None).system_info().await.unwrap();
     assert_eq!(anonymous.auth_mode.as_deref(), Some("db_auth"));
     assert!(anonymous.harbor_version.is_none() && anonymous.project_creation_restriction.is_none());
-    let admin = client(&harbor, login(ADMIN, LoginMode::Basic)).system_info().await.unwrap();
+    let admin = client(&harbor, Some(login(ADMIN, LoginMode::Basic))).system_info().await.unwrap();
     assert_eq!(admin.project_creation_restriction.as_deref(), Some("adminonly"));
     assert!(admin.harbor_version.is_some());
 }
