@@ -43,6 +43,8 @@ pub(crate) enum Command {
     #[command(after_help = "\
 With no DEST, each image goes to the names in its RepoTags; `--registry` re-homes them.
 On success one line per pushed reference goes to stdout: DEST@sha256:<manifest digest>.
+On Harbor (told by its /v2/ challenge), a project that does not exist is created first, private
+unless --public (not with --no-create); an account that may not create projects gets an error naming it.
 
 Examples:
   hoist push app.tar 127.0.0.1:5000/team/app:1.0
@@ -84,6 +86,22 @@ Examples:
     /// Write a man page for hoist and one for each command into DIR (for packaging).
     #[command(hide = true)]
     Manpages(ManpagesArgs),
+}
+
+/// What to do about a destination that must exist before anything is
+/// pushed into it (a Harbor project).
+#[derive(Debug, Args)]
+pub(crate) struct ProvisionArgs {
+    /// Create a Harbor project that does not exist as public (anyone may pull), not private.
+    #[arg(long, conflicts_with = "no_create")]
+    pub(crate) public: bool,
+    /// Never create a Harbor project: a push into one that does not exist fails, naming it, before any blob.
+    #[arg(long)]
+    pub(crate) no_create: bool,
+    /// Reach Harbor's API with a login session (POST /c/login, a cookie and its CSRF token) instead of Basic
+    /// auth, for deployments whose front end refuses Basic on /api/.
+    #[arg(long)]
+    pub(crate) harbor_session: bool,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +197,8 @@ pub(crate) struct PushArgs {
     /// Upload layers in chunks of SIZE bytes (`8MiB`, `512k`, …) instead of one streamed request each.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) chunk_size: Option<u64>,
+    #[command(flatten)]
+    pub(crate) provision: ProvisionArgs,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
 }

@@ -8,6 +8,7 @@ mod compression;
 mod docker;
 mod errors;
 mod faults;
+mod harbor;
 mod hostile;
 mod inspect;
 mod media_types;

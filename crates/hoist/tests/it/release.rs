@@ -81,6 +81,7 @@ fn completions_and_man_pages_know_every_flag() {
     }
     let push = std::fs::read_to_string(dir.path().join("hoist-push.1")).unwrap();
     assert!(push.contains("chunk\\-size"), "{push}");
+    assert!(push.contains("no\\-create") && push.contains("harbor\\-session"), "{push}");
 }
 
 /// A root filesystem: `/hoist`, the libraries `ldd` names (at the same

@@ -166,8 +166,13 @@ impl CopiedImage {
 /// config, and each layer, decoded as its media type says, hashing to the
 /// fixture's diff_id.
 pub(crate) fn copy_and_check(reference: &str, fixture: &ImageFixture) -> CopiedImage {
+    copy_and_check_as(reference, fixture, None)
+}
+
+/// [`copy_and_check`] with skopeo logged in as `user:password`.
+pub(crate) fn copy_and_check_as(reference: &str, fixture: &ImageFixture, creds: Option<&str>) -> CopiedImage {
     let dir = tempfile::tempdir().unwrap();
-    tools::skopeo_copy_to_dir(reference, dir.path());
+    tools::skopeo_copy_to_dir_as(reference, dir.path(), creds);
     let manifest = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
     let image = CopiedImage { manifest, dir };
     assert_eq!(image.manifest["config"]["digest"], fixture.config_digest(), "{reference}");
