@@ -5,7 +5,7 @@
 //! projects fail naming the project, with nothing pushed; skopeo, logged
 //! in, reads back what was pushed through the stand-in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer, layer_tar};
@@ -32,6 +32,10 @@ impl Scene {
         DockerSaveClassic::new().image(image.clone()).write_to(&archive);
         std::fs::create_dir_all(dir.path().join("docker")).unwrap();
         Self { dir, archive, image }
+    }
+
+    pub(crate) fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker/config.json")
     }
 
     /// `hoist ARGS…` with the scene's credential files, its own blob cache, and nothing inherited.
@@ -324,4 +328,9 @@ fn secrets_never_appear_in_debug_output_with_harbor() {
             assert!(!text.contains(secret.as_str()), "a secret leaked:\n{text}");
         }
     }
+}
+
+/// docker's config.json, parsed.
+pub(crate) fn read_config(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -11,6 +11,7 @@ mod faults;
 mod harbor;
 mod hostile;
 mod inspect;
+mod login;
 mod media_types;
 mod output;
 mod pull;
