@@ -25,7 +25,7 @@ use bytes::Bytes;
 use hoist_http::retry::RetryContext;
 use hoist_http::wire::{self, Activity};
 use hoist_http::{RedactedUrl, Secret, Transport};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue, SET_COOKIE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 use url::Url;
@@ -246,19 +246,19 @@ impl HarborClient {
         if let Some(login) = &self.login
             && login.mode == LoginMode::Basic
         {
-            request = request.header(AUTHORIZATION, basic(&login.username, &login.password));
+            request = request.header(AUTHORIZATION, hoist_http::basic_authorization(&login.username, &login.password));
         }
         let cookies: Vec<String> = [(SESSION_COOKIE, &session.sid), (CSRF_COOKIE, &session.csrf_cookie)]
             .into_iter()
             .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={}", v.expose())))
             .collect();
         if !cookies.is_empty() {
-            request = request.header(COOKIE, sensitive(&cookies.join("; ")));
+            request = request.header(COOKIE, hoist_http::sensitive_header(&cookies.join("; ")));
         }
         if is_unsafe(&method)
             && let Some(token) = &session.csrf_token
         {
-            request = request.header(CSRF_HEADER, sensitive(token.expose()));
+            request = request.header(CSRF_HEADER, hoist_http::sensitive_header(token.expose()));
         }
         let options = self.transport.options();
         let context =
@@ -367,21 +367,10 @@ fn is_unsafe(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-fn basic(username: &str, password: &Secret) -> HeaderValue {
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
-    sensitive(&format!("Basic {encoded}"))
-}
-
-fn sensitive(value: &str) -> HeaderValue {
-    // Control characters in a secret would make the header invalid; send nothing rather than panic.
-    let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    header.set_sensitive(true);
-    header
-}
-
 #[cfg(test)]
 mod tests {
+    use reqwest::header::HeaderValue;
+
     use super::*;
 
     #[test]

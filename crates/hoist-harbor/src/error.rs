@@ -104,7 +104,7 @@ impl HarborError {
         let mut error = Self::new(kind, action).with_url(url);
         error.0.status = Some(status);
         if messages.is_empty() && !body.is_empty() {
-            error.0.detail = Some(trim_body(body));
+            error.0.detail = Some(hoist_http::body_excerpt(body));
         }
         error.0.messages = messages;
         error
@@ -230,47 +230,11 @@ impl hoist_http::RetryError for HarborError {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 /// Harbor's `{"errors":[{"code","message"}]}` (`src/lib/http/error.go`
 /// `SendError`); anything else (the legacy `/c/` routes answer plain text
 /// or nothing) gives no messages.
 pub(crate) fn parse_errors(body: &[u8]) -> Vec<ApiMessage> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| {
-            b.errors
-                .into_iter()
-                .map(|e| ApiMessage { code: clean(&e.code, 64), message: clean(&e.message, 300) })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// No control characters (a server must not rewrite the user's terminal), bounded length.
-fn clean(text: &str, max: usize) -> String {
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    match clean.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &clean[..cut]),
-        None => clean,
-    }
-}
-
-fn trim_body(body: &[u8]) -> String {
-    const SHOWN: usize = 300;
-    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
-    let text = clean(&text.split_whitespace().collect::<Vec<_>>().join(" "), SHOWN);
-    if body.len() > SHOWN { format!("{text}…") } else { text }
+    hoist_http::error_entries(body).into_iter().map(|(code, message)| ApiMessage { code, message }).collect()
 }
 
 #[cfg(test)]

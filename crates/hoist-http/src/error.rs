@@ -123,6 +123,45 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// The `{"errors":[{"code","message"}]}` body distribution registries and
+/// Harbor's API answer errors with: each code and message, control
+/// characters replaced and lengths bounded (a server must not rewrite the
+/// user's terminal); nothing when the body has another shape.
+pub fn error_entries(body: &[u8]) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| b.errors.into_iter().map(|e| (printable(&e.code, 100), printable(&e.message, 500))).collect())
+        .unwrap_or_default()
+}
+
+/// The start of a body that is not an error document (a proxy's HTML
+/// page), for a message: whitespace folded, at most 300 characters.
+pub fn body_excerpt(body: &[u8]) -> String {
+    const SHOWN: usize = 300;
+    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
+    let text = printable(&text.split_whitespace().collect::<Vec<_>>().join(" "), SHOWN);
+    if body.len() > SHOWN { format!("{text}…") } else { text }
+}
+
+/// `text` without control characters, cut at `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match clean.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &clean[..cut]),
+        None => clean,
+    }
+}
+
 /// `error` and its causes, `: `-joined.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -183,5 +222,24 @@ fn tls_hint(cause: &str, url: &url::Url) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_are_read_and_made_printable() {
+        let body = br#"{"errors":[{"code":"DENIED","message":"no\u001b[2J way"},{"message":"second"}]}"#;
+        assert_eq!(error_entries(body), [("DENIED".into(), "no [2J way".into()), (String::new(), "second".into())]);
+        assert!(error_entries(b"<html>").is_empty());
+        let long = format!("{{\"errors\":[{{\"code\":\"X\",\"message\":\"{}\"}}]}}", "m".repeat(2000));
+        assert_eq!(error_entries(long.as_bytes())[0].1.chars().count(), 501);
+        assert_eq!(
+            body_excerpt(b"<html>\n  <body>Bad\tGateway</body>\n</html>"),
+            "<html> <body>Bad Gateway</body> </html>"
+        );
+        assert!(body_excerpt(&[b'x'; 400]).ends_with('…'));
     }
 }

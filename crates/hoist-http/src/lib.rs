@@ -29,9 +29,9 @@ mod transport;
 mod warning;
 pub mod wire;
 
-pub use error::{HttpError, HttpErrorKind, error_chain};
+pub use error::{HttpError, HttpErrorKind, body_excerpt, error_chain, error_entries};
 pub use redact::RedactedUrl;
 pub use retry::{RetryError, RetryEvent, RetryObserver, RetryPolicy};
-pub use secret::Secret;
+pub use secret::{Secret, basic_authorization, sensitive_header};
 pub use transport::{Connection, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT, Transport, TransportOptions};
 pub use warning::Warnings;

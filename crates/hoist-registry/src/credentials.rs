@@ -266,18 +266,7 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
             .with_detail(detail)
             .with_hint(format!("check that `{program}` is installed and logged in, or remove it from config.json"))
     };
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading its input is its own business.
-        let _ = stdin.write_all(server_url.as_bytes());
-    }
-    let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    let output = helper_process(&program, "get", server_url, Stdio::inherit()).map_err(failed)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         if stdout.trim() == HELPER_NOT_FOUND {
@@ -296,6 +285,23 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
     } else {
         Credential::Basic { username: answer.username, password: Secret::new(answer.secret) }
     }))
+}
+
+/// Runs `program verb` with `input` on its stdin, to its end. Helpers
+/// speak one request and one answer; their stderr goes where `stderr` says.
+fn helper_process(program: &str, verb: &str, input: &str, stderr: Stdio) -> Result<std::process::Output, String> {
+    let mut child = Command::new(program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is its own business.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
 }
 
 fn config_error(path: &Path, detail: &str) -> RegistryError {

@@ -118,7 +118,7 @@ impl RegistryError {
     pub(crate) fn from_response(action: &str, url: &url::Url, status: u16, body: &[u8]) -> Self {
         let codes = parse_error_body(body);
         let kind = classify(status, &codes);
-        let detail = if codes.is_empty() && !body.is_empty() { Some(trim_body(body)) } else { None };
+        let detail = if codes.is_empty() && !body.is_empty() { Some(hoist_http::body_excerpt(body)) } else { None };
         Self(Box::new(Details {
             kind,
             action: action.to_owned(),
@@ -389,30 +389,9 @@ fn classify(status: u16, codes: &[ErrorCode]) -> ErrorKind {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
+/// The codes and messages of a registry's `{"errors": […]}` body.
 pub(crate) fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.errors.into_iter().map(|e| ErrorCode { code: e.code, message: e.message }).collect())
-        .unwrap_or_default()
-}
-
-fn trim_body(body: &[u8]) -> String {
-    const SHOWN: usize = 300;
-    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > SHOWN { format!("{text}…") } else { text }
+    hoist_http::error_entries(body).into_iter().map(|(code, message)| ErrorCode { code, message }).collect()
 }
 
 #[cfg(test)]

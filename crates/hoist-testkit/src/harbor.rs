@@ -91,20 +91,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
+use crate::fault_proxy::Reply;
 use crate::jwt::Signer;
 use crate::registry::TestRegistry;
 
@@ -302,9 +301,6 @@ impl Principal {
     }
 }
 
-type Body = BoxBody<Bytes, std::io::Error>;
-type Reply = Response<Body>;
-
 impl TestHarbor {
     /// Harbor with its defaults: anyone logged in may create projects.
     pub fn start() -> Self {
@@ -453,12 +449,8 @@ impl Inner {
     }
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
-
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
-    let mut reply = Response::new(full(body));
+    let mut reply = Response::new(crate::fault_proxy::full(body.into()));
     *reply.status_mut() = status;
     reply
 }
@@ -787,28 +779,16 @@ fn rfc3339(seconds: u64) -> String {
 }
 
 /// Sends the request on to distribution with the core's credential.
-async fn forward(inner: &Inner, parts: hyper::http::request::Parts, body: Bytes) -> Result<Reply, std::io::Error> {
-    let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], inner.upstream))).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    tokio::spawn(connection);
-    let mut request = Request::from_parts(parts, Full::new(body.clone()));
-    let headers = request.headers_mut();
-    headers.remove("transfer-encoding");
-    headers.remove("cookie");
-    headers.insert("content-length", body.len().into());
-    headers.insert("authorization", HeaderValue::from_str(&inner.core_auth).expect("a header value"));
-    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
-    let (mut parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-    parts.headers.remove("transfer-encoding");
-    parts.headers.remove("connection");
-    if let Some(location) = parts.headers.get("location").and_then(|v| v.to_str().ok()) {
+async fn forward(inner: &Inner, mut parts: hyper::http::request::Parts, body: Bytes) -> Result<Reply, std::io::Error> {
+    parts.headers.remove("cookie");
+    parts.headers.insert("authorization", HeaderValue::from_str(&inner.core_auth).expect("a header value"));
+    let mut reply = crate::fault_proxy::forward(parts, body, inner.upstream).await?;
+    if let Some(location) = reply.headers().get("location").and_then(|v| v.to_str().ok()) {
         let rewritten =
             location.replace(&format!("127.0.0.1:{}", inner.upstream), &format!("127.0.0.1:{}", inner.port));
-        parts.headers.insert("location", HeaderValue::from_str(&rewritten).expect("a header value"));
+        reply.headers_mut().insert("location", HeaderValue::from_str(&rewritten).expect("a header value"));
     }
-    Ok(Response::from_parts(parts, full(body)))
+    Ok(reply)
 }
 
 /// `GET /service/token` (`src/core/service/token/`).

@@ -38,7 +38,7 @@ mod stream;
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use plan::{Destinations, PushRequest, plan, push_archive, summary};
-pub use provision::{Created, Provision, ProvisionError, Provisioned};
+pub use provision::{Created, Provision, ProvisionError, Provisioned, provision_destination};
 pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};

@@ -10,7 +10,7 @@ use hoist_archive::{Archive, ArchiveInput, Image};
 use hoist_oci::{Reference, RegistryTarget};
 use hoist_registry::{Client, ClientOptions, Connection, CredentialStore, RegistryCheck};
 
-use crate::provision::{Provision, Provisioned};
+use crate::provision::Provision;
 use crate::{Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, read_stream, retry_observer};
 
 /// Where an archive's images go, as the user said it.
@@ -180,10 +180,7 @@ impl Readiness {
             let check = self.checks.get(reference.registry()).ok_or_else(|| {
                 PushError::Internal(format!("{} was not checked before provisioning", reference.registry()))
             })?;
-            if let Provisioned::Created(created) = provision.ensure(reference, check).await? {
-                run.reporter().created(&created);
-                run.record_created(created);
-            }
+            crate::provision_destination(provision.as_ref(), reference, check, run).await?;
             self.provisioned.push(location);
         }
         Ok(())

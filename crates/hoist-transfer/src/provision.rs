@@ -11,6 +11,8 @@ use futures_util::future::BoxFuture;
 use hoist_oci::Reference;
 use hoist_registry::RegistryCheck;
 
+use crate::PushRun;
+
 /// Something a provisioner made for a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Created {
@@ -86,4 +88,23 @@ pub trait Provision: Send + Sync + fmt::Debug {
         reference: &'a Reference,
         registry: &'a RegistryCheck,
     ) -> BoxFuture<'a, Result<Provisioned, ProvisionError>>;
+}
+
+/// Makes `reference`'s repository ready with `provision`, on the registry
+/// `registry` describes (what [`hoist_registry::Client::check_registry`]
+/// returned for it), and reports and records in `run` what it made: the one
+/// call a push path makes before its first blob. [`crate::push_archive`]
+/// makes it for every destination; a copy makes it for its destination.
+pub async fn provision_destination(
+    provision: &dyn Provision,
+    reference: &Reference,
+    registry: &RegistryCheck,
+    run: &PushRun,
+) -> Result<Provisioned, ProvisionError> {
+    let provisioned = provision.ensure(reference, registry).await?;
+    if let Provisioned::Created(created) = &provisioned {
+        run.reporter().created(created);
+        run.record_created(created.clone());
+    }
+    Ok(provisioned)
 }

@@ -19,10 +19,10 @@
 //! Registries are keyed as docker keys them: Docker Hub as
 //! `https://index.docker.io/v1/`, others as `host[:port]`.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -193,18 +193,8 @@ fn run_helper(helper: &str, verb: &str, input: &str, server: &str) -> Result<boo
             .with_detail(detail)
             .with_hint(format!("check that `{program}` is installed and works, or remove it from config.json"))
     };
-    let mut child = Command::new(&program)
-        .arg(verb)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading its input is its own business.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    // The helper's stderr is kept out of the terminal: what it says goes in the error.
+    let output = super::helper_process(&program, verb, input, Stdio::piped()).map_err(failed)?;
     if output.status.success() {
         return Ok(true);
     }

@@ -11,7 +11,7 @@ use std::process::Command;
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer, layer_tar};
 use hoist_testkit::harbor::{ADMIN, DEVELOPER, HarborConfig, PROJECT_ROBOT, SYSTEM_ROBOT, TestHarbor};
 
-use crate::support::{Run, copy_and_check_as, hoist, path_str, run};
+use crate::support::{Run, copy_and_check_as, hoist, path_str, run, with_input, with_stdin};
 
 /// An archive and an empty credential world, so the machine's own logins
 /// never reach a test.
@@ -57,28 +57,6 @@ impl Scene {
         let mut all = vec!["push", path_str(&self.archive), dest, "--username", account.0, "--password-stdin"];
         all.extend_from_slice(args);
         with_stdin(&mut self.hoist(&all), account.1)
-    }
-}
-
-pub(crate) fn with_stdin(command: &mut Command, input: &str) -> Run {
-    with_input(command, input.as_bytes().to_vec())
-}
-
-pub(crate) fn with_input(command: &mut Command, input: Vec<u8>) -> Run {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    // hoist may stop reading early on an error: a broken pipe here is fine.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

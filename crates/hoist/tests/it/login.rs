@@ -9,8 +9,8 @@ use base64::Engine as _;
 use hoist_testkit::harbor::{DEVELOPER, TestHarbor};
 use hoist_testkit::{IssuerConfig, TestRegistry, TokenIssuer};
 
-use crate::harbor::{Scene, read_config, with_stdin};
-use crate::support::{Run, path_str, run};
+use crate::harbor::{Scene, read_config};
+use crate::support::{Run, path_str, path_with, run, with_stdin};
 
 const USER: &str = "login-user";
 const PASSWORD: &str = "l0gin-pa55-never-shown";
@@ -122,17 +122,7 @@ esac
         calls = calls.display(),
         store = store.display()
     );
-    let path = bin.join("docker-credential-fake");
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
-}
-
-fn path_with(bin: &Path) -> std::ffi::OsString {
-    let mut paths = vec![bin.to_owned()];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(paths).unwrap()
+    crate::support::write_executable(&bin.join("docker-credential-fake"), &script);
 }
 
 #[test]
