@@ -74,11 +74,11 @@ impl Session {
         let action = format!("mount blob {digest} from {from} into {}", repo.name());
         let response = match mounting.send_counted(&action, &url, empty_post(repo, &url), Some(retries)).await {
             Ok(response) => response,
-            // A 401 the session could not cure (Harbor's for a source the
-            // account cannot read, or in a project that is gone, after it
-            // tried Basic), or a refusal it classified: upload instead. If
-            // the destination itself is refused, the upload says so.
-            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied | ErrorKind::NotFound) => {
+            // A 401 that a fresh token did not cure comes back as an error:
+            // the account may push here but not read `from` (Harbor says 401
+            // for a project it cannot read). A refused mount, not a refused
+            // upload; wrong credentials fail the upload's own POST next.
+            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied) => {
                 tracing::debug!(%error, "mount refused; uploading instead");
                 return Ok(MountAnswer::Refused);
             }
