@@ -130,7 +130,8 @@ pub struct UploadOptions {
     pub chunk_size: Option<u64>,
     /// Known blobs up to this size go in one PUT; larger ones are streamed.
     pub monolithic_max: u64,
-    /// Resumes, restarts and chunk-size changes allowed before giving up.
+    /// Resumes, restarts and chunk-size changes allowed in a row, without the
+    /// registry holding more in between, before giving up.
     pub max_recoveries: u32,
     /// Where open sessions are recorded until committed or cancelled.
     pub track: Option<OpenUploads>,
@@ -496,7 +497,12 @@ impl<'a> Uploader<'a> {
             ONE_PASS_CHUNK
         });
         let mut plan = Plan { mode, chunk, offset: 0, recoveries: 0 };
-        let mut budget = Budget::new(&self.repo.retry_context(None).policy);
+        let policy = self.repo.retry_context(None).policy;
+        let mut budget = Budget::new(&policy);
+        // The furthest the registry was known to hold: progress past it gives
+        // recoveries and their time budget a fresh start, so a long upload
+        // over a flaky link is bounded per failure, not in all.
+        let mut furthest = 0;
         loop {
             plan.chunk = plan.chunk.max(session.min_chunk().unwrap_or(0)).clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
             let pass = match plan.mode {
@@ -530,6 +536,11 @@ impl<'a> Uploader<'a> {
                 Err(Failure::Source(error)) => return Err(give_up(session, UploadError::Source(error)).await),
                 Err(Failure::Registry(error)) => error,
             };
+            if plan.offset > furthest {
+                furthest = plan.offset;
+                plan.recoveries = 0;
+                budget = Budget::new(&policy);
+            }
             plan.recoveries += 1;
             if plan.recoveries > self.options.max_recoveries {
                 return Err(give_up(session, error.into()).await);

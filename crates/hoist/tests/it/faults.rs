@@ -184,6 +184,24 @@ fn ghcr_style_416_above_4mib_shrinks_the_chunks() {
     }
 }
 
+/// A failure late in a long upload is recovered from: the retry budget
+/// (four times `--timeout`) counts from the last progress, not from the
+/// upload's start.
+#[test]
+fn a_failure_late_in_a_long_upload_still_resumes() {
+    for input in [Input::File, Input::Stdin] {
+        let rules = vec![
+            // The tenth chunk breaks, about 5 s in: past a budget counted from the start.
+            Rule::first(1, Fault::DropBodyAfter(1000)).method("PATCH").skip(9),
+            Rule::always(Fault::Delay { ms: 500 }).method("PATCH"),
+        ];
+        let setup = setup(3 << 20, rules);
+        setup.push_as(input, "app", &["--timeout", "1", "--chunk-size", "256KiB", "--jobs", "1"]);
+        assert!(setup.proxy.log().iter().any(|l| l.status == 0), "{input:?}: one chunk was dropped");
+        setup.assert_intact("app");
+    }
+}
+
 /// The registry commits a blob but its answer is lost: a HEAD finds the
 /// blob, and the commit is never sent again.
 #[test]
