@@ -81,6 +81,7 @@ impl Repository {
         let retries = AtomicU32::new(0);
         let context = self.retry_context(Some(&retries));
         let mut budget = Budget::new(&context.policy);
+        let mut resumed_from = 0u64;
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         let mut attempt = 1;
@@ -143,6 +144,12 @@ impl Repository {
             };
             if !broken.is_retryable() {
                 return Err(broken.into());
+            }
+            // Progress since the last break gives the retries a fresh start:
+            // a long download is bounded per break, not in all.
+            if written > resumed_from {
+                resumed_from = written;
+                budget = Budget::new(&context.policy);
             }
             let Ok(delay) = budget.next(None) else { return Err(broken.into()) };
             let reason = format!("{}; resuming at byte {written}", broken.details().detail.clone().unwrap_or_default());

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use hoist_oci::Digest;
@@ -130,7 +130,8 @@ pub struct UploadOptions {
     pub chunk_size: Option<u64>,
     /// Known blobs up to this size go in one PUT; larger ones are streamed.
     pub monolithic_max: u64,
-    /// Resumes, restarts and chunk-size changes allowed before giving up.
+    /// Resumes, restarts and chunk-size changes allowed in a row, without the
+    /// registry holding more in between, before giving up.
     pub max_recoveries: u32,
     /// Where open sessions are recorded until committed or cancelled.
     pub track: Option<OpenUploads>,
@@ -506,7 +507,12 @@ impl<'a> Uploader<'a> {
             ONE_PASS_CHUNK
         });
         let mut plan = Plan { mode, chunk, offset: 0, recoveries: 0 };
-        let mut budget = Budget::new(&self.repo.retry_context(None).policy);
+        let policy = self.repo.retry_context(None).policy;
+        let mut budget = Budget::new(&policy);
+        // The furthest the registry was known to hold: progress past it gives
+        // recoveries and their time budget a fresh start, so a long upload
+        // over a flaky link is bounded per failure, not in all.
+        let mut furthest = 0;
         loop {
             plan.chunk = plan.chunk.max(session.min_chunk().unwrap_or(0)).clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
             let pass = match plan.mode {
@@ -540,6 +546,11 @@ impl<'a> Uploader<'a> {
                 Err(Failure::Source(error)) => return Err(give_up(session, UploadError::Source(error)).await),
                 Err(Failure::Registry(error)) => error,
             };
+            if plan.offset > furthest {
+                furthest = plan.offset;
+                plan.recoveries = 0;
+                budget = Budget::new(&policy);
+            }
             plan.recoveries += 1;
             if plan.recoveries > self.options.max_recoveries {
                 return Err(give_up(session, error.into()).await);
@@ -747,17 +758,18 @@ impl<'a> Uploader<'a> {
                     return Err(Failure::Source(error));
                 }
             };
-            if data.is_empty() {
+            let len = data.len();
+            if len == 0 {
                 self.reader = Some(reader);
                 return Ok(());
             }
-            let (start, len) = (plan.offset, data.len() as u64);
+            let start = plan.offset;
             let last = len < chunk;
-            let body = self.body(futures_util::stream::once(std::future::ready(Ok(data))).boxed());
+            let body = self.body(futures_util::stream::iter(data.pieces.into_iter().map(Ok)).boxed());
             let range = format!("{start}-{}", start + len - 1);
             let patching = session.patch(&self.action, body, Some(range), Some(len), &self.activity);
             let (answer, following) = if last {
-                (patching.await, Ok(Bytes::new()))
+                (patching.await, Ok(Chunk::default()))
             } else {
                 tokio::join!(patching, reader.read_chunk(chunk))
             };
@@ -828,19 +840,32 @@ fn split(mut bytes: Bytes) -> Vec<io::Result<Bytes>> {
     pieces
 }
 
+/// A chunk as the source's own pieces, not copied into one buffer.
+#[derive(Clone, Debug, Default)]
+struct Chunk {
+    pieces: Vec<Bytes>,
+}
+
+impl Chunk {
+    fn len(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len() as u64).sum()
+    }
+}
+
 /// Reads a [`BlobStream`] in chunks, keeping the last two chunks so that a
 /// resend of either (the one in flight, or the one read ahead) does not
-/// reopen the source.
+/// reopen the source. Chunks hold the stream's own pieces: nothing is
+/// copied, so memory is what is kept, not twice that.
 struct Reader {
     /// In a mutex only to be `Sync` (upload futures hold `&Uploader` across
     /// awaits); always reached through `get_mut`, without locking.
     stream: Mutex<BlobStream>,
     /// Source offset of the next byte `read_chunk` returns.
     pos: u64,
-    /// Bytes already taken from the stream but not yet returned.
-    front: Bytes,
+    /// Pieces already taken from the stream (or sought back to) but not yet returned.
+    front: VecDeque<Bytes>,
     /// The last chunks returned, oldest first, with their offsets.
-    kept: VecDeque<(u64, Bytes)>,
+    kept: VecDeque<(u64, Chunk)>,
     ended: bool,
 }
 
@@ -849,7 +874,7 @@ const KEPT_CHUNKS: usize = 2;
 
 impl Reader {
     fn new(stream: BlobStream, pos: u64) -> Self {
-        Self { stream: Mutex::new(stream), pos, front: Bytes::new(), kept: VecDeque::new(), ended: false }
+        Self { stream: Mutex::new(stream), pos, front: VecDeque::new(), kept: VecDeque::new(), ended: false }
     }
 
     /// Moves back to `offset` within the kept chunks (or stays): false when
@@ -862,54 +887,57 @@ impl Reader {
         if offset < oldest || offset > self.pos {
             return false;
         }
-        let mut front = BytesMut::with_capacity((self.pos - offset) as usize + self.front.len());
+        let mut front: VecDeque<Bytes> = VecDeque::new();
         for (start, chunk) in &self.kept {
-            let end = start + chunk.len() as u64;
-            if end > offset {
-                let from = offset.saturating_sub(*start) as usize;
-                front.extend_from_slice(&chunk[from..]);
+            let mut at = *start;
+            for piece in &chunk.pieces {
+                let end = at + piece.len() as u64;
+                if end > offset {
+                    front.push_back(piece.slice(offset.saturating_sub(at) as usize..));
+                }
+                at = end;
             }
         }
-        front.extend_from_slice(&self.front);
-        self.front = front.freeze();
+        front.extend(self.front.drain(..));
+        self.front = front;
         self.pos = offset;
         self.kept.clear();
         true
     }
 
     /// Up to `n` bytes; fewer only at the end of the blob.
-    async fn read_chunk(&mut self, n: u64) -> io::Result<Bytes> {
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        let out = if self.front.len() >= n {
-            // The source's own chunk holds it all: no copy.
-            self.front.split_to(n)
-        } else {
-            let mut out = BytesMut::with_capacity(n.min(64 * 1024 * 1024));
-            loop {
-                if !self.front.is_empty() {
-                    let take = (n - out.len()).min(self.front.len());
-                    out.extend_from_slice(&self.front.split_to(take));
-                }
-                if out.len() == n || self.ended {
+    async fn read_chunk(&mut self, n: u64) -> io::Result<Chunk> {
+        let mut chunk = Chunk::default();
+        let mut missing = n;
+        while missing > 0 {
+            let Some(mut piece) = self.front.pop_front() else {
+                if self.ended {
                     break;
                 }
                 let stream = self.stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match stream.next().await {
-                    Some(Ok(bytes)) => self.front = bytes,
+                    Some(Ok(bytes)) if !bytes.is_empty() => self.front.push_back(bytes),
+                    Some(Ok(_)) => {}
                     Some(Err(error)) => return Err(error),
                     None => self.ended = true,
                 }
+                continue;
+            };
+            if piece.len() as u64 > missing {
+                self.front.push_front(piece.split_off(missing as usize));
             }
-            out.freeze()
-        };
-        if !out.is_empty() {
+            missing -= piece.len() as u64;
+            chunk.pieces.push(piece);
+        }
+        let len = chunk.len();
+        if len > 0 {
             if self.kept.len() == KEPT_CHUNKS {
                 self.kept.pop_front();
             }
-            self.kept.push_back((self.pos, out.clone()));
+            self.kept.push_back((self.pos, chunk.clone()));
         }
-        self.pos += out.len() as u64;
-        Ok(out)
+        self.pos += len;
+        Ok(chunk)
     }
 }
 
@@ -931,19 +959,24 @@ mod tests {
         assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [BODY_PIECE, BODY_PIECE, 5]);
     }
 
+    async fn read(reader: &mut Reader, n: u64) -> Vec<u8> {
+        reader.read_chunk(n).await.unwrap().pieces.concat()
+    }
+
     #[tokio::test]
     async fn the_reader_resends_its_last_two_chunks_without_reopening() {
-        let source = BytesSource::new(Bytes::from_static(b"0123456789"));
-        let mut reader = Reader::new(source.open(0).unwrap(), 0);
-        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"012");
-        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"345");
-        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"678");
+        // The source hands out uneven pieces, as a compressor's channel does.
+        let pieces = [&b"01"[..], b"2345", b"6", b"789"].map(|p| Ok(Bytes::from_static(p)));
+        let mut reader = Reader::new(futures_util::stream::iter(pieces).boxed(), 0);
+        assert_eq!(read(&mut reader, 3).await, b"012");
+        assert_eq!(read(&mut reader, 3).await, b"345");
+        assert_eq!(read(&mut reader, 3).await, b"678");
         assert!(!reader.seek(2), "before the two kept chunks: reopen");
         assert!(reader.seek(4), "inside the older kept chunk");
-        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"456");
-        assert_eq!(&reader.read_chunk(3).await.unwrap()[..], b"789");
-        assert!(reader.read_chunk(3).await.unwrap().is_empty());
+        assert_eq!(read(&mut reader, 3).await, b"456");
+        assert_eq!(read(&mut reader, 3).await, b"789");
+        assert!(read(&mut reader, 3).await.is_empty());
         assert!(reader.seek(7));
-        assert_eq!(&reader.read_chunk(8).await.unwrap()[..], b"789");
+        assert_eq!(read(&mut reader, 8).await, b"789");
     }
 }

@@ -88,6 +88,8 @@ pub enum Fault {
     /// Forward the request (the registry acts on it), then close the
     /// connection without answering: an answer lost on its way back.
     LoseAnswer,
+    /// Wait this long, then forward: a slow registry or link.
+    Delay { ms: u64 },
 }
 
 /// When a [`Fault`] applies: method and path fragment, after `skip` matching
@@ -319,6 +321,9 @@ async fn handle(
     };
     logged.body_len = body.len();
 
+    if let Some(Fault::Delay { ms }) = &fault {
+        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+    }
     if let Some(Fault::LoseAnswer) = &fault {
         let lost = forward(parts, body, upstream).await?;
         logged.fault = Some(format!("answer {} lost", lost.status().as_u16()));

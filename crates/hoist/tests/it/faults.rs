@@ -184,6 +184,24 @@ fn ghcr_style_416_above_4mib_shrinks_the_chunks() {
     }
 }
 
+/// A failure late in a long upload is recovered from: the retry budget
+/// (four times `--timeout`) counts from the last progress, not from the
+/// upload's start.
+#[test]
+fn a_failure_late_in_a_long_upload_still_resumes() {
+    for input in [Input::File, Input::Stdin] {
+        let rules = vec![
+            // The tenth chunk breaks, about 5 s in: past a budget counted from the start.
+            Rule::first(1, Fault::DropBodyAfter(1000)).method("PATCH").skip(9),
+            Rule::always(Fault::Delay { ms: 500 }).method("PATCH"),
+        ];
+        let setup = setup(3 << 20, rules);
+        setup.push_as(input, "app", &["--timeout", "1", "--chunk-size", "256KiB", "--jobs", "1"]);
+        assert!(setup.proxy.log().iter().any(|l| l.status == 0), "{input:?}: one chunk was dropped");
+        setup.assert_intact("app");
+    }
+}
+
 /// The registry commits a blob but its answer is lost: a HEAD finds the
 /// blob, and the commit is never sent again.
 #[test]
@@ -197,8 +215,11 @@ fn a_lost_commit_answer_is_checked_with_a_head_not_resent() {
         let digest = lost.query.split('&').find(|p| p.starts_with("digest=")).unwrap().to_owned();
         let commits = log.iter().filter(|l| l.method == "PUT" && l.query.contains(&digest)).count();
         assert_eq!(commits, 1, "{input:?}: the commit was sent once");
-        let head = log.iter().position(|l| l.fault.is_some()).unwrap() + 1;
-        assert_eq!(log[head].method, "HEAD", "{input:?}: a HEAD asks whether it is there");
+        // The next request about that blob (others may run meanwhile) asks whether it is there.
+        let hex = digest.rsplit("%3A").next().unwrap();
+        let at = log.iter().position(|l| l.fault.is_some()).unwrap();
+        let next = log[at + 1..].iter().find(|l| l.path.contains(hex)).expect("a request about the blob");
+        assert_eq!(next.method, "HEAD", "{input:?}: a HEAD asks whether it is there");
         setup.assert_intact("app");
     }
 }
