@@ -161,10 +161,15 @@ impl HarborClient {
         let mut response = self.deliver(action, method.clone(), url, payload.as_ref(), state).await?;
         absorb(state, response.headers());
         if is_unsafe(&method) && response.status() == StatusCode::FORBIDDEN {
-            let refusal = csrf_refusal(action, url, response).await?;
-            tracing::debug!(%refusal, "Harbor refused the CSRF token; sending once more with the one it gave");
-            response = self.deliver(action, method, url, payload.as_ref(), state).await?;
-            absorb(state, response.headers());
+            match csrf_refusal(response).await {
+                Ok(refusal) => {
+                    tracing::debug!(%refusal, "Harbor refused the CSRF token; sending once more with the one it gave");
+                    response = self.deliver(action, method, url, payload.as_ref(), state).await?;
+                    absorb(state, response.headers());
+                }
+                // Another refusal: the caller reads it as it would have.
+                Err(other) => response = other,
+            }
         }
         Ok(response)
     }
@@ -199,11 +204,10 @@ impl HarborClient {
                     return Ok(session);
                 }
                 StatusCode::FORBIDDEN if attempt == 0 => {
-                    let refusal = csrf_refusal(&action, &url, response).await;
                     // An OIDC user is sent to the identity provider instead (a 403
                     // with `redirect_location`): no session from a password.
-                    if let Err(error) = refusal {
-                        return Err(oidc_hint(error, login));
+                    if let Err(other) = csrf_refusal(response).await {
+                        return Err(oidc_hint(error_from(&action, &url, other).await, login));
                     }
                 }
                 StatusCode::UNAUTHORIZED => {
@@ -317,15 +321,20 @@ pub(crate) async fn error_from(action: &str, url: &Url, response: reqwest::Respo
 }
 
 /// A 403 that is a CSRF refusal carrying a new token: `Ok` with its reason
-/// (to send again); any other 403 is the error it is.
-async fn csrf_refusal(action: &str, url: &Url, response: reqwest::Response) -> Result<String, HarborError> {
+/// (to send again); any other 403 comes back as an equivalent answer, for
+/// the caller to read as usual (its body, at most what `error_body` keeps).
+async fn csrf_refusal(response: reqwest::Response) -> Result<String, reqwest::Response> {
     let has_token = response.headers().contains_key(CSRF_HEADER);
-    let status = response.status().as_u16();
+    let (status, headers) = (response.status(), response.headers().clone());
     let body = wire::error_body(response).await;
-    let csrf = parse_errors(&body).into_iter().find(|m| m.message.contains("CSRF token"));
-    match csrf {
+    match parse_errors(&body).into_iter().find(|m| m.message.contains("CSRF token")) {
         Some(message) if has_token => Ok(message.message),
-        _ => Err(HarborError::from_answer(action, url, status, &body)),
+        _ => {
+            let mut rebuilt = http::Response::new(body);
+            *rebuilt.status_mut() = status;
+            *rebuilt.headers_mut() = headers;
+            Err(reqwest::Response::from(rebuilt))
+        }
     }
 }
 

@@ -76,6 +76,11 @@ async fn when_creation_is_for_administrators_others_are_told_so() {
     let robot = client(&harbor, Some(login(SYSTEM_ROBOT, LoginMode::Basic)));
     assert_eq!(robot.ensure_project("built", CREATE).await.unwrap(), Ensured::Created { public: false });
     assert_eq!(harbor.project("built").unwrap().owner, ADMIN.0, "a robot's project belongs to the administrator");
+    // The same refusal through a cookie session (a 403 that is no CSRF refusal).
+    let session = client(&harbor, Some(login(DEVELOPER, LoginMode::Session)));
+    let error = session.ensure_project("team", CREATE).await.unwrap_err();
+    assert_eq!(error.kind(), HarborErrorKind::CreationRestricted, "{error}");
+    assert!(error.hint().unwrap().contains("restricted to administrators"), "{:?}", error.hint());
     let admin = client(&harbor, Some(login(ADMIN, LoginMode::Basic)));
     assert_eq!(admin.ensure_project("team", CREATE).await.unwrap(), Ensured::Created { public: false });
 }
