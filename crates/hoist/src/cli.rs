@@ -15,8 +15,8 @@ Examples, one per command:
   hoist push app.tar registry.example.com/team/app:1.0   push the image in app.tar there
   hoist pull registry.example.com/team/app:1.0 app.tar   write it to an archive `docker load` reads
   hoist inspect app.tar                                  list its images, tags and layers
-  echo \"$PASS\" | hoist login -u ci --password-stdin registry.example.com   store a login as docker does
-  hoist logout registry.example.com                      remove it
+  hoist login -u ci --password-stdin registry.example.com   check a login, store it as docker does
+  hoist logout registry.example.com                      forget it
   hoist completions bash > ~/.local/share/bash-completion/completions/hoist
 
 `hoist help COMMAND` tells more about each."
