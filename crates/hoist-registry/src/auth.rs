@@ -25,7 +25,6 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use serde::Deserialize;
@@ -420,7 +419,7 @@ impl HostAuth {
             Credential::RegistryToken(token) => return Ok(Some(bearer(token))),
         };
         self.check_transport(url, source)?;
-        Ok(Some(basic(username, password)))
+        Ok(Some(hoist_http::basic_authorization(username, password)))
     }
 
     /// What to tell the user when the registry still answers 401.
@@ -517,7 +516,11 @@ impl HostAuth {
         scopes: &[Scope],
         limit: Duration,
     ) -> Result<Secret, RegistryError> {
-        let action = format!("get a token for {} from {}", join_scopes(scopes, " "), self.registry);
+        let action = if scopes.is_empty() {
+            format!("get a token from {}", self.registry)
+        } else {
+            format!("get a token for {} from {}", join_scopes(scopes, " "), self.registry)
+        };
         let credential = self.credential(client).await?;
         if let Some((Credential::RegistryToken(token), _)) = credential {
             return Ok(token.clone());
@@ -574,9 +577,7 @@ struct TokenRequest<'a> {
 
 impl TokenRequest<'_> {
     async fn deliver(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RegistryError> {
-        crate::wire::send(request, &crate::wire::Activity::new(), self.limit)
-            .await
-            .map_err(|e| e.into_registry_error(self.action, self.realm))
+        crate::wire::send(request, &crate::wire::Activity::new(), self.limit, self.action, self.realm).await
     }
 
     /// OAuth2: `POST grant_type=refresh_token`. `None` when the token server
@@ -633,7 +634,7 @@ impl TokenRequest<'_> {
             _ => None,
         };
         if let Some((username, password)) = basic_credential {
-            request = request.header(AUTHORIZATION, basic(username, password));
+            request = request.header(AUTHORIZATION, hoist_http::basic_authorization(username, password));
         }
         tracing::debug!(realm = %crate::RedactedUrl::new(self.realm.clone()), "GET a token");
         let response = self.deliver(request).await?;
@@ -691,19 +692,7 @@ fn join_scopes(scopes: &[Scope], separator: &str) -> String {
 }
 
 fn bearer(token: &Secret) -> HeaderValue {
-    sensitive(&format!("Bearer {}", token.expose()))
-}
-
-fn basic(username: &str, password: &Secret) -> HeaderValue {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()));
-    sensitive(&format!("Basic {encoded}"))
-}
-
-fn sensitive(value: &str) -> HeaderValue {
-    // Control characters in a secret would make the header invalid; send nothing rather than panic.
-    let mut header = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    header.set_sensitive(true);
-    header
+    hoist_http::sensitive_header(&format!("Bearer {}", token.expose()))
 }
 
 /// `host:port` → `host`; `[::1]:5000` → `::1`.

@@ -1,19 +1,15 @@
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hoist_http::{Transport, TransportOptions};
 use hoist_oci::Reference;
 use url::Url;
 
 use crate::auth::HostAuth;
-use crate::{CredentialStore, ErrorKind, RegistryError, Repository, RetryObserver, RetryPolicy};
+use crate::{CredentialStore, RegistryError, Repository, RetryObserver, RetryPolicy};
 
-/// Docker's per-registry TLS directory.
-pub const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
-/// How long a request or answer may go without progress, unless set.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub use hoist_http::{Connection, DEFAULT_CERTS_DIR, DEFAULT_TIMEOUT};
 
 /// Settings that apply to every registry a [`Client`] talks to.
 #[derive(Clone, Debug)]
@@ -30,10 +26,10 @@ pub struct ClientOptions {
     /// Where credentials come from; `Default` is anonymous.
     pub credentials: CredentialStore,
     /// Extra trusted CA certificates (PEM files, each may hold several).
-    pub ca_certs: Vec<PathBuf>,
+    pub ca_certs: Vec<std::path::PathBuf>,
     /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` are CAs and
     /// `*.cert` + `*.key` a client certificate. `None`: [`DEFAULT_CERTS_DIR`].
-    pub certs_dir: Option<PathBuf>,
+    pub certs_dir: Option<std::path::PathBuf>,
     /// When and how often failed requests and uploads are tried again.
     pub retry: RetryPolicy,
     /// Told about every retry before its delay (the client never prints).
@@ -44,36 +40,6 @@ pub struct ClientOptions {
     pub timeout: Duration,
 }
 
-/// How the user asked to reach registries, before knowing which ones: the
-/// network flags every command shares.
-#[derive(Clone, Debug)]
-pub struct Connection {
-    /// Plain HTTP to every registry named (`--plain-http`).
-    pub plain_http: bool,
-    /// HTTPS even to loopback registries named (`--https`).
-    pub https: bool,
-    /// Skip TLS certificate verification.
-    pub insecure: bool,
-    pub ca_certs: Vec<PathBuf>,
-    pub certs_dir: Option<PathBuf>,
-    /// See [`ClientOptions::timeout`]; one request is retried for at most
-    /// four times this.
-    pub timeout: Duration,
-}
-
-impl Default for Connection {
-    fn default() -> Self {
-        Self {
-            plain_http: false,
-            https: false,
-            insecure: false,
-            ca_certs: Vec::new(),
-            certs_dir: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
-
 impl ClientOptions {
     /// Options for talking to `registries` (`host[:port]`) as `connection`
     /// says: its `plain_http` and `https` apply to each of them.
@@ -82,81 +48,61 @@ impl ClientOptions {
         registries: impl IntoIterator<Item = String>,
         credentials: CredentialStore,
     ) -> Self {
-        let registries: Vec<String> = registries.into_iter().collect();
-        let pick = |on: bool| if on { registries.clone() } else { Vec::new() };
-        Self {
-            plain_http: pick(connection.plain_http),
-            https: pick(connection.https),
-            insecure: connection.insecure,
-            credentials,
-            ca_certs: connection.ca_certs.clone(),
-            certs_dir: connection.certs_dir.clone(),
-            retry: RetryPolicy { max_elapsed: connection.timeout * 4, ..RetryPolicy::default() },
-            timeout: connection.timeout,
-            ..Self::default()
+        Self::from_transport(TransportOptions::for_servers(connection, registries), credentials)
+    }
+
+    /// These options with `credentials`.
+    pub fn from_transport(transport: TransportOptions, credentials: CredentialStore) -> Self {
+        let TransportOptions { plain_http, https, insecure, user_agent, ca_certs, certs_dir, retry, on_retry, timeout } =
+            transport;
+        Self { plain_http, https, insecure, user_agent, credentials, ca_certs, certs_dir, retry, on_retry, timeout }
+    }
+
+    /// Everything but the credentials: what the HTTP transport is built from.
+    pub fn transport(&self) -> TransportOptions {
+        TransportOptions {
+            plain_http: self.plain_http.clone(),
+            https: self.https.clone(),
+            insecure: self.insecure,
+            user_agent: self.user_agent.clone(),
+            ca_certs: self.ca_certs.clone(),
+            certs_dir: self.certs_dir.clone(),
+            retry: self.retry.clone(),
+            on_retry: self.on_retry.clone(),
+            timeout: self.timeout,
         }
     }
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self {
-            plain_http: Vec::new(),
-            https: Vec::new(),
-            insecure: false,
-            user_agent: None,
-            credentials: CredentialStore::default(),
-            ca_certs: Vec::new(),
-            certs_dir: None,
-            retry: RetryPolicy::default(),
-            on_retry: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
+        Self::from_transport(TransportOptions::default(), CredentialStore::default())
     }
 }
 
 /// A registry client: connection pools (one per registry with its own TLS
-/// material, one for the rest) and the authentication sessions, shared by
-/// every repository handle. Cheap to clone.
+/// material, one for the rest; see [`Transport`]) and the authentication
+/// sessions, shared by every repository handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// The pool requests go through: a repository handle's is its registry's.
     pub(crate) http: reqwest::Client,
-    /// The system had no CA certificates: HTTPS trusts the bundled public roots.
-    bundled_roots: bool,
+    transport: Transport,
     /// Whether the bundled roots were announced yet (once per client).
     pub(crate) roots_announced: Arc<std::sync::atomic::AtomicBool>,
-    /// `host[:port]` → a client with that registry's `certs.d` material.
-    per_host: Arc<HashMap<String, reqwest::Client>>,
     auth: Arc<Mutex<HashMap<String, Arc<HostAuth>>>>,
     options: Arc<ClientOptions>,
     /// `Warning` texts already shown: each is shown once per client.
-    pub(crate) warnings: Arc<crate::warning::Warnings>,
+    pub(crate) warnings: Arc<hoist_http::Warnings>,
 }
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
-        // reqwest is built without a default crypto provider (ring builds in
-        // half the time of aws-lc); install ours once. A second install fails
-        // harmlessly, so this is safe to call for every client.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (mut extra_cas, bundled_roots) = trusted_roots();
-        for path in &options.ca_certs {
-            extra_cas.extend(read_cas(path)?);
-        }
-        let http = build(&options, extra_cas.clone(), None)?;
-        let certs_dir = options.certs_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR));
-        let mut per_host = HashMap::new();
-        for (host, material) in scan_certs_dir(&certs_dir)? {
-            let mut cas = extra_cas.clone();
-            cas.extend(material.cas);
-            tracing::debug!(%host, dir = %certs_dir.display(), client_cert = material.identity.is_some(), "TLS settings from certs.d");
-            per_host.insert(host, build(&options, cas, material.identity)?);
-        }
+        let transport = Transport::new(options.transport())?;
         Ok(Self {
-            http,
-            bundled_roots,
+            http: transport.shared_pool(),
+            transport,
             roots_announced: Arc::default(),
-            per_host: Arc::new(per_host),
             auth: Arc::new(Mutex::new(HashMap::new())),
             options: Arc::new(options),
             warnings: Arc::default(),
@@ -198,217 +144,16 @@ impl Client {
     /// minimal host) and HTTPS trusts the public roots built into hoist
     /// (Mozilla's, from `webpki-root-certs`) instead.
     pub fn uses_bundled_roots(&self) -> bool {
-        self.bundled_roots
+        self.transport.uses_bundled_roots()
     }
 
     /// The connection pool for `url`'s host: its own if `certs.d` has
     /// material for it, the shared one otherwise.
     pub(crate) fn http_for(&self, url: &Url) -> reqwest::Client {
-        let host = url.host_str().unwrap_or_default();
-        let key = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
-        self.per_host.get(&key).or_else(|| self.per_host.get(host)).unwrap_or(&self.http).clone()
+        self.transport.pool_for(url)
     }
 
     pub(crate) fn uses_plain_http(&self, reference: &Reference) -> bool {
-        let registry = reference.registry();
-        if self.options.plain_http.iter().any(|host| host == registry) {
-            return true;
-        }
-        // TLS material for a loopback registry means the user wants TLS there.
-        reference.is_loopback()
-            && !self.options.https.iter().any(|host| host == registry)
-            && !self.per_host.contains_key(registry)
-    }
-}
-
-/// The roots every connection trusts, and whether they are the bundled ones.
-///
-/// reqwest's `rustls-no-provider` verifies through rustls-platform-verifier,
-/// which on Linux loads the system store with rustls-native-certs and fails
-/// the whole client with "No CA certificates were loaded from the system"
-/// when it finds none, even for plain-HTTP pushes. So hoist loads the store
-/// itself, once, with the same loader (`SSL_CERT_FILE`/`SSL_CERT_DIR`, then
-/// the distribution's bundle), and hands reqwest exactly these roots
-/// (`tls_certs_only`); an empty store falls back to Mozilla's public roots.
-fn trusted_roots() -> (Vec<reqwest::Certificate>, bool) {
-    let found = rustls_native_certs::load_native_certs();
-    for error in &found.errors {
-        tracing::debug!(%error, "reading the system's CA certificates");
-    }
-    // Keep what rustls accepts as a trust anchor, as the platform verifier
-    // does: one malformed system certificate must not break every push.
-    let mut parsed = rustls::RootCertStore::empty();
-    let system: Vec<reqwest::Certificate> = found
-        .certs
-        .into_iter()
-        .filter(|der| parsed.add(der.clone()).is_ok())
-        .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok())
-        .collect();
-    if !system.is_empty() {
-        tracing::debug!(roots = system.len(), "trusting the system's CA certificates");
-        return (system, false);
-    }
-    let bundled =
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
-    (bundled.collect(), true)
-}
-
-fn build(
-    options: &ClientOptions,
-    cas: Vec<reqwest::Certificate>,
-    identity: Option<reqwest::Identity>,
-) -> Result<reqwest::Client, RegistryError> {
-    let user_agent = options.user_agent.clone().unwrap_or_else(|| format!("hoist/{}", env!("CARGO_PKG_VERSION")));
-    let mut builder = reqwest::Client::builder()
-        .user_agent(user_agent)
-        // One TCP connection per concurrent upload: with HTTP/2 every
-        // layer would share one connection and the server's window.
-        .http1_only()
-        // No `read_timeout`: reqwest runs it from the request's start to the
-        // answer, which would cut off large uploads. Requests and answers
-        // are watched for progress instead (`wire.rs`).
-        .connect_timeout(options.timeout)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        // Redirects are followed; reqwest drops `Authorization` when one
-        // leads to another host, so credentials stay with the registry.
-        .tls_danger_accept_invalid_certs(options.insecure)
-        .tls_certs_only(cas);
-    if let Some(identity) = identity {
-        builder = builder.identity(identity);
-    }
-    with_proxies(builder)?.build().map_err(|e| {
-        RegistryError::new(ErrorKind::Local, "set up the HTTP client").with_detail(error_chain(&e)).with_hint(
-            "a TLS setting on this machine is unusable: check the files given with --ca-cert and those in the certs.d \
-             directory (--certs-dir)",
-        )
-    })
-}
-
-/// Proxies from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
-/// (or their lower-case forms), as docker reads them, including its (Go's)
-/// rule that loopback is never proxied: a local test registry keeps working
-/// on a machine whose proxy is set for the outside world.
-fn with_proxies(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, RegistryError> {
-    let var = |names: [&str; 2]| names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()));
-    let exceptions = var(["NO_PROXY", "no_proxy"]).unwrap_or_default();
-    let no_proxy = reqwest::NoProxy::from_string(&format!("localhost,127.0.0.0/8,::1,{exceptions}"));
-    let proxy_error = |name: &str, e: &reqwest::Error| {
-        RegistryError::new(ErrorKind::Local, format!("use the proxy in {name}"))
-            .with_detail(error_chain(e))
-            .with_hint(format!("set {name} to a URL such as http://proxy.example:3128, or unset it"))
-    };
-    // Replaces reqwest's own reading of the environment, which proxies loopback too.
-    let mut builder = builder.no_proxy();
-    if let Some(url) = var(["HTTP_PROXY", "http_proxy"]) {
-        let proxy = reqwest::Proxy::http(&url).map_err(|e| proxy_error("HTTP_PROXY", &e))?;
-        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
-    }
-    if let Some(url) = var(["HTTPS_PROXY", "https_proxy"]) {
-        let proxy = reqwest::Proxy::https(&url).map_err(|e| proxy_error("HTTPS_PROXY", &e))?;
-        builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
-    }
-    if let Some(url) = var(["ALL_PROXY", "all_proxy"]) {
-        let proxy = reqwest::Proxy::all(&url).map_err(|e| proxy_error("ALL_PROXY", &e))?;
-        builder = builder.proxy(proxy.no_proxy(no_proxy));
-    }
-    Ok(builder)
-}
-
-fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
-    let tls_error = |detail: String| {
-        RegistryError::new(ErrorKind::Local, format!("read CA certificates from {}", path.display()))
-            .with_detail(detail)
-            .with_hint("give a PEM file holding one or more `-----BEGIN CERTIFICATE-----` blocks")
-    };
-    let pem = std::fs::read(path).map_err(|e| tls_error(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls_error(error_chain(&e)))?;
-    if certs.is_empty() {
-        return Err(tls_error("it holds no certificate".into()));
-    }
-    Ok(certs)
-}
-
-#[derive(Default)]
-struct HostMaterial {
-    cas: Vec<reqwest::Certificate>,
-    identity: Option<reqwest::Identity>,
-}
-
-/// Reads docker's `certs.d`: one directory per `host[:port]`, `*.crt` CAs,
-/// and a client certificate `NAME.cert` with its key `NAME.key`.
-fn scan_certs_dir(dir: &Path) -> Result<Vec<(String, HostMaterial)>, RegistryError> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
-    let mut hosts = Vec::new();
-    for entry in entries.flatten() {
-        let host_dir = entry.path();
-        if !host_dir.is_dir() {
-            continue;
-        }
-        let host = entry.file_name().to_string_lossy().into_owned();
-        let mut material = HostMaterial::default();
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(&host_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        files.sort();
-        for file in &files {
-            match file.extension().and_then(|e| e.to_str()) {
-                Some("crt") => material.cas.extend(read_cas(file)?),
-                Some("cert") => {
-                    let key = file.with_extension("key");
-                    let unreadable = |what: &Path, e: String| {
-                        RegistryError::new(ErrorKind::Local, format!("read the client certificate for {host}"))
-                            .with_detail(format!("{}: {e}", what.display()))
-                            .with_hint(format!(
-                                "docker's layout wants `NAME.cert` and `NAME.key` side by side in {}",
-                                host_dir.display()
-                            ))
-                    };
-                    let mut pem = std::fs::read(file).map_err(|e| unreadable(file, e.to_string()))?;
-                    pem.push(b'\n');
-                    pem.extend(std::fs::read(&key).map_err(|e| unreadable(&key, e.to_string()))?);
-                    material.identity =
-                        Some(reqwest::Identity::from_pem(&pem).map_err(|e| unreadable(file, error_chain(&e)))?);
-                }
-                _ => {}
-            }
-        }
-        hosts.push((host, material));
-    }
-    Ok(hosts)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certs_d_problems_name_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().join("reg.example:5000");
-        std::fs::create_dir_all(&host).unwrap();
-        std::fs::write(host.join("client.cert"), "not used").unwrap();
-        let error = scan_certs_dir(dir.path()).err().expect("a client.cert without its key is an error");
-        assert!(error.to_string().contains("client certificate for reg.example:5000"), "{error}");
-        assert!(error.to_string().contains("client.key"), "{error}");
-
-        std::fs::remove_file(host.join("client.cert")).unwrap();
-        std::fs::write(host.join("ca.crt"), "not PEM").unwrap();
-        let error = scan_certs_dir(dir.path()).err().expect("a .crt without a certificate is an error");
-        assert!(error.to_string().contains("ca.crt"), "{error}");
-    }
-
-    #[test]
-    fn a_missing_certs_dir_is_no_material() {
-        assert!(scan_certs_dir(Path::new("/nonexistent/certs.d")).unwrap().is_empty());
+        self.transport.uses_plain_http(reference.registry())
     }
 }

@@ -14,6 +14,9 @@
 //! server URL on stdin, as docker does.
 //!
 //! Every secret is a [`Secret`], whose `Debug` never shows the value.
+//!
+//! [`store`] is the write side: what `hoist login` and `hoist logout` do to
+//! the same files and helpers.
 
 use std::fmt;
 use std::io::Write;
@@ -25,6 +28,8 @@ use serde::Deserialize;
 
 use crate::{ErrorKind, RegistryError};
 
+pub mod store;
+
 /// The key docker uses for Docker Hub in `config.json` and with helpers.
 const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// What a helper prints when it has nothing for a server: not an error.
@@ -32,27 +37,7 @@ const HELPER_NOT_FOUND: &str = "credentials not found in native keychain";
 /// The user name helpers return to mean "the secret is an identity token".
 const IDENTITY_TOKEN_USER: &str = "<token>";
 
-/// A password or token. Prints as `Secret(…)` so it cannot leak through
-/// `Debug` or a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that puts it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
+pub use hoist_http::Secret;
 
 /// What to authenticate with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,9 +93,7 @@ impl CredentialStore {
     /// `$REGISTRY_AUTH_FILE` or `$XDG_RUNTIME_DIR/containers/auth.json`.
     pub fn from_environment() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let docker_config = var("DOCKER_CONFIG")
-            .map(|dir| dir.join("config.json"))
-            .or_else(|| var("HOME").map(|home| home.join(".docker/config.json")));
+        let docker_config = store::docker_config_path();
         let podman_auth =
             var("REGISTRY_AUTH_FILE").or_else(|| var("XDG_RUNTIME_DIR").map(|dir| dir.join("containers/auth.json")));
         Self { explicit: None, docker_config, podman_auth }
@@ -199,7 +182,12 @@ impl AuthConfig {
         {
             return Ok(Some((credential, CredentialSource::Helper(helper.clone()))));
         }
-        let entry = self.auths.iter().find(|(key, _)| keys.contains(&normalize_key(key))).map(|(_, entry)| entry);
+        // The key docker writes first (what `hoist login` and `docker login`
+        // store), then legacy spellings of the same host.
+        let entry = self
+            .auths
+            .get(&server_url)
+            .or_else(|| self.auths.iter().find(|(key, _)| keys.contains(&normalize_key(key))).map(|(_, entry)| entry));
         let Some(entry) = entry else { return Ok(None) };
         Ok(entry.credential(path)?.map(|c| (c, CredentialSource::File(path.to_owned()))))
     }
@@ -278,18 +266,7 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
             .with_detail(detail)
             .with_hint(format!("check that `{program}` is installed and logged in, or remove it from config.json"))
     };
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading its input is its own business.
-        let _ = stdin.write_all(server_url.as_bytes());
-    }
-    let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    let output = helper_process(&program, "get", server_url, Stdio::inherit()).map_err(failed)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         if stdout.trim() == HELPER_NOT_FOUND {
@@ -308,6 +285,23 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
     } else {
         Credential::Basic { username: answer.username, password: Secret::new(answer.secret) }
     }))
+}
+
+/// Runs `program verb` with `input` on its stdin, to its end. Helpers
+/// speak one request and one answer; their stderr goes where `stderr` says.
+fn helper_process(program: &str, verb: &str, input: &str, stderr: Stdio) -> Result<std::process::Output, String> {
+    let mut child = Command::new(program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is its own business.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
 }
 
 fn config_error(path: &Path, detail: &str) -> RegistryError {

@@ -118,7 +118,7 @@ impl RegistryError {
     pub(crate) fn from_response(action: &str, url: &url::Url, status: u16, body: &[u8]) -> Self {
         let codes = parse_error_body(body);
         let kind = classify(status, &codes);
-        let detail = if codes.is_empty() && !body.is_empty() { Some(trim_body(body)) } else { None };
+        let detail = if codes.is_empty() && !body.is_empty() { Some(hoist_http::body_excerpt(body)) } else { None };
         Self(Box::new(Details {
             kind,
             action: action.to_owned(),
@@ -129,23 +129,6 @@ impl RegistryError {
             hint: None,
             no_connection: false,
         }))
-    }
-
-    /// Builds the error for a request that got no HTTP answer.
-    pub(crate) fn from_transport(action: &str, url: &url::Url, error: &reqwest::Error) -> Self {
-        let cause = transport_cause(error);
-        // An answer HTTP cannot parse (a head too large, a bad status line),
-        // too many redirects or a request that cannot be built fail the same
-        // way every time: a protocol problem, never retried.
-        let deterministic = error.is_builder() || error.is_redirect() || is_unparsable_answer(error);
-        let kind = if deterministic { ErrorKind::Protocol } else { ErrorKind::Network };
-        let mut built = Self::new(kind, action).with_url(url);
-        if let Some(hint) = tls_hint(&cause, url) {
-            built = built.with_hint(hint);
-        }
-        let mut built = built.with_detail(cause);
-        built.0.no_connection = error.is_connect() && !error.is_timeout();
-        built
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -182,19 +165,31 @@ impl RegistryError {
             ),
             ErrorKind::Unavailable => "the registry is overloaded or failing; try again later".into(),
             ErrorKind::Unauthorized => "log in with `--username` and `--password-stdin`, or `docker login`".into(),
-            ErrorKind::Denied => {
-                "the account lacks push permission for this repository, or a quota is exhausted".into()
-            }
+            ErrorKind::Denied => match Flavour::of(&host) {
+                Flavour::GitLab => {
+                    let repository = d.url.as_ref().and_then(|u| repository_of(u.inner())).unwrap_or_default();
+                    format!(
+                        "the account lacks push permission for `{repository}` on {host}, or a quota is exhausted. \
+                         On GitLab the project must exist first (its container repositories are created on push, \
+                         at most two path levels below the project): create it in GitLab, or check the path"
+                    )
+                }
+                _ => "the account lacks push permission for this repository, or a quota is exhausted".into(),
+            },
             ErrorKind::NotFound if self.repository_unknown() => {
                 let repository = d.url.as_ref().and_then(|u| repository_of(u.inner())).unwrap_or_default();
-                let project = repository.split('/').next().unwrap_or_default();
                 let port = d.url.as_ref().and_then(|u| u.inner().port()).map(|p| format!(":{p}")).unwrap_or_default();
-                format!(
-                    "repository `{repository}` does not exist on {host}{port}: check the name. Registries that do not \
-                     create repositories on push need it created first: on Amazon ECR, `aws ecr create-repository \
-                     --repository-name {repository}`; on Harbor, create the project `{project}` (hoist does not \
-                     create either)"
-                )
+                let place = format!("{host}{port}");
+                if self.harbor_project_missing() {
+                    let project = repository.split('/').next().unwrap_or_default();
+                    format!(
+                        "the Harbor project `{project}` does not exist on {place} (Harbor says so with a 401, which is \
+                         not about credentials): check the name; to push, create the project, or let hoist create \
+                         it (without `--no-create`, with an account allowed to create projects)"
+                    )
+                } else {
+                    Flavour::of(&host).unknown_repository_hint(&repository, &place)
+                }
             }
             ErrorKind::NotFound => {
                 "check the repository name; some registries (ECR, Harbor) need the repository or project created first"
@@ -224,11 +219,95 @@ impl RegistryError {
     /// The registry says the repository itself is unknown: distribution's
     /// and ECR's `NAME_UNKNOWN`, or Harbor's "project … not found".
     fn repository_unknown(&self) -> bool {
-        self.has_code("NAME_UNKNOWN")
-            || self.0.codes.iter().any(|c| {
-                let message = c.message.to_ascii_lowercase();
-                message.contains("project") && message.contains("not found")
-            })
+        self.has_code("NAME_UNKNOWN") || self.harbor_project_missing()
+    }
+
+    /// Harbor's answer for a repository in a project that does not exist.
+    pub fn harbor_project_missing(&self) -> bool {
+        harbor_project_missing(&self.0.codes)
+    }
+}
+
+/// Harbor answers a registry request into a project that does not exist
+/// with `401 UNAUTHORIZED` "project NAME not found" (its `/v2` middleware,
+/// `src/server/middleware/v2auth/auth.go`, fails the project lookup before
+/// any permission check); some versions say it with a 404 `NOT_FOUND`.
+fn harbor_project_missing(codes: &[ErrorCode]) -> bool {
+    codes.iter().any(|c| {
+        let message = c.message.to_ascii_lowercase();
+        message.starts_with("project ") && message.contains(" not found")
+    })
+}
+
+/// Registries that do not create what a push names, told by host name.
+enum Flavour {
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com`
+    Ecr {
+        region: Option<String>,
+    },
+    /// `LOCATION-docker.pkg.dev`
+    Gar {
+        location: String,
+    },
+    /// `registry.gitlab.com`, or a self-hosted name with `gitlab` in it.
+    GitLab,
+    Other,
+}
+
+impl Flavour {
+    fn of(host: &str) -> Self {
+        let host = host.to_ascii_lowercase();
+        if let Some(rest) = host.strip_suffix(".amazonaws.com") {
+            let region = rest.split_once(".dkr.ecr.").map(|(_, region)| region.to_owned());
+            return Self::Ecr { region };
+        }
+        if let Some(location) = host.strip_suffix("-docker.pkg.dev") {
+            return Self::Gar { location: location.to_owned() };
+        }
+        if host.split('.').any(|label| label.contains("gitlab")) {
+            return Self::GitLab;
+        }
+        Self::Other
+    }
+
+    /// What to say when `repository` does not exist at `place` (`host[:port]`).
+    fn unknown_repository_hint(&self, repository: &str, place: &str) -> String {
+        match self {
+            Self::Ecr { region } => {
+                let region = region.as_deref().map(|r| format!(" --region {r}")).unwrap_or_default();
+                format!(
+                    "repository `{repository}` does not exist on {place}: Amazon ECR does not create repositories \
+                     on push; create it first: `aws ecr create-repository --repository-name {repository}{region}`"
+                )
+            }
+            Self::Gar { location } => match repository.split('/').collect::<Vec<_>>().as_slice() {
+                [project, name, _image, ..] => format!(
+                    "repository `{name}` does not exist in project `{project}` on {place}: Google Artifact Registry \
+                     does not create repositories on push; create it first: `gcloud artifacts repositories create \
+                     {name} --repository-format=docker --location={location} --project={project}`"
+                ),
+                _ => format!(
+                    "`{repository}` is not a Google Artifact Registry path: images live at \
+                     {place}/PROJECT/REPOSITORY/IMAGE, and the repository must be created first (`gcloud artifacts \
+                     repositories create REPOSITORY --repository-format=docker --location={location}`)"
+                ),
+            },
+            Self::GitLab => format!(
+                "repository `{repository}` does not exist on {place}: on GitLab the project must exist first (its \
+                 container repositories are created on push, at most two path levels below the project): create \
+                 it in GitLab, or check the path"
+            ),
+            Self::Other => {
+                let project = repository.split('/').next().unwrap_or_default();
+                format!(
+                    "repository `{repository}` does not exist on {place}: check the name. Registries that do not \
+                     create repositories on push need it created first: on Amazon ECR, `aws ecr create-repository \
+                     --repository-name {repository}`; on Google Artifact Registry, `gcloud artifacts repositories \
+                     create`; on GitLab, the project; on Harbor, create the project `{project}` (hoist does so itself \
+                     when it recognises Harbor)"
+                )
+            }
+        }
     }
 }
 
@@ -268,8 +347,32 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+impl From<hoist_http::HttpError> for RegistryError {
+    fn from(error: hoist_http::HttpError) -> Self {
+        let kind = match error.kind() {
+            hoist_http::HttpErrorKind::Network => ErrorKind::Network,
+            hoist_http::HttpErrorKind::Protocol => ErrorKind::Protocol,
+            hoist_http::HttpErrorKind::Local => ErrorKind::Local,
+        };
+        Self(Box::new(Details {
+            kind,
+            action: error.action().to_owned(),
+            url: error.url().cloned(),
+            status: None,
+            codes: Vec::new(),
+            detail: error.detail().map(str::to_owned),
+            hint: error.hint().map(str::to_owned),
+            no_connection: error.no_connection(),
+        }))
+    }
+}
+
 fn classify(status: u16, codes: &[ErrorCode]) -> ErrorKind {
     let has = |c: &str| codes.iter().any(|e| e.code == c);
+    // Harbor's 401 for a missing project is about the project, not the credentials.
+    if harbor_project_missing(codes) {
+        return ErrorKind::NotFound;
+    }
     if has("DENIED") {
         return ErrorKind::Denied;
     }
@@ -286,81 +389,9 @@ fn classify(status: u16, codes: &[ErrorCode]) -> ErrorKind {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
+/// The codes and messages of a registry's `{"errors": […]}` body.
 pub(crate) fn parse_error_body(body: &[u8]) -> Vec<ErrorCode> {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.errors.into_iter().map(|e| ErrorCode { code: e.code, message: e.message }).collect())
-        .unwrap_or_default()
-}
-
-fn trim_body(body: &[u8]) -> String {
-    const SHOWN: usize = 300;
-    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > SHOWN { format!("{text}…") } else { text }
-}
-
-/// The innermost cause of a transport error, without the URL (which may hold
-/// secrets and is reported separately, redacted).
-fn transport_cause(error: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    let mut last = None;
-    while let Some(cause) = source {
-        last = Some(cause.to_string());
-        source = cause.source();
-    }
-    let cause = last.unwrap_or_else(|| "the request failed".into());
-    if error.is_timeout() { format!("timed out ({cause})") } else { cause }
-}
-
-/// hyper could not parse the answer (its head too large, its status line or
-/// headers malformed).
-fn is_unparsable_answer(error: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
-            return hyper.is_parse() || hyper.is_parse_status();
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// A hint for TLS failures, which otherwise read as "is a registry running?".
-fn tls_hint(cause: &str, url: &url::Url) -> Option<String> {
-    let host = url.host_str().unwrap_or_default();
-    let host_port = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
-    let lower = cause.to_ascii_lowercase().replace(' ', "");
-    if lower.contains("certificaterequired") || lower.contains("badcertificate") {
-        Some(format!(
-            "{host_port} wants a client certificate: put `client.cert` and `client.key` in \
-             /etc/docker/certs.d/{host_port}/ (or the directory given by --certs-dir)"
-        ))
-    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
-        Some(format!(
-            "the registry's TLS certificate is not trusted: pass its CA with `--ca-cert FILE`, or put it in \
-             /etc/docker/certs.d/{host_port}/ca.crt (`--insecure` skips the check)"
-        ))
-    } else if lower.contains("handshake") || lower.contains("tls") || lower.contains("alert") {
-        Some(format!(
-            "the TLS handshake with {host_port} failed: if it wants a client certificate, put `client.cert` and \
-             `client.key` in /etc/docker/certs.d/{host_port}/; if it speaks plain HTTP, use `--plain-http`"
-        ))
-    } else {
-        None
-    }
+    hoist_http::error_entries(body).into_iter().map(|(code, message)| ErrorCode { code, message }).collect()
 }
 
 #[cfg(test)]
@@ -400,9 +431,8 @@ mod tests {
         assert_eq!(ecr.kind(), ErrorKind::NotFound);
         let hint = ecr.hint().unwrap();
         assert!(hint.contains("repository `team/app` does not exist on 123456789012.dkr.ecr"), "{hint}");
-        assert!(hint.contains("aws ecr create-repository --repository-name team/app"), "{hint}");
-        assert!(hint.contains("create the project `team`"), "{hint}");
-        // Harbor's answer when the project is missing.
+        assert!(hint.contains("aws ecr create-repository --repository-name team/app --region eu-west-1"), "{hint}");
+        // Harbor's answer when the project is missing (older versions: a 404).
         let url = url::Url::parse("https://harbor.example/v2/library2/app/manifests/1").unwrap();
         let harbor = RegistryError::from_response(
             "push manifest",
@@ -410,9 +440,69 @@ mod tests {
             404,
             br#"{"errors":[{"code":"NOT_FOUND","message":"project library2 not found"}]}"#,
         );
-        assert!(harbor.hint().unwrap().contains("create the project `library2`"), "{:?}", harbor.hint());
+        assert!(harbor.hint().unwrap().contains("Harbor project `library2` does not exist"), "{:?}", harbor.hint());
         // Any other 404 keeps the general hint.
         let blob = RegistryError::from_response("read blob", &url, 404, br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
         assert!(blob.hint().unwrap().starts_with("check the repository name"), "{:?}", blob.hint());
+        // A registry hoist does not recognise gets every way to create it.
+        let url = url::Url::parse("https://registry.example:5000/v2/team/app/blobs/uploads/").unwrap();
+        let other = RegistryError::from_response("push", &url, 404, br#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#);
+        let hint = other.hint().unwrap();
+        assert!(hint.contains("`team/app` does not exist on registry.example:5000"), "{hint}");
+        assert!(hint.contains("aws ecr create-repository --repository-name team/app"), "{hint}");
+        assert!(hint.contains("create the project `team`"), "{hint}");
+    }
+
+    /// Harbor's `/v2` middleware answers a request into a missing project
+    /// with 401 "project … not found" (src/server/middleware/v2auth/auth.go):
+    /// a missing project, exit 5, never a credentials problem.
+    #[test]
+    fn harbors_401_for_a_missing_project_is_not_found() {
+        let url = url::Url::parse("https://harbor.example/v2/team/app/blobs/uploads/").unwrap();
+        let body =
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"project team not found: project team not found"}]}"#;
+        let error = RegistryError::from_response("start a blob upload to team/app", &url, 401, body);
+        assert_eq!(error.kind(), ErrorKind::NotFound);
+        assert!(error.harbor_project_missing());
+        let hint = error.hint().unwrap();
+        assert!(hint.contains("the Harbor project `team` does not exist on harbor.example"), "{hint}");
+        assert!(hint.contains("--no-create"), "{hint}");
+        assert!(!hint.contains("password"), "{hint}");
+        // Any other 401 stays a credentials problem.
+        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"unauthorized to access repository: team/app"}]}"#;
+        assert_eq!(RegistryError::from_response("push", &url, 401, body).kind(), ErrorKind::Unauthorized);
+    }
+
+    #[test]
+    fn google_artifact_registry_and_gitlab_say_what_must_exist_first() {
+        let url = url::Url::parse("https://europe-west1-docker.pkg.dev/v2/my-proj/images/app/blobs/uploads/").unwrap();
+        let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"Repository \"images\" not found"}]}"#;
+        let hint = RegistryError::from_response("push", &url, 404, body).hint().unwrap();
+        assert!(hint.contains("repository `images` does not exist in project `my-proj`"), "{hint}");
+        assert!(
+            hint.contains(
+                "gcloud artifacts repositories create images --repository-format=docker --location=europe-west1 \
+                 --project=my-proj"
+            ),
+            "{hint}"
+        );
+        let url = url::Url::parse("https://europe-west1-docker.pkg.dev/v2/my-proj/app/blobs/uploads/").unwrap();
+        let hint = RegistryError::from_response("push", &url, 404, body).hint().unwrap();
+        assert!(hint.contains("is not a Google Artifact Registry path"), "{hint}");
+
+        let url = url::Url::parse("https://registry.gitlab.com/v2/group/project/app/blobs/uploads/").unwrap();
+        let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
+        let hint = RegistryError::from_response("push", &url, 404, body).hint().unwrap();
+        assert!(hint.contains("on GitLab the project must exist first"), "{hint}");
+        // GitLab refuses a push into a project that does not exist as denied.
+        let url = url::Url::parse("https://gitlab.example.com:5050/v2/group/project/app/blobs/uploads/").unwrap();
+        let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+        let hint = RegistryError::from_response("push", &url, 403, body).hint().unwrap();
+        assert!(hint.contains("On GitLab the project must exist first"), "{hint}");
+        assert!(hint.contains("`group/project/app`"), "{hint}");
+        // Elsewhere a denial keeps the general hint.
+        let url = url::Url::parse("https://registry.example/v2/group/app/blobs/uploads/").unwrap();
+        let hint = RegistryError::from_response("push", &url, 403, body).hint().unwrap();
+        assert!(!hint.contains("GitLab"), "{hint}");
     }
 }

@@ -41,14 +41,18 @@
 //! each time (the library never prints). PATCH and PUT on a session are
 //! never re-sent blindly; the upload engine recovers them itself.
 //!
-//! Nothing a registry does can hold hoist without bound (`wire.rs`): a
-//! request fails after [`ClientOptions::timeout`] without progress, every
-//! answer is read chunk by chunk within it and up to a cap (an error body:
-//! its first 16 KiB, within 5 s), and [`Repository::for_lookup`] gives
-//! optional lookups one short attempt.
+//! Nothing a registry does can hold hoist without bound (hoist-http's
+//! `wire`): a request fails after [`ClientOptions::timeout`] without
+//! progress, every answer is read chunk by chunk within it and up to a cap
+//! (an error body: its first 16 KiB, within 5 s), and
+//! [`Repository::for_lookup`] gives optional lookups one short attempt.
+//!
+//! The transport under it all (TLS trust, `certs.d`, proxies, retries and
+//! those bounds) is hoist-http's, shared with hoist's other API clients;
+//! this crate adds the distribution protocol and its authentication.
 //!
 //! A `Warning: 299 - "text"` on any answer is logged once per distinct text
-//! with `tracing::warn!` and changes nothing else (see `warning.rs`).
+//! with `tracing::warn!` and changes nothing else (hoist-http's `Warnings`).
 //!
 //! Every error is a [`RegistryError`] that knows its kind (auth, not found,
 //! retryable, protocol, digest mismatch, local, …) and carries a hint. URLs
@@ -61,13 +65,11 @@ pub mod credentials;
 mod error;
 mod fetch;
 mod manifest;
-mod redact;
 mod registry;
 mod repository;
 mod retry;
 mod session;
 mod upload;
-mod warning;
 mod wire;
 
 /// The header a registry names a blob's or manifest's digest in.
@@ -80,8 +82,9 @@ pub use client::{Client, ClientOptions, Connection, DEFAULT_CERTS_DIR, DEFAULT_T
 pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use fetch::{BlobSink, DownloadError};
+pub use hoist_http::RedactedUrl;
 pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
-pub use redact::RedactedUrl;
+pub use registry::RegistryCheck;
 pub use repository::Repository;
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
 pub use upload::{

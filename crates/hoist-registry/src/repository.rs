@@ -63,6 +63,18 @@ impl Repository {
         self
     }
 
+    /// The same registry, for requests outside any repository: tokens for
+    /// no scope at all.
+    pub(crate) fn without_scopes(mut self) -> Self {
+        self.scopes = Vec::new();
+        self
+    }
+
+    /// `/v2/` on this registry.
+    pub(crate) fn api_root(&self) -> Url {
+        self.base.join("v2/").expect("a registry base URL takes a path")
+    }
+
     /// The repository path, e.g. `team/app`.
     pub fn name(&self) -> &str {
         &self.name
@@ -167,7 +179,7 @@ impl Repository {
         request: reqwest::RequestBuilder,
         activity: &Activity,
     ) -> Result<reqwest::Response, RegistryError> {
-        wire::send(request, activity, self.stall_limit()).await.map_err(|e| e.into_registry_error(action, url))
+        wire::send(request, activity, self.stall_limit(), action, url).await
     }
 
     /// One attempt, authorized as earlier challenges taught. On a 401 the
@@ -218,10 +230,16 @@ impl Repository {
         Ok(response)
     }
 
-    /// The error for a 401 that answering the challenge did not cure.
+    /// The error for a 401 that answering the challenge did not cure. One
+    /// that is Harbor saying the project does not exist is that, never a
+    /// matter of credentials.
     async fn refused(&self, action: &str, url: &Url, response: reqwest::Response) -> RegistryError {
+        let error = error_from(action, url, response).await;
+        if error.kind() == ErrorKind::NotFound {
+            return error;
+        }
         let hint = self.auth.refusal_hint(&self.client).await;
-        error_from(action, url, response).await.with_hint(hint)
+        error.with_hint(hint)
     }
 }
 

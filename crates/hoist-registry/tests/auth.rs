@@ -192,6 +192,32 @@ async fn a_registry_token_from_docker_config_is_sent_as_is() {
 }
 
 /// Uploads `bytes` (HEAD first) and says what that took.
+/// What `hoist login` asks before storing credentials: good ones pass,
+/// wrong ones are an auth error, on a token registry (a token for no scope)
+/// and on a basic one (`GET /v2/` with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_without_asking_for_any_scope() {
+    let wrong = || {
+        CredentialStore::anonymous()
+            .with_explicit(Credential::Basic { username: USER.into(), password: Secret::new("wrong") })
+    };
+    let issuer = TokenIssuer::start(IssuerConfig::default().user(USER, PASSWORD));
+    let token_registry = TestRegistry::builder().token_auth(&issuer).start();
+    let probe = Reference::from_parts(&token_registry.host(), "v2", None).unwrap();
+    client(basic()).check_credentials(&probe).await.unwrap();
+    assert_eq!(issuer.issued().len(), 1);
+    assert_eq!(issuer.issued()[0].scopes, "", "no scope is asked for");
+    let error = client(wrong()).check_credentials(&probe).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+    assert!(error.hint().unwrap().contains("refused the credentials from --username"), "{:?}", error.hint());
+
+    let basic_registry = TestRegistry::builder().basic_auth(USER, PASSWORD).start();
+    let probe = Reference::from_parts(&basic_registry.host(), "v2", None).unwrap();
+    client(basic()).check_credentials(&probe).await.unwrap();
+    let error = client(wrong()).check_credentials(&probe).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized, "{error}");
+}
+
 async fn upload(repo: &Repository, bytes: Bytes) -> UploadAction {
     repo.upload_blob(&BytesSource::new(bytes), &UploadOptions::default()).await.unwrap().action
 }

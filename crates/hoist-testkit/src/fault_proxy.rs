@@ -255,10 +255,10 @@ impl Drop for FaultProxy {
     }
 }
 
-type Body = BoxBody<Bytes, std::io::Error>;
-type Reply = Response<Body>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Reply = Response<Body>;
 
-fn full(bytes: Bytes) -> Body {
+pub(crate) fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
@@ -484,7 +484,13 @@ fn record(state: &Mutex<State>, logged: Logged) {
     state.lock().expect("proxy state").log.push(logged);
 }
 
-async fn forward(parts: hyper::http::request::Parts, body: Bytes, upstream: u16) -> Result<Reply, std::io::Error> {
+/// Sends a request whose body was read whole to the registry on `upstream`,
+/// and reads its answer whole.
+pub(crate) async fn forward(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: u16,
+) -> Result<Reply, std::io::Error> {
     let stream = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], upstream))).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;

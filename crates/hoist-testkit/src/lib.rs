@@ -18,6 +18,8 @@
 
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod harbor;
+mod jwt;
 mod registry;
 pub mod tls;
 pub mod token_issuer;

@@ -35,8 +35,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use ring::rand::SecureRandom as _;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+
+use crate::jwt::Signer;
 
 const LEEWAY: u64 = 60;
 const SERVICE: &str = "hoist-test-registry";
@@ -132,12 +132,10 @@ pub struct Issued {
 
 struct Inner {
     config: IssuerConfig,
-    key: EcdsaKeyPair,
-    cert_der: Vec<u8>,
+    signer: Signer,
     issued: Mutex<Vec<Issued>>,
     refused: Mutex<usize>,
     refresh_tokens: Mutex<Vec<String>>,
-    rng: ring::rand::SystemRandom,
 }
 
 /// A running token server on a loopback port; stops when dropped.
@@ -158,23 +156,15 @@ impl std::fmt::Debug for Inner {
 
 impl TokenIssuer {
     pub fn start(config: IssuerConfig) -> Self {
-        let key_pair = rcgen::KeyPair::generate().expect("signing key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("cert params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "hoist test token signer");
-        let cert = params.self_signed(&key_pair).expect("self-sign the token certificate");
-        let rng = ring::rand::SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key_pair.serialize_der(), &rng)
-            .expect("load the signing key");
+        let signer = Signer::new("hoist test token signer");
         let dir = tempfile::tempdir().expect("temp dir for the token certificate");
-        std::fs::write(dir.path().join("token.crt"), cert.pem()).expect("write the token certificate");
+        std::fs::write(dir.path().join("token.crt"), signer.cert_pem()).expect("write the token certificate");
         let inner = Arc::new(Inner {
             config,
-            key,
-            cert_der: cert.der().to_vec(),
+            signer,
             issued: Mutex::new(Vec::new()),
             refused: Mutex::new(0),
             refresh_tokens: Mutex::new(Vec::new()),
-            rng,
         });
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the token server");
@@ -247,15 +237,9 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 impl Inner {
     fn random_hex(&self) -> String {
-        let mut bytes = [0u8; 16];
-        self.rng.fill(&mut bytes).expect("random bytes");
-        hex::encode(bytes)
+        self.signer.random_hex(16)
     }
 
     fn sign(&self, subject: &str, scopes: &[String]) -> String {
@@ -268,11 +252,6 @@ impl Inner {
             })
             .collect();
         let issued_at = now();
-        let header = serde_json::json!({
-            "typ": "JWT",
-            "alg": "ES256",
-            "x5c": [base64::engine::general_purpose::STANDARD.encode(&self.cert_der)],
-        });
         let claims = serde_json::json!({
             "iss": ISSUER,
             "sub": subject,
@@ -284,10 +263,7 @@ impl Inner {
             "jti": self.random_hex(),
             "access": access,
         });
-        let signing_input =
-            format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-        let signature = self.key.sign(&self.rng, signing_input.as_bytes()).expect("sign the token");
-        format!("{signing_input}.{}", b64url(signature.as_ref()))
+        self.signer.sign(&claims)
     }
 
     fn grant(&self, subject: &str, scopes: &[String], method: &'static str, offline: bool) -> Response {

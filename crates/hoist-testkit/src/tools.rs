@@ -47,13 +47,18 @@ pub fn skopeo_raw_manifest(reference: &str) -> Vec<u8> {
 /// `skopeo copy docker://… dir:…`: downloads every blob and verifies every
 /// digest, so success proves the pushed image is whole and consistent.
 pub fn skopeo_copy_to_dir(reference: &str, dir: &Path) {
+    skopeo_copy_to_dir_as(reference, dir, None);
+}
+
+/// [`skopeo_copy_to_dir`] with `user:password` credentials.
+pub fn skopeo_copy_to_dir_as(reference: &str, dir: &Path, creds: Option<&str>) {
     require("skopeo", "skopeo");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{reference}"),
-        &format!("dir:{}", dir.display()),
-    ]));
+    let mut command = Command::new("skopeo");
+    command.args(["copy", "--src-tls-verify=false"]);
+    if let Some(creds) = creds {
+        command.args(["--src-creds", creds]);
+    }
+    run_ok(command.args([&format!("docker://{reference}"), &format!("dir:{}", dir.display())]));
 }
 
 /// Fails the test with one line unless the Docker Engine answers.

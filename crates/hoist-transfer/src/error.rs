@@ -25,6 +25,10 @@ pub enum PushError {
     Plan { message: String, hint: String },
     #[error(transparent)]
     Reference(#[from] hoist_oci::OciError),
+    /// A destination could not be made ready (see `Provision`); nothing
+    /// was pushed.
+    #[error(transparent)]
+    Provision(#[from] crate::ProvisionError),
     /// Every blob was in; putting these references' manifests failed
     /// (others may have been published: see `PushRun::published`).
     #[error("{cause}; not published: {}", join(references))]
@@ -54,6 +58,7 @@ impl PushError {
             Self::NotPublished { cause, .. } => cause.hint(),
             Self::Plan { hint, .. } => Some(hint.clone()),
             Self::Reference(_) => Some("write references as `host[:port]/path/name[:tag]`".into()),
+            Self::Provision(e) => e.hint(),
         }
     }
 }

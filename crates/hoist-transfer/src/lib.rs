@@ -18,12 +18,17 @@
 //! moment (to cancel when the push is stopped midway), and the references
 //! published so far. [`read_stream`] and [`StreamedPush`] do the same for an
 //! archive that can be read only once.
+//!
+//! [`push_archive`] is the one call a push is made with. A [`Provision`]
+//! given to it makes each destination ready before the first blob (the
+//! binary's makes Harbor projects); this crate knows no registry by name.
 
 mod cache;
 mod error;
 mod learn;
 mod pipeline;
 mod plan;
+mod provision;
 mod pull;
 mod push;
 mod reporter;
@@ -33,6 +38,7 @@ mod stream;
 pub use cache::{BlobCache, CachedBlob};
 pub use error::PushError;
 pub use plan::{Destinations, PushRequest, plan, push_archive, summary};
+pub use provision::{Created, Provision, ProvisionError, Provisioned, provision_destination};
 pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
 pub use reporter::{BlobId, NoReporter, Reporter, retry_observer};

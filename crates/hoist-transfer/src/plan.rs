@@ -2,13 +2,15 @@
 //! and the one call that reads an archive and pushes it as planned. The
 //! command line and the web service both come through here.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use hoist_archive::{Archive, ArchiveInput, Image};
 use hoist_oci::{Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions, Connection, CredentialStore};
+use hoist_registry::{Client, ClientOptions, Connection, CredentialStore, RegistryCheck};
 
+use crate::provision::Provision;
 use crate::{Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, read_stream, retry_observer};
 
 /// Where an archive's images go, as the user said it.
@@ -41,19 +43,26 @@ pub struct PushRequest {
     pub connection: Connection,
     pub credentials: CredentialStore,
     pub options: PushOptions,
+    /// Makes each destination ready before the first blob (a Harbor
+    /// project); `None`: destinations are taken as they are.
+    pub provision: Option<Arc<dyn Provision>>,
 }
 
 /// Reads the archive `request` names and pushes it as it says: every
 /// registry named is asked for `/v2/` before the archive is read (the
-/// archive's RepoTags, once known); a seekable archive is indexed and its
-/// layers read by position, a stream is read once with its layers held in
-/// upload sessions (every destination on one registry) or staged.
+/// archive's RepoTags, once known), and each destination repository is
+/// provisioned (see [`Provision`]) as soon as it is known, before any blob
+/// goes anywhere; a seekable archive is indexed and its layers read by
+/// position, a stream is read once with its layers held in upload sessions
+/// (every destination on one registry) or staged.
 pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<PushedImage>, PushError> {
-    let PushRequest { input, destinations, connection, credentials, options } = request;
+    let PushRequest { input, destinations, connection, credentials, options, provision } = request;
     let named = destinations.named_registries();
     let client = |registries: Vec<String>| client(&connection, &destinations, registries, credentials.clone(), run);
+    let mut ready = Readiness { provision, checks: HashMap::new(), provisioned: Vec::new() };
     if !named.is_empty() {
-        check_registries(&client(named.clone())?, &named).await?;
+        ready.check(&client(named.clone())?, &named).await?;
+        ready.provision(&destinations.references, run).await?;
     }
     match input {
         ArchiveInput::Seekable(path) => {
@@ -64,9 +73,8 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
             let plans = plan(archive.images(), archive.path(), &destinations)?;
             let registries = registries_of(&plans);
             let client = client(registries.clone())?;
-            if named.is_empty() {
-                check_registries(&client, &registries).await?;
-            }
+            ready.check(&client, &registries).await?;
+            ready.provision(plans.iter().flat_map(|p| &p.destinations), run).await?;
             crate::push(archive, &client, &plans, &options, run).await
         }
         ArchiveInput::Stream { reader, label } => {
@@ -83,9 +91,8 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
                 let plans = plan(streamed.images(), streamed.archive().label(), &destinations)?;
                 let registries = registries_of(&plans);
                 let client = client(registries.clone())?;
-                if named.is_empty() {
-                    check_registries(&client, &registries).await?;
-                }
+                ready.check(&client, &registries).await?;
+                ready.provision(plans.iter().flat_map(|p| &p.destinations), run).await?;
                 Ok::<_, PushError>((plans, client))
             };
             match planned.await {
@@ -131,14 +138,53 @@ fn registries_of(plans: &[PushPlan]) -> Vec<String> {
     registries
 }
 
-/// Asks each registry for `/v2/` (see [`Client::check_registry`]): a
-/// mistyped or unreachable one is the first thing said.
-async fn check_registries(client: &Client, registries: &[String]) -> Result<(), PushError> {
-    for registry in registries {
-        let probe = Reference::from_parts(registry, "v2", None)?;
-        client.check_registry(&probe).await?;
+/// What a push has learned of its registries and done to its
+/// destinations so far.
+struct Readiness {
+    provision: Option<Arc<dyn Provision>>,
+    /// `host[:port]` → what its `GET /v2/` answered.
+    checks: HashMap<String, RegistryCheck>,
+    /// `registry/repository` of each destination provisioned.
+    provisioned: Vec<String>,
+}
+
+impl Readiness {
+    /// Asks each registry not asked yet for `/v2/` (see
+    /// [`Client::check_registry`]): a mistyped or unreachable one is the
+    /// first thing said.
+    async fn check(&mut self, client: &Client, registries: &[String]) -> Result<(), PushError> {
+        for registry in registries {
+            if self.checks.contains_key(registry) {
+                continue;
+            }
+            let probe = Reference::from_parts(registry, "v2", None)?;
+            let check = client.check_registry(&probe).await?;
+            self.checks.insert(registry.clone(), check);
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Provisions each destination repository not done yet, on a registry
+    /// already checked; what is made is reported and recorded in `run`.
+    async fn provision<'a>(
+        &mut self,
+        destinations: impl IntoIterator<Item = &'a Reference>,
+        run: &PushRun,
+    ) -> Result<(), PushError> {
+        let Some(provision) = self.provision.clone() else { return Ok(()) };
+        for reference in destinations {
+            let location = reference.location();
+            if self.provisioned.contains(&location) {
+                continue;
+            }
+            let check = self.checks.get(reference.registry()).ok_or_else(|| {
+                PushError::Internal(format!("{} was not checked before provisioning", reference.registry()))
+            })?;
+            crate::provision_destination(provision.as_ref(), reference, check, run).await?;
+            self.provisioned.push(location);
+        }
+        Ok(())
+    }
 }
 
 /// Decides which image goes where.

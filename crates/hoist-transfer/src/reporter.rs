@@ -3,7 +3,7 @@ use std::sync::Arc;
 use hoist_oci::{Digest, Platform, Reference};
 use hoist_registry::{RetryEvent, RetryObserver};
 
-use crate::BlobAction;
+use crate::{BlobAction, Created};
 
 /// Identifies a blob in progress events: the layer's diff_id (or the config
 /// digest), which is known before any compressed digest is.
@@ -44,6 +44,9 @@ pub trait Reporter: Send + Sync {
     /// `event.delay`. Comes from the registry client, so it names the
     /// request (`event.action`), not a [`BlobId`].
     fn retry(&self, _event: &RetryEvent) {}
+    /// A destination's namespace was made before the push (a Harbor project,
+    /// by the push's `Provision`).
+    fn created(&self, _created: &Created) {}
     /// Something the user should know that changes nothing by itself: where
     /// a stream's layers are staged, a blob cache that was ignored, a
     /// learned layer that did not check out.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use hoist_oci::Reference;
 use hoist_registry::OpenUploads;
 
-use crate::{PushedImage, Reporter};
+use crate::{Created, PushedImage, Reporter};
 
 /// One push as its caller sees it while it runs: where its progress goes,
 /// the upload sessions it holds open, and the references it has published.
@@ -25,6 +25,7 @@ pub struct PushRun {
     uploads: OpenUploads,
     published: Arc<Mutex<Vec<PushedImage>>>,
     planned: Arc<Mutex<Vec<Reference>>>,
+    created: Arc<Mutex<Vec<Created>>>,
     interrupted: Arc<AtomicBool>,
     staging: Arc<Mutex<Option<PathBuf>>>,
 }
@@ -42,6 +43,7 @@ impl PushRun {
             uploads: OpenUploads::new(),
             published: Arc::default(),
             planned: Arc::default(),
+            created: Arc::default(),
             interrupted: Arc::default(),
             staging: Arc::default(),
         }
@@ -64,6 +66,12 @@ impl PushRun {
     /// Every reference the push means to publish, once it knows them.
     pub fn planned(&self) -> Vec<Reference> {
         lock(&self.planned).clone()
+    }
+
+    /// What the push made before its first blob (Harbor projects, by its
+    /// `Provision`), in order.
+    pub fn created(&self) -> Vec<Created> {
+        lock(&self.created).clone()
     }
 
     /// The planned references not published (yet).
@@ -110,6 +118,10 @@ impl PushRun {
 
     pub(crate) fn record_planned(&self, references: impl IntoIterator<Item = Reference>) {
         *lock(&self.planned) = references.into_iter().collect();
+    }
+
+    pub(crate) fn record_created(&self, created: Created) {
+        lock(&self.created).push(created);
     }
 
     pub(crate) fn record_staging(&self, dir: &Path) {

@@ -15,6 +15,8 @@ Examples, one per command:
   hoist push app.tar registry.example.com/team/app:1.0   push the image in app.tar there
   hoist pull registry.example.com/team/app:1.0 app.tar   write it to an archive `docker load` reads
   hoist inspect app.tar                                  list its images, tags and layers
+  hoist login -u ci --password-stdin registry.example.com   check a login, store it as docker does
+  hoist logout registry.example.com                      forget it
   hoist completions bash > ~/.local/share/bash-completion/completions/hoist
 
 `hoist help COMMAND` tells more about each."
@@ -43,6 +45,8 @@ pub(crate) enum Command {
     #[command(after_help = "\
 With no DEST, each image goes to the names in its RepoTags; `--registry` re-homes them.
 On success one line per pushed reference goes to stdout: DEST@sha256:<manifest digest>.
+On Harbor (told by its /v2/ challenge), a project that does not exist is created first, private
+unless --public (not with --no-create); an account that may not create projects gets an error naming it.
 
 Examples:
   hoist push app.tar 127.0.0.1:5000/team/app:1.0
@@ -74,6 +78,30 @@ Examples:
   hoist pull --platform linux/arm64 --format oci quay.io/x/y:2 y.tar"
     )]
     Pull(PullArgs),
+    /// Log in to a registry: check the credentials, then store them as `docker login` does.
+    #[command(
+        mut_arg("username", |a| a.help("The user name to log in as (required; HOIST_USERNAME works too)")),
+        mut_arg("password_stdin", |a| a.help("Read the password (or access token) from standard input")),
+        after_help = "\
+REGISTRY is host[:port] (a URL such as https://host:5000/ works too); Docker Hub when left out.
+The credentials are checked against the registry first (a token for no scope, or GET /v2/ with them),
+then stored in $DOCKER_CONFIG/config.json (or ~/.docker/config.json): through the credential helper
+that file names for the registry (credHelpers, credsStore), else in its `auths`, readable by the user
+only. Every hoist command, docker, podman and skopeo then use them.
+
+Examples:
+  echo \"$TOKEN\" | hoist login --username ci-bot --password-stdin registry.example.com
+  hoist login -u 'robot$ci' --password-stdin harbor.example.com < robot-secret.txt"
+    )]
+    Login(LoginArgs),
+    /// Remove a registry's stored login, as `docker logout` does.
+    #[command(after_help = "\
+REGISTRY is host[:port]; Docker Hub when left out. The login is removed from the credential helper
+config.json names for it, and from the file's `auths` under every spelling docker used for it.
+
+Example:
+  hoist logout registry.example.com")]
+    Logout(LogoutArgs),
     /// Print the completion script for a shell.
     #[command(after_help = "\
 Examples:
@@ -84,6 +112,38 @@ Examples:
     /// Write a man page for hoist and one for each command into DIR (for packaging).
     #[command(hide = true)]
     Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The registry: host[:port]. Docker Hub when left out.
+    #[arg(value_name = "REGISTRY")]
+    pub(crate) registry: Option<String>,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// The registry: host[:port]. Docker Hub when left out.
+    #[arg(value_name = "REGISTRY")]
+    pub(crate) registry: Option<String>,
+}
+
+/// What to do about a destination that must exist before anything is
+/// pushed into it (a Harbor project).
+#[derive(Debug, Args)]
+pub(crate) struct ProvisionArgs {
+    /// Create a Harbor project that does not exist as public (anyone may pull), not private.
+    #[arg(long, conflicts_with = "no_create")]
+    pub(crate) public: bool,
+    /// Never create a Harbor project: a push into one that does not exist fails, naming it, before any blob.
+    #[arg(long)]
+    pub(crate) no_create: bool,
+    /// Reach Harbor's API with a login session (POST /c/login, a cookie and its CSRF token) instead of Basic
+    /// auth, for deployments whose front end refuses Basic on /api/.
+    #[arg(long)]
+    pub(crate) harbor_session: bool,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +239,8 @@ pub(crate) struct PushArgs {
     /// Upload layers in chunks of SIZE bytes (`8MiB`, `512k`, …) instead of one streamed request each.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) chunk_size: Option<u64>,
+    #[command(flatten)]
+    pub(crate) provision: ProvisionArgs,
     #[command(flatten)]
     pub(crate) network: NetworkArgs,
 }

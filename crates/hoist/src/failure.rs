@@ -5,6 +5,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 use hoist_archive::ArchiveError;
+use hoist_harbor::{HarborError, HarborErrorKind};
 use hoist_registry::{ErrorKind, RegistryError};
 use hoist_transfer::{PullError, PushError};
 
@@ -135,6 +136,9 @@ pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
         if let Some(registry) = cause.downcast_ref::<RegistryError>() {
             return (registry_exit(registry), registry.hint());
         }
+        if let Some(harbor) = cause.downcast_ref::<HarborError>() {
+            return (harbor_exit(harbor), harbor.hint());
+        }
         if let Some(push) = cause.downcast_ref::<PushError>() {
             return (push_exit(push), push.hint());
         }
@@ -161,6 +165,23 @@ fn push_exit(error: &PushError) -> Exit {
         PushError::Internal(_) => Exit::Bug,
         PushError::NotPublished { cause, .. } => push_exit(cause),
         PushError::Plan { .. } | PushError::Reference(_) => Exit::Usage,
+        // The provisioner is the binary's own (Harbor projects).
+        PushError::Provision(provision) => {
+            provision.inner().downcast_ref::<HarborError>().map_or(Exit::Bug, harbor_exit)
+        }
+    }
+}
+
+fn harbor_exit(error: &HarborError) -> Exit {
+    match error.kind() {
+        HarborErrorKind::Network | HarborErrorKind::Unavailable => Exit::Unavailable,
+        HarborErrorKind::Unauthorized | HarborErrorKind::Forbidden | HarborErrorKind::CreationRestricted => Exit::Auth,
+        HarborErrorKind::ProjectMissing => Exit::NotFound,
+        // The destination names something Harbor cannot hold: a malformed reference for it.
+        HarborErrorKind::InvalidName => Exit::Usage,
+        HarborErrorKind::Rejected => Exit::Rejected,
+        HarborErrorKind::Protocol => Exit::Protocol,
+        HarborErrorKind::Local => Exit::Local,
     }
 }
 

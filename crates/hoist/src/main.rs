@@ -48,6 +48,7 @@ fn disable_transparent_huge_pages() {}
 mod cli;
 mod commands;
 mod failure;
+mod harbor;
 mod interrupt;
 mod reporter;
 
@@ -80,7 +81,9 @@ fn main() -> ExitCode {
 fn init_tracing(verbose: u8, json: bool) {
     let default = match verbose {
         0 => "warn",
-        1 => "info,hoist=debug,hoist_transfer=debug,hoist_registry=debug,hoist_archive=debug",
+        1 => {
+            "info,hoist=debug,hoist_transfer=debug,hoist_registry=debug,hoist_http=debug,hoist_harbor=debug,hoist_archive=debug"
+        }
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG").unwrap_or_else(|_| default.into());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hoist_oci::{Digest, Platform, Reference};
 use hoist_registry::RetryEvent;
-use hoist_transfer::{BlobAction, BlobId, NoReporter, Reporter};
+use hoist_transfer::{BlobAction, BlobId, Created, NoReporter, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::ProgressMode;
@@ -34,9 +34,33 @@ pub(crate) fn for_mode(mode: ProgressMode, quiet: bool) -> Arc<dyn Reporter> {
 struct WarningsOnly;
 
 impl Reporter for WarningsOnly {
+    fn created(&self, created: &Created) {
+        eprintln!("{}", created_line(created));
+    }
+
     fn warning(&self, message: &str) {
         eprintln!("warning: {message}");
     }
+}
+
+/// `created project `team` on HOST (private)`.
+fn created_line(created: &Created) -> String {
+    format!("created {created}")
+}
+
+/// What `--output json` and the `created` event say of it.
+fn created_value(created: &Created) -> serde_json::Value {
+    serde_json::json!({
+        "registry": created.registry,
+        "kind": created.kind,
+        "name": created.name,
+        "public": created.public,
+    })
+}
+
+/// The `created` list of `--output json`.
+pub(crate) fn created_json(created: &[Created]) -> serde_json::Value {
+    serde_json::Value::Array(created.iter().map(created_value).collect())
 }
 
 /// A retry as one line: what failed, why, and when it is tried again.
@@ -162,6 +186,10 @@ impl Reporter for BarsReporter {
         self.multi.suspend(|| eprintln!("{}", retry_line(event)));
     }
 
+    fn created(&self, created: &Created) {
+        self.multi.suspend(|| eprintln!("{}", created_line(created)));
+    }
+
     fn warning(&self, message: &str) {
         self.multi.suspend(|| eprintln!("warning: {message}"));
     }
@@ -281,6 +309,10 @@ impl Reporter for PlainReporter {
         eprintln!("{}", retry_line(event));
     }
 
+    fn created(&self, created: &Created) {
+        eprintln!("{}", created_line(created));
+    }
+
     fn warning(&self, message: &str) {
         eprintln!("warning: {message}");
     }
@@ -388,6 +420,12 @@ impl Reporter for JsonReporter {
 
     fn warning(&self, message: &str) {
         emit_warning(message);
+    }
+
+    fn created(&self, created: &Created) {
+        let mut event = created_value(created);
+        event["event"] = "created".into();
+        emit(&event);
     }
 
     fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {

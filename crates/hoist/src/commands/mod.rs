@@ -2,6 +2,7 @@
 
 mod completions;
 mod inspect;
+mod login;
 mod pull;
 mod push;
 
@@ -14,5 +15,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::exec(&args),
         Command::Manpages(args) => completions::manpages(&args),
         Command::Pull(args) => pull::exec(args, &cli.global).await,
+        Command::Login(args) => login::login(args).await,
+        Command::Logout(args) => login::logout(&args).await,
     }
 }

@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use hoist_archive::ArchiveInput;
@@ -10,6 +11,7 @@ use hoist_transfer::{
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::{self, Interrupted, Usage};
+use crate::harbor::HarborProjects;
 use crate::reporter;
 
 /// What to do after an interruption.
@@ -58,14 +60,18 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         )
         .into());
     }
+    let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
+    let connection = connection(&args.network);
+    let credentials = credentials(&args.network)?;
+    let provision = HarborProjects::new(&args.provision, &connection, credentials.clone(), run.reporter())?;
     let request = PushRequest {
         input: ArchiveInput::open(&args.archive),
         destinations: Destinations { references: destinations, rehome: target, image: args.image.clone() },
-        connection: connection(&args.network),
-        credentials: credentials(&args.network)?,
+        connection,
+        credentials,
         options: options(&args),
+        provision: Some(Arc::new(provision)),
     };
-    let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
     let outcome = tokio::select! {
         outcome = push_archive(request, &run) => outcome.map_err(anyhow::Error::from),
         signal = crate::interrupt::signal() => {
@@ -145,6 +151,10 @@ fn write_output(
         }
         OutputFormat::Json => {
             let mut document = hoist_transfer::summary(pushed);
+            let created = run.created();
+            if !created.is_empty() {
+                document["created"] = reporter::created_json(&created);
+            }
             if let Some(error) = error {
                 let (_, hint) = failure::classify(error);
                 let missing: Vec<String> = run.not_published().iter().map(ToString::to_string).collect();

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, incompressible_layer, layer_tar};
 use hoist_testkit::{IssuerConfig, TestRegistry, TokenIssuer, tools};
 
-use crate::support::{Run, hoist, path_str, run};
+use crate::support::{hoist, path_str, path_with, run, with_stdin};
 
 const USER: &str = "hoist-user";
 const PASSWORD: &str = "pa55-w0rd-never-printed";
@@ -64,19 +64,6 @@ impl Scene {
 
 fn image() -> ImageFixture {
     ImageFixture::new().tag("app:1.0").layer(layer_tar(&[("etc/motd", b"authenticated\n")]))
-}
-
-fn with_stdin(command: &mut Command, input: &str) -> Run {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// skopeo, with its own credentials, sees the image hoist printed.
@@ -212,17 +199,7 @@ fi
 "#,
         log = log.display()
     );
-    let path = bin.join("docker-credential-fake");
-    std::fs::write(&path, script).unwrap();
-    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-    std::fs::set_permissions(&path, permissions).unwrap();
-}
-
-fn path_with(bin: &Path) -> std::ffi::OsString {
-    let mut paths = vec![bin.to_owned()];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(paths).unwrap()
+    crate::support::write_executable(&bin.join("docker-credential-fake"), &script);
 }
 
 #[test]

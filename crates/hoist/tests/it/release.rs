@@ -75,12 +75,14 @@ fn completions_and_man_pages_know_every_flag() {
     }
     let dir = tempfile::tempdir().unwrap();
     hoist_run(&["manpages", path_str(dir.path())]).success();
-    for page in ["hoist.1", "hoist-push.1", "hoist-inspect.1", "hoist-completions.1"] {
+    for page in ["hoist.1", "hoist-push.1", "hoist-inspect.1", "hoist-completions.1", "hoist-login.1", "hoist-logout.1"]
+    {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is a man page: {text}");
     }
     let push = std::fs::read_to_string(dir.path().join("hoist-push.1")).unwrap();
     assert!(push.contains("chunk\\-size"), "{push}");
+    assert!(push.contains("no\\-create") && push.contains("harbor\\-session"), "{push}");
 }
 
 /// A root filesystem: `/hoist`, the libraries `ldd` names (at the same

@@ -83,6 +83,46 @@ pub(crate) fn hoist_stdin(args: &[&str], input: Vec<u8>, tmpdir: Option<&Path>) 
     }
 }
 
+/// Runs `command` with `input` on standard input.
+pub(crate) fn with_stdin(command: &mut Command, input: &str) -> Run {
+    with_input(command, input.as_bytes().to_vec())
+}
+
+/// Runs `command` with `input` (any bytes) on standard input.
+pub(crate) fn with_input(command: &mut Command, input: Vec<u8>) -> Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // hoist may stop reading early on an error: a broken pipe here is fine.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes `script` to `path`, executable: a fake program for a test.
+pub(crate) fn write_executable(path: &Path, script: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, script).unwrap();
+    let mut permissions = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(path, permissions).unwrap();
+}
+
+/// `PATH` with `bin` first: where a test puts its fake programs.
+pub(crate) fn path_with(bin: &Path) -> std::ffi::OsString {
+    let mut paths = vec![bin.to_owned()];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(paths).unwrap()
+}
+
 /// A finished run with what it cost: its peak resident memory (from the
 /// kernel's accounting of that one child) and its wall time.
 pub(crate) struct Measured {
@@ -166,8 +206,13 @@ impl CopiedImage {
 /// config, and each layer, decoded as its media type says, hashing to the
 /// fixture's diff_id.
 pub(crate) fn copy_and_check(reference: &str, fixture: &ImageFixture) -> CopiedImage {
+    copy_and_check_as(reference, fixture, None)
+}
+
+/// [`copy_and_check`] with skopeo logged in as `user:password`.
+pub(crate) fn copy_and_check_as(reference: &str, fixture: &ImageFixture, creds: Option<&str>) -> CopiedImage {
     let dir = tempfile::tempdir().unwrap();
-    tools::skopeo_copy_to_dir(reference, dir.path());
+    tools::skopeo_copy_to_dir_as(reference, dir.path(), creds);
     let manifest = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
     let image = CopiedImage { manifest, dir };
     assert_eq!(image.manifest["config"]["digest"], fixture.config_digest(), "{reference}");

@@ -3,7 +3,7 @@
 //!
 //! The distribution spec lets any response carry `Warning: 299 - "text"`;
 //! clients should show the text and must not act on it. hoist logs each
-//! distinct text once per [`crate::Client`] with `tracing::warn!` (the binary
+//! distinct text once per client (a [`Warnings`]) with `tracing::warn!` (the binary
 //! prints warnings on stderr) and changes nothing else. Warnings with other
 //! codes (RFC 7234's 1xx caching notes, added by HTTP caches) are logged at
 //! debug level only, as containers/image does.
@@ -18,13 +18,13 @@ const MAX_SHOWN: usize = 500;
 
 /// The texts already shown by one client.
 #[derive(Debug, Default)]
-pub(crate) struct Warnings {
+pub struct Warnings {
     shown: Mutex<HashSet<String>>,
 }
 
 impl Warnings {
     /// Logs the `Warning` headers in `headers` whose text has not been logged yet.
-    pub(crate) fn observe(&self, registry: &str, headers: &HeaderMap) {
+    pub fn observe(&self, registry: &str, headers: &HeaderMap) {
         for value in headers.get_all(WARNING) {
             let value = String::from_utf8_lossy(value.as_bytes());
             for warning in parse(&value) {
