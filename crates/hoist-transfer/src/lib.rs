@@ -1,4 +1,5 @@
-//! Moves images from archives to registries, and back ([`pull`]: see `pull.rs`).
+//! Moves images from archives to registries, and back ([`pull`]: see
+//! `pull.rs`), and between registries ([`copy`]: see `copy.rs`).
 //!
 //! [`push`] takes an opened [`hoist_archive::Archive`], the destinations for
 //! each image ([`PushPlan`]) and a [`hoist_registry::Client`], and for every
@@ -20,6 +21,7 @@
 //! archive that can be read only once.
 
 mod cache;
+mod copy;
 mod error;
 mod learn;
 mod pipeline;
@@ -30,6 +32,7 @@ mod run;
 mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
+pub use copy::{CopyError, CopyOptions, Side, copy};
 pub use error::PushError;
 pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};
