@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use hoist_archive::ArchiveError;
 use hoist_registry::{ErrorKind, RegistryError};
-use hoist_transfer::{PullError, PushError};
+use hoist_transfer::{CopyError, PullError, PushError};
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +141,9 @@ pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
         if let Some(pull) = cause.downcast_ref::<PullError>() {
             return (pull_exit(pull), pull.hint());
         }
+        if let Some(copy) = cause.downcast_ref::<CopyError>() {
+            return (copy_exit(copy), copy.hint());
+        }
         if let Some(oci) = cause.downcast_ref::<hoist_oci::OciError>() {
             return (Exit::BadArchive, Some(format!("the archive names something invalid: {oci}")));
         }
@@ -173,6 +176,19 @@ fn pull_exit(error: &PullError) -> Exit {
         PullError::Document { .. } | PullError::Inconsistent { .. } => Exit::Protocol,
         // A local write failure (disk full, closed stdout) is never a verification failure.
         PullError::Write { .. } => Exit::Local,
+        _ => Exit::Bug,
+    }
+}
+
+fn copy_exit(error: &CopyError) -> Exit {
+    match error {
+        CopyError::Source(pull) => pull_exit(pull),
+        CopyError::Registry(registry) => registry_exit(registry),
+        _ if error.is_verification() => Exit::Mismatch,
+        // What the source holds is not something hoist can copy as an image.
+        CopyError::Unusable { .. } => Exit::Protocol,
+        CopyError::OtherDigest { .. } => Exit::Usage,
+        CopyError::NotPublished { cause, .. } => copy_exit(cause),
         _ => Exit::Bug,
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its flags into one library call.
 
 mod completions;
+mod copy;
 mod inspect;
 mod pull;
 mod push;
@@ -14,5 +15,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::exec(&args),
         Command::Manpages(args) => completions::manpages(&args),
         Command::Pull(args) => pull::exec(args, &cli.global).await,
+        Command::Copy(args) => copy::exec(args, &cli.global).await,
     }
 }

@@ -8,7 +8,7 @@ use hoist_oci::{Platform, Reference};
 use hoist_registry::{Client, ClientOptions};
 use hoist_transfer::{PullOptions, PullOutput, PulledImage, Reporter};
 
-use crate::cli::{ArchiveFormatArg, GlobalArgs, OutputFormat, ProgressMode, PullArgs};
+use crate::cli::{ArchiveFormatArg, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PullArgs};
 use crate::failure::{Interrupted, Usage};
 use crate::reporter;
 
@@ -53,7 +53,7 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
     }
     let credentials = crate::commands::push::credentials(&args.network)?;
     let reporter = reporter::for_mode(args.progress, global.quiet);
-    let client = client(&args, &references, credentials, &reporter)?;
+    let client = client(&args.network, &references, credentials, &reporter)?;
     let options = PullOptions {
         jobs: usize::from(args.jobs),
         kind: match args.format {
@@ -114,24 +114,25 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
     }
 }
 
-/// The registry client: plain HTTP or HTTPS per flags, credentials, TLS material.
-fn client(
-    args: &PullArgs,
+/// The registry client for `references`: plain HTTP or HTTPS per flags,
+/// credentials, TLS material, time limits.
+pub(crate) fn client(
+    network: &NetworkArgs,
     references: &[Reference],
     credentials: hoist_registry::CredentialStore,
     reporter: &Arc<dyn Reporter>,
 ) -> anyhow::Result<Client> {
     let registries = || references.iter().map(|r| r.registry().to_owned());
     Ok(Client::new(ClientOptions {
-        plain_http: if args.network.plain_http { registries().collect() } else { Vec::new() },
-        https: if args.network.https { registries().collect() } else { Vec::new() },
-        insecure: args.network.insecure,
+        plain_http: if network.plain_http { registries().collect() } else { Vec::new() },
+        https: if network.https { registries().collect() } else { Vec::new() },
+        insecure: network.insecure,
         credentials,
-        ca_certs: args.network.ca_cert.clone(),
-        certs_dir: Some(args.network.certs_dir.clone()),
+        ca_certs: network.ca_cert.clone(),
+        certs_dir: Some(network.certs_dir.clone()),
         on_retry: Some(hoist_transfer::retry_observer(reporter)),
-        retry: hoist_registry::RetryPolicy { max_elapsed: args.network.timeout * 4, ..Default::default() },
-        timeout: args.network.timeout,
+        retry: hoist_registry::RetryPolicy { max_elapsed: network.timeout * 4, ..Default::default() },
+        timeout: network.timeout,
         ..ClientOptions::default()
     })?)
 }
