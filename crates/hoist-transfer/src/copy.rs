@@ -27,7 +27,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hoist_oci::{Descriptor, Digest, Document, Platform, RawBlob, Reference, media_type};
+use hoist_archive::MAX_JSON_MEMBER;
+use hoist_oci::{Descriptor, Digest, Document, ImageConfig, ImageManifest, Platform, RawBlob, Reference, media_type};
 use hoist_registry::{
     Client, DownloadError, RegistryBlob, RegistryError, Repository, UploadError, UploadOptions, mixed_families,
 };
@@ -249,7 +250,10 @@ async fn resolve(
         Root::Image { manifest, chosen: None } => match wanted {
             // A single image copies as it is, unless a platform was asked
             // for: then its config must say it is that platform.
-            None => (manifest.raw, None),
+            None => {
+                let platform = config_platform(source, &manifest).await?;
+                (manifest.raw, Some(platform))
+            }
             Some(wanted) => {
                 let raw = manifest.raw.clone();
                 let image = resolve_image(source, &name, manifest, true).await?;
@@ -259,6 +263,13 @@ async fn resolve(
             }
         },
     })
+}
+
+/// The platform a single image's config names, to say what is copied;
+/// `unknown/unknown` for an artifact whose config is no image config.
+async fn config_platform(source: &Repository, manifest: &ImageManifest) -> Result<Platform, CopyError> {
+    let config = source.get_small_blob(&manifest.config.digest, MAX_JSON_MEMBER as usize).await?;
+    Ok(ImageConfig::parse(&config).map(|c| c.platform).unwrap_or_default())
 }
 
 /// What the root goes up under: the destination's tag, else its digest, else `latest`.
