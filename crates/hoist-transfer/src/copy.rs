@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 
 use crate::pull::{Root, check_platform, resolve_image, resolve_root};
 use crate::push::STORED;
-use crate::{BlobAction, BlobReport, PullError, PushRun, PushedImage};
+use crate::{BlobAction, BlobReport, PullError, PushRun, PushedImage, Reporter};
 
 /// Indexes nested deeper than this are refused (as the layout reader does).
 const MAX_DEPTH: usize = 4;
@@ -173,7 +173,8 @@ async fn copy_all(
     let mut graph = Graph::default();
     graph.walk(&source, &name, root.clone(), 0).await?;
     let image_documents = graph.documents.len();
-    let referrers = if options.referrers { Some(Referrers::find(&source, &name, &mut graph).await?) } else { None };
+    let referrers =
+        if options.referrers { Some(Referrers::find(&source, &name, &mut graph, reporter).await?) } else { None };
     for problem in graph.mixed.drain(..) {
         reporter.warning(&format!(
             "`{name}`: {problem}; copied as it is, but skopeo, podman and Quay refuse such manifests"
@@ -397,7 +398,12 @@ struct Referrers {
 impl Referrers {
     /// Finds the referrers of every document in `graph` on the source and
     /// adds them (and theirs, a few levels down) to it.
-    async fn find(source: &Repository, name: &str, graph: &mut Graph) -> Result<Self, CopyError> {
+    async fn find(
+        source: &Repository,
+        name: &str,
+        graph: &mut Graph,
+        reporter: &Arc<dyn Reporter>,
+    ) -> Result<Self, CopyError> {
         let mut found = Self::default();
         let mut queue: VecDeque<(Digest, usize)> = graph.documents.iter().map(|d| (d.digest.clone(), 0)).collect();
         let mut asked: HashSet<Digest> = HashSet::new();
@@ -405,17 +411,30 @@ impl Referrers {
             if !asked.insert(subject.clone()) {
                 continue;
             }
-            let (entries, tag_index) = listed(source, name, &subject).await?;
-            for entry in &entries {
-                let digest = entry_digest(name, entry)?;
+            let (mut entries, mut tag_index) = listed(source, name, &subject).await?;
+            let mut kept = Vec::with_capacity(entries.len());
+            for entry in entries.drain(..) {
+                let digest = entry_digest(name, &entry)?;
                 if !graph.has(&digest) {
-                    let document = fetch(source, name, &digest.to_string()).await?;
+                    // A list can outlive what it lists (a signature deleted,
+                    // its tag index not updated): that one is skipped, and
+                    // the source's index, naming it, is not copied as it is.
+                    let Some(document) = source.get_manifest(&digest.to_string()).await? else {
+                        reporter.warning(&format!(
+                            "`{name}`: the source lists {digest} as a referrer of {subject}, but does not have it; \
+                             not copied"
+                        ));
+                        tag_index = None;
+                        continue;
+                    };
                     graph.walk(source, name, document, 0).await?;
                 }
                 if depth + 1 < MAX_REFERRER_DEPTH {
                     queue.push_back((digest, depth + 1));
                 }
+                kept.push(entry);
             }
+            let entries = kept;
             if !entries.is_empty() {
                 found.lists.push((subject.clone(), entries, tag_index));
             }

@@ -301,13 +301,20 @@ struct Signed {
     legacy: Value,
 }
 
+impl Signed {
+    fn hex(&self) -> String {
+        self.image["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned()
+    }
+}
+
 /// A manifest put by its digest; returns its descriptor.
 fn put_by_digest(registry: &TestRegistry, repository: &str, document: &Value) -> Value {
     let digest = sha256(&serde_json::to_vec_pretty(document).unwrap());
     put_manifest(registry, repository, &digest, OCI_MANIFEST, document)
 }
 
-fn signed(registry: &TestRegistry, repository: &str) -> Signed {
+/// With `cosign_tag`, also cosign's classic `sha256-<hex>.sig` tag.
+fn signed(registry: &TestRegistry, repository: &str, cosign_tag: bool) -> Signed {
     let fixture = runnable("signed\n");
     let manifest = crate::pull::hand_image(
         registry,
@@ -358,7 +365,13 @@ fn signed(registry: &TestRegistry, repository: &str) -> Signed {
             "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [signature_entry, sbom_entry],
         }),
     );
-    // cosign's classic form: a simple-signing payload under `sha256-<hex>.sig`.
+    let (legacy_tag, legacy) =
+        if cosign_tag { cosign_signature(registry, repository, &hex) } else { (String::new(), Value::Null) };
+    Signed { image, signature, sbom, schema_index, legacy_tag, legacy }
+}
+
+/// cosign's classic form: a simple-signing payload under `sha256-<hex>.sig`.
+fn cosign_signature(registry: &TestRegistry, repository: &str, hex: &str) -> (String, Value) {
     let mut config =
         put_blob(registry, repository, br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}"#);
     config["mediaType"] = json!("application/vnd.oci.image.config.v1+json");
@@ -375,7 +388,7 @@ fn signed(registry: &TestRegistry, repository: &str) -> Signed {
             "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [payload],
         }),
     );
-    Signed { image, signature, sbom, schema_index, legacy_tag, legacy }
+    (legacy_tag, legacy)
 }
 
 /// `GET` of a manifest straight from the registry: (status, body).
@@ -398,7 +411,7 @@ fn manifest_at(registry: &TestRegistry, repository: &str, reference: &str) -> (u
 #[test]
 fn referrers_are_copied_with_their_digests() {
     let (from, to) = (TestRegistry::start(), TestRegistry::start());
-    let s = signed(&from, "signed/app");
+    let s = signed(&from, "signed/app", true);
     let digest = |v: &Value| v["digest"].as_str().unwrap().to_owned();
     let hex = digest(&s.image).trim_start_matches("sha256:").to_owned();
     let source = format!("{}/signed/app:1", from.host());
@@ -484,6 +497,38 @@ fn referrers_are_copied_with_their_digests() {
     assert_eq!(manifest_at(&to, "native/app", &format!("sha256-{hex}")).0, 404);
     assert_eq!(manifest_at(&to, "native/app", &digest(&s.sbom)).0, 200);
     assert_eq!(manifest_at(&to, "native/app", &s.legacy_tag).0, 200);
+}
+
+/// A list naming a referrer the source does not have (a signature deleted,
+/// its tag index not updated): that one is skipped with a warning, and the
+/// rest is copied under a new index (the source's would name the missing one).
+#[test]
+fn a_referrer_the_source_lost_is_skipped() {
+    let (from, to) = (TestRegistry::start(), TestRegistry::start());
+    // No cosign `.sig` tag: the proxy's rule below would match its path too.
+    let bare = signed(&from, "bare/app", false);
+    let mut sbom_entry = bare.sbom.clone();
+    sbom_entry["artifactType"] = json!("application/spdx+json");
+    let missing = json!({"mediaType": OCI_MANIFEST, "digest": sha256(b"deleted"), "size": 100});
+    let stale = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [missing, sbom_entry]});
+    let stale_source = FaultProxy::start(
+        from.port(),
+        vec![
+            Rule::always(Fault::Serve {
+                status: 200,
+                headers: vec![("Content-Type".into(), OCI_INDEX.into())],
+                body: serde_json::to_vec(&stale).unwrap().into(),
+            })
+            .method("GET")
+            .path(&format!("/manifests/sha256-{}", bare.hex())),
+        ],
+    );
+    let out =
+        copy(&["--referrers", &format!("{}/bare/app:1", stale_source.host()), &format!("{}/stale/app:1", to.host())]);
+    assert!(out.success().stderr.contains(&format!("lists {} as a referrer", sha256(b"deleted"))), "{}", out.stderr);
+    let (status, body) = manifest_at(&to, "stale/app", &format!("sha256-{}", bare.hex()));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["manifests"], json!([sbom_entry]));
 }
 
 /// Wrong bytes from the source fail the copy (exit 7) before any manifest
