@@ -190,15 +190,10 @@ async fn copy_all(
     let tag = destination_tag(to.reference);
     let untagged = Reference::from_parts(to.reference.registry(), to.reference.repository(), None)
         .map_err(|e| CopyError::Internal(e.to_string()))?;
-    // The tags referrers need at the destination, decided before anything is sent.
-    let referrer_tags = match &referrers {
-        Some(referrers) if !referrers.is_empty() => {
-            let native = target.referrers(&root.digest).await?.is_some();
-            referrers.documents(&target, native).await?
-        }
-        _ => Vec::new(),
-    };
-    let mut planned: Vec<Reference> = referrer_tags.iter().map(|(t, _)| tagged(&untagged, t)).collect();
+    // Every tag this copy may move; the referrers' are settled once the
+    // destination is asked whether it has the API.
+    let mut planned: Vec<Reference> =
+        referrers.iter().flat_map(Referrers::tags).map(|t| tagged(&untagged, &t)).collect();
     planned.push(tagged(&untagged, &tag));
     run.record_planned(planned.clone());
 
@@ -230,9 +225,16 @@ async fn copy_all(
         for document in artifacts {
             publisher.by_digest(document).await?;
         }
-    }
-    for (tag, document) in &referrer_tags {
-        publisher.tag(tag, document, blobs_of(&document.digest)).await?;
+        // Asked now that the repository exists there: a registry with the
+        // API may still say 404 for a repository it does not have.
+        let native = target.referrers(&root.digest).await?.is_some();
+        let referrer_tags = referrers.documents(&target, native).await?;
+        publisher.planned = referrer_tags.iter().map(|(t, _)| tagged(&untagged, t)).collect();
+        publisher.planned.push(tagged(&untagged, &tag));
+        run.record_planned(publisher.planned.clone());
+        for (tag, document) in &referrer_tags {
+            publisher.tag(tag, document, blobs_of(&document.digest)).await?;
+        }
     }
     publisher.tag(&tag, &root, blobs_of(&root.digest)).await?;
     Ok(publisher.published)
@@ -455,6 +457,12 @@ impl Referrers {
 
     fn is_empty(&self) -> bool {
         self.lists.is_empty() && self.cosign.is_empty()
+    }
+
+    /// Every tag a copy may write for these referrers.
+    fn tags(&self) -> Vec<String> {
+        let schema = self.lists.iter().map(|(subject, _, _)| schema_tag(subject));
+        schema.chain(self.cosign.iter().map(|(tag, _)| tag.clone())).collect()
     }
 
     /// The documents to put under tags at the destination: cosign's tags
