@@ -391,6 +391,18 @@ fn cosign_signature(registry: &TestRegistry, repository: &str, hex: &str) -> (St
     (legacy_tag, legacy)
 }
 
+/// A proxy in front of `registry` answering every GET whose path holds
+/// `path` with `index` (an OCI index), as a registry with the referrers API
+/// would, or a front end serving a stale tag.
+fn serving_index(registry: &TestRegistry, path: &str, index: &Value) -> FaultProxy {
+    let body = serde_json::to_vec(index).unwrap().into();
+    let headers = vec![("Content-Type".into(), OCI_INDEX.into())];
+    FaultProxy::start(
+        registry.port(),
+        vec![Rule::always(Fault::Serve { status: 200, headers, body }).method("GET").path(path)],
+    )
+}
+
 /// `GET` of a manifest straight from the registry: (status, body).
 fn manifest_at(registry: &TestRegistry, repository: &str, reference: &str) -> (u16, Vec<u8>) {
     let (status, _, body) = http(
@@ -458,18 +470,7 @@ fn referrers_are_copied_with_their_digests() {
     let mut listed = s.sbom.clone();
     listed["artifactType"] = json!("application/spdx+json");
     let api = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [listed]});
-    let with_api = FaultProxy::start(
-        from.port(),
-        vec![
-            Rule::always(Fault::Serve {
-                status: 200,
-                headers: vec![("Content-Type".into(), OCI_INDEX.into())],
-                body: serde_json::to_vec(&api).unwrap().into(),
-            })
-            .method("GET")
-            .path(&format!("/referrers/{}", digest(&s.image))),
-        ],
-    );
+    let with_api = serving_index(&from, &format!("/referrers/{}", digest(&s.image)), &api);
     copy(&["--referrers", &format!("{}/signed/app:1", with_api.host()), &format!("{}/api/app:1", to.host())]).success();
     assert_eq!(with_api.count("GET", &format!("/referrers/{}", digest(&s.image))), 1, "the API was asked");
     let (status, body) = manifest_at(&to, "api/app", &format!("sha256-{hex}"));
@@ -480,18 +481,7 @@ fn referrers_are_copied_with_their_digests() {
 
     // A destination with the API: the artifacts go up by digest, no tag-schema index.
     let empty = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []});
-    let native = FaultProxy::start(
-        to.port(),
-        vec![
-            Rule::always(Fault::Serve {
-                status: 200,
-                headers: vec![("Content-Type".into(), OCI_INDEX.into())],
-                body: serde_json::to_vec(&empty).unwrap().into(),
-            })
-            .method("GET")
-            .path("/referrers/"),
-        ],
-    );
+    let native = serving_index(&to, "/referrers/", &empty);
     copy(&["--referrers", &source, &format!("{}/native/app:1", native.host())]).success();
     assert_eq!(native.count("PUT", "/manifests/sha256-"), 1, "only cosign's own tag: {:?}", native.log());
     assert_eq!(manifest_at(&to, "native/app", &format!("sha256-{hex}")).0, 404);
@@ -511,18 +501,7 @@ fn a_referrer_the_source_lost_is_skipped() {
     sbom_entry["artifactType"] = json!("application/spdx+json");
     let missing = json!({"mediaType": OCI_MANIFEST, "digest": sha256(b"deleted"), "size": 100});
     let stale = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [missing, sbom_entry]});
-    let stale_source = FaultProxy::start(
-        from.port(),
-        vec![
-            Rule::always(Fault::Serve {
-                status: 200,
-                headers: vec![("Content-Type".into(), OCI_INDEX.into())],
-                body: serde_json::to_vec(&stale).unwrap().into(),
-            })
-            .method("GET")
-            .path(&format!("/manifests/sha256-{}", bare.hex())),
-        ],
-    );
+    let stale_source = serving_index(&from, &format!("/manifests/sha256-{}", bare.hex()), &stale);
     let out =
         copy(&["--referrers", &format!("{}/bare/app:1", stale_source.host()), &format!("{}/stale/app:1", to.host())]);
     assert!(out.success().stderr.contains(&format!("lists {} as a referrer", sha256(b"deleted"))), "{}", out.stderr);
