@@ -77,12 +77,12 @@ Examples:
     Pull(PullArgs),
     /// Copy an image from one registry to another, every digest kept.
     #[command(after_help = "\
-Manifests, indexes and manifest lists go up byte for byte, so DEST's digest is SRC's: a whole index by
-default (every platform, attestations included), one platform's manifest with --platform. Blobs stream
-from a GET on SRC into an upload to DEST, hashed and checked on the way; nothing is staged on disk.
+Manifests, indexes and manifest lists go up byte for byte, so DEST's digest is SRC's: a whole
+index by default (every platform, attestations included), one platform's with --platform. Blobs
+stream from a GET on SRC into an upload to DEST, hashed and checked on the way; nothing is staged.
 Inside one registry every blob is mounted; across registries, blobs DEST has are skipped.
-Credentials per registry come from docker's and podman's logins, or --src-*/--dest-* (--username: both).
-On success one line goes to stdout: DEST@sha256:<digest>.
+Credentials come from docker's and podman's logins per host, or --src-*/--dest-* (--username: both).
+On success one line per tag moved goes to stdout: DEST@sha256:<digest>.
 
 Examples:
   hoist copy registry-a.example.com/team/app:1.0 registry-b.example.com/prod/app:1.0
