@@ -72,7 +72,18 @@ impl Session {
         let mut url = repo.endpoint("blobs/uploads/");
         url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", from);
         let action = format!("mount blob {digest} from {from} into {}", repo.name());
-        let response = mounting.send_counted(&action, &url, empty_post(repo, &url), Some(retries)).await?;
+        let response = match mounting.send_counted(&action, &url, empty_post(repo, &url), Some(retries)).await {
+            Ok(response) => response,
+            // A 401 that a fresh token did not cure comes back as an error:
+            // the account may push here but not read `from` (Harbor says 401
+            // for a project it cannot read). A refused mount, not a refused
+            // upload; wrong credentials fail the upload's own POST next.
+            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied) => {
+                tracing::debug!(%error, "mount refused; uploading instead");
+                return Ok(MountAnswer::Refused);
+            }
+            Err(error) => return Err(error),
+        };
         match response.status() {
             StatusCode::CREATED => Ok(MountAnswer::Mounted),
             StatusCode::ACCEPTED => {

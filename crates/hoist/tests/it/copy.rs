@@ -142,6 +142,27 @@ fn a_copy_within_one_registry_mounts_every_blob() {
     skopeo_verifies(&destination, None);
     let again = json_copy(&[&source, &destination]);
     assert!(blob_actions(&again).iter().all(|(_, action, _)| action == "existed"));
+
+    // A refused mount (401, as Harbor answers for a project the account
+    // cannot read) falls back to an upload streamed from the source.
+    let refusing = FaultProxy::start(
+        registry.port(),
+        vec![
+            Rule::first(
+                1,
+                Fault::ErrorCode { status: 401, code: "UNAUTHORIZED".into(), message: "project hand not found".into() },
+            )
+            .method("POST")
+            .path("/blobs/uploads/"),
+        ],
+    );
+    let refused = format!("{}/refused/index:1", refusing.host());
+    let summary = json_copy(&[&format!("{}/hand/index:1", refusing.host()), &refused]);
+    let mut actions: Vec<String> = blob_actions(&summary).into_iter().map(|(_, action, _)| action).collect();
+    actions.sort();
+    assert_eq!(actions, ["mounted", "mounted", "mounted", "mounted", "mounted", "mounted", "uploaded"]);
+    assert!(refusing.faulted()[0].query.contains("mount="), "the refused request was a mount");
+    skopeo_verifies(&refused, None);
 }
 
 /// Across registries no mount is ever attempted (Docker Hub and Harbor
