@@ -301,9 +301,10 @@ main() {
     done
     if [[ -z ${SKIP_SWEEP:-} ]]; then
         log "--jobs sweep"
-        local j
+        local j order=(1 2 3 4)
         for r in $(seq "$RUNS"); do
-            for j in 1 2 3 4; do
+            # Round-robin, each round starting one later: load drifts hit every setting alike.
+            for j in "${order[@]:r % 4}" "${order[@]:0:r % 4}"; do
                 fresh_destination
                 timed "jobs_$j" "${HOIST_COPY[@]}" --jobs "$j" "$(src)" "$(dst)"
             done
