@@ -182,9 +182,9 @@ pub(crate) struct CopyArgs {
 #[derive(Debug, Args)]
 #[allow(clippy::struct_field_names)] // the flags' own names
 pub(crate) struct CopyLogins {
-    /// SRC's registry: `USER[:PASSWORD]` (as skopeo's; a password here shows in `ps`). Without `:PASSWORD`,
-    /// as --src-username.
-    #[arg(long, value_name = "USER[:PASSWORD]", conflicts_with = "src_username")]
+    /// SRC's registry: `USER[:PASSWORD]` (as skopeo's; a password here shows in `ps`); wins over
+    /// --src-username. Without `:PASSWORD`, the password comes as for --src-username.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
     pub(crate) src_creds: Option<String>,
     /// User name for SRC's registry; the password from --src-password-stdin, --src-password-file or
     /// HOIST_SRC_PASSWORD.
@@ -196,8 +196,8 @@ pub(crate) struct CopyLogins {
     /// Read SRC's password from the first line of FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) src_password_file: Option<PathBuf>,
-    /// DEST's registry: `USER[:PASSWORD]`, as --src-creds.
-    #[arg(long, value_name = "USER[:PASSWORD]", conflicts_with = "dest_username")]
+    /// DEST's registry: `USER[:PASSWORD]`, as --src-creds; wins over --dest-username.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
     pub(crate) dest_creds: Option<String>,
     /// User name for DEST's registry; the password from --dest-password-stdin, --dest-password-file or
     /// HOIST_DEST_PASSWORD.
