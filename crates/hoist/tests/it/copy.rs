@@ -213,7 +213,8 @@ fn platform_copies_the_chosen_child() {
 }
 
 /// A token-auth registry to a basic-auth one, with the credentials for both
-/// in one docker config: the source is asked for pull only. Docker, given
+/// in one docker config: every hand-written image keeps its digest, and the
+/// source is asked for pull only. Docker, given
 /// the same config, pulls and runs the result. Per-side flags win over the
 /// config; a refused one is named in the hint; two passwords cannot both
 /// come from standard input.
@@ -225,18 +226,20 @@ fn token_to_basic_with_one_docker_config_naming_both_hosts() {
     let issuer = TokenIssuer::start(IssuerConfig::default().user("reader", "r3ad"));
     let token = TestRegistry::builder().token_auth(&issuer).start();
     let basic = TestRegistry::builder().basic_auth("writer", "wr1te").start();
-    // skopeo puts the index into the token registry, digests preserved.
-    tools::run_ok(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "reader:r3ad",
-        &format!("docker://{}/hand/index:1", anonymous.host()),
-        &format!("docker://{}/team/app:1", token.host()),
-    ]));
+    // skopeo puts every hand-written image into the token registry, digests preserved.
+    for (repository, _, _) in &seeded.images {
+        tools::run_ok(Command::new("skopeo").args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "reader:r3ad",
+            &format!("docker://{}/{repository}:1", anonymous.host()),
+            &format!("docker://{}/{repository}:1", token.host()),
+        ]));
+    }
     let dir = tempfile::tempdir().unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let config = json!({"auths": {
@@ -254,14 +257,20 @@ fn token_to_basic_with_one_docker_config_naming_both_hosts() {
             .env_remove("HOIST_USERNAME")
             .env_remove("HOIST_PASSWORD"))
     };
-    let source = format!("{}/team/app:1", token.host());
-    let destination = format!("{}/prod/app:1", basic.host());
-    let issued_before = issuer.issued().len();
-    let out = with_config(dir.path(), &[&source, &destination]);
-    assert_eq!(out.success().stdout.trim(), format!("{destination}@{}", seeded.index["digest"].as_str().unwrap()));
-    let scopes: Vec<String> = issuer.issued()[issued_before..].iter().map(|i| i.scopes.clone()).collect();
-    assert!(!scopes.is_empty() && scopes.iter().all(|s| s == "repository:team/app:pull"), "{scopes:?}");
-    skopeo_verifies(&destination, Some("writer:wr1te"));
+    for (repository, _, _) in &seeded.images {
+        let source = format!("{}/{repository}:1", token.host());
+        let destination = format!("{}/prod/{}:1", basic.host(), repository.trim_start_matches("hand/"));
+        let digest = sha256(&raw(&format!("{}/{repository}:1", anonymous.host())));
+        let issued_before = issuer.issued().len();
+        let out = with_config(dir.path(), &[&source, &destination]);
+        assert_eq!(out.success().stdout.trim(), format!("{destination}@{digest}"), "{repository}: the digest is kept");
+        let scopes: Vec<String> = issuer.issued()[issued_before..].iter().map(|i| i.scopes.clone()).collect();
+        let pull_only = format!("repository:{repository}:pull");
+        assert!(!scopes.is_empty() && scopes.iter().all(|s| *s == pull_only), "{scopes:?}");
+        skopeo_verifies(&destination, Some("writer:wr1te"));
+    }
+    let source = format!("{}/hand/index:1", token.host());
+    let destination = format!("{}/prod/index:1", basic.host());
     let motd = seeded.images.iter().find(|(r, _, _)| *r == "hand/index").unwrap().1.clone().unwrap();
     docker_pulls_and_runs(&destination, &motd, Some(dir.path()));
 
