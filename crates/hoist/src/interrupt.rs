@@ -19,10 +19,10 @@ pub(crate) async fn signal() -> &'static str {
     }
 }
 
-/// Runs `work` until it ends or a signal comes. On a signal the work is
-/// dropped, then the run is told to stop, its open upload sessions are
-/// cancelled and its staging removed, and the error is an [`Interrupted`]
-/// saying so, with `hint` (what to do next).
+/// Runs `work` until it ends or a signal comes. On a signal the run is told
+/// to stop (its reads fail at once), the work is dropped, its open upload
+/// sessions are cancelled and its staging removed, and the error is an
+/// [`Interrupted`] saying so, with `hint` (what to do next).
 pub(crate) async fn interruptible<T>(
     run: &PushRun,
     work: impl Future<Output = anyhow::Result<T>>,
@@ -30,9 +30,11 @@ pub(crate) async fn interruptible<T>(
 ) -> anyhow::Result<T> {
     let signal = tokio::select! {
         outcome = work => return outcome,
-        signal = signal() => signal,
+        signal = signal() => {
+            run.interrupt();
+            signal
+        }
     };
-    run.interrupt();
     let open = run.uploads().len();
     run.clean_up().await;
     let cleaned = match open {
