@@ -58,6 +58,9 @@ pub enum Credential {
 pub enum CredentialSource {
     /// Flags or environment variables given to hoist.
     Explicit,
+    /// Flags or environment variables given to hoist, as named (e.g.
+    /// `--src-username/HOIST_SRC_USERNAME`), when there are several sets.
+    Given(String),
     /// The `auths` section of a docker `config.json` or podman `auth.json`.
     File(PathBuf),
     /// A `docker-credential-<name>` helper.
@@ -68,6 +71,7 @@ impl fmt::Display for CredentialSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Explicit => f.write_str("--username/HOIST_USERNAME"),
+            Self::Given(flags) => f.write_str(flags),
             Self::File(path) => write!(f, "{}", path.display()),
             Self::Helper(name) => write!(f, "docker-credential-{name}"),
         }
@@ -77,7 +81,7 @@ impl fmt::Display for CredentialSource {
 /// The sources to look in, in order. `Default` is anonymous.
 #[derive(Clone, Debug, Default)]
 pub struct CredentialStore {
-    explicit: Option<Credential>,
+    explicit: Option<(Credential, CredentialSource)>,
     docker_config: Option<PathBuf>,
     podman_auth: Option<PathBuf>,
 }
@@ -102,7 +106,15 @@ impl CredentialStore {
     /// Credentials that win over every file (flags or environment).
     #[must_use]
     pub fn with_explicit(mut self, credential: Credential) -> Self {
-        self.explicit = Some(credential);
+        self.explicit = Some((credential, CredentialSource::Explicit));
+        self
+    }
+
+    /// [`Self::with_explicit`], naming the flags it came from (messages
+    /// about refused credentials say them).
+    #[must_use]
+    pub fn with_explicit_from(mut self, credential: Credential, flags: impl Into<String>) -> Self {
+        self.explicit = Some((credential, CredentialSource::Given(flags.into())));
         self
     }
 
@@ -122,8 +134,8 @@ impl CredentialStore {
     /// `docker.io`, `host:port`), and where it came from. Missing files are
     /// not errors; unreadable or malformed ones are, as with docker.
     pub fn lookup(&self, registry: &str) -> Result<Option<(Credential, CredentialSource)>, RegistryError> {
-        if let Some(credential) = &self.explicit {
-            return Ok(Some((credential.clone(), CredentialSource::Explicit)));
+        if let Some(explicit) = &self.explicit {
+            return Ok(Some(explicit.clone()));
         }
         for path in [&self.docker_config, &self.podman_auth].into_iter().flatten() {
             if let Some(config) = AuthConfig::load(path)?

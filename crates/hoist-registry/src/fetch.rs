@@ -76,14 +76,29 @@ impl Repository {
         size: Option<u64>,
         sink: &mut S,
     ) -> Result<u64, DownloadError> {
+        self.download_from(digest, size, Sha256::new(), sink, |_| {}).await
+    }
+
+    /// [`Self::download_blob_to`] from where `hashed` stands: its length is
+    /// the offset to start at, and the digest checked at the end is of
+    /// everything it hashed before plus what arrives now. `on_hashed` sees
+    /// the hash after every piece (to keep states a later call can start
+    /// from). Returns the blob's size.
+    pub(crate) async fn download_from<S: BlobSink>(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        mut hasher: Sha256,
+        sink: &mut S,
+        mut on_hashed: impl FnMut(&Sha256) + Send,
+    ) -> Result<u64, DownloadError> {
         let action = format!("download blob {digest} from {}", self.name());
         let url = self.endpoint(&format!("blobs/{digest}"));
         let retries = AtomicU32::new(0);
         let context = self.retry_context(Some(&retries));
         let mut budget = Budget::new(&context.policy);
-        let mut resumed_from = 0u64;
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
+        let mut written = hasher.len();
+        let mut resumed_from = written;
         let mut attempt = 1;
         loop {
             let mut request = self.http().get(url.clone());
@@ -122,6 +137,7 @@ impl Repository {
                             return Err(DownloadError::TooLong { digest: digest.clone(), size });
                         }
                         hasher.update(&fresh);
+                        on_hashed(&hasher);
                         written += fresh.len() as u64;
                         sink.accept(fresh)
                             .await

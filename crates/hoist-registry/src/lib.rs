@@ -18,13 +18,19 @@
 //!   any [`BlobSink`]) resumes with `Range` and verifies size and digest;
 //!   redirects to other hosts carry no credentials; a reader asks
 //!   [`Client::repository_for_pull`] for a handle whose tokens ask only `pull`;
+//! - blobs across: a [`RegistryBlob`] is a [`BlobSource`] reading another
+//!   repository (of any registry) with `Range` GETs, verified as they pass,
+//!   so a copy streams from one registry into the upload engine of another;
 //! - manifests: [`Repository::put_manifest`] sends exact bytes with their
 //!   media type as `Content-Type`; [`Repository::get_manifest`] and
 //!   [`Repository::head_manifest`] ask for every manifest type hoist knows;
 //!   all three check `Docker-Content-Digest` against the bytes' own digest,
 //!   hold manifests to 4 MiB and refuse anything but a tag or a digest before
 //!   any request; a PUT also refuses an image manifest that mixes Docker and
-//!   OCI media types (see `manifest.rs`).
+//!   OCI media types (see `manifest.rs`), unless it is a copy
+//!   ([`Repository::put_copied_manifest`]);
+//! - referrers: [`Repository::referrers`] asks the OCI 1.1 referrers API,
+//!   telling a registry without it (404) from an empty list.
 //!
 //! Authentication is the client's business, not the caller's: every request
 //! goes through one place that answers the registry's `401` challenges
@@ -65,10 +71,12 @@ pub mod credentials;
 mod error;
 mod fetch;
 mod manifest;
+mod referrers;
 mod registry;
 mod repository;
 mod retry;
 mod session;
+mod source;
 mod upload;
 mod wire;
 
@@ -83,10 +91,11 @@ pub use credentials::{Credential, CredentialSource, CredentialStore, Secret};
 pub use error::{Details, ErrorCode, ErrorKind, RegistryError};
 pub use fetch::{BlobSink, DownloadError};
 pub use hoist_http::RedactedUrl;
-pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo};
+pub use manifest::{MAX_MANIFEST_SIZE, ManifestInfo, mixed_families};
 pub use registry::RegistryCheck;
 pub use repository::Repository;
 pub use retry::{RetryEvent, RetryObserver, RetryPolicy};
+pub use source::{ProgressFn, RegistryBlob};
 pub use upload::{
     BlobSource, BlobStream, BytesSource, DEFAULT_CHUNK_SIZE, OpenUploads, PendingBlob, Staged, UploadAction,
     UploadError, UploadOptions, UploadOutcome,

@@ -50,6 +50,18 @@ impl Repository {
     /// checking the registry computed the same one. Does not need a
     /// `Location` in the answer (not every registry sends one).
     pub async fn put_manifest(&self, tag_or_digest: &str, manifest: &RawBlob) -> Result<Digest, RegistryError> {
+        self.put(tag_or_digest, manifest, true).await
+    }
+
+    /// [`Self::put_manifest`] for a manifest copied from another registry,
+    /// bytes unchanged: one that mixes Docker and OCI media types is sent as
+    /// it is (a copy keeps what the source holds; it is the destination's
+    /// to refuse, and hoist did not write it).
+    pub async fn put_copied_manifest(&self, tag_or_digest: &str, manifest: &RawBlob) -> Result<Digest, RegistryError> {
+        self.put(tag_or_digest, manifest, false).await
+    }
+
+    async fn put(&self, tag_or_digest: &str, manifest: &RawBlob, families: bool) -> Result<Digest, RegistryError> {
         let action = format!("push manifest {} to {}:{tag_or_digest}", manifest.digest, self.name());
         check_tag_or_digest(&action, tag_or_digest)?;
         let url = self.endpoint(&format!("manifests/{tag_or_digest}"));
@@ -62,7 +74,7 @@ impl Repository {
                 ))
                 .with_hint("an image with this many layers or annotations cannot be pushed as one manifest"));
         }
-        if let Some(problem) = mixed_families(manifest) {
+        if let Some(problem) = mixed_families(manifest).filter(|_| families) {
             return Err(RegistryError::new(ErrorKind::Rejected, action).with_url(&url).with_detail(problem).with_hint(
                 "Docker and OCI media types cannot be mixed in one manifest (skopeo, podman and Quay refuse it); \
                  zstd layers exist only in OCI images: push with `--format oci`, or `--recompress` them to gzip",
@@ -174,7 +186,7 @@ fn check_tag_or_digest(action: &str, tag_or_digest: &str) -> Result<(), Registry
 /// Why `manifest` mixes the Docker and OCI media-type families, if it does:
 /// an image manifest of one family whose config or layers name the other.
 /// Other types (artifacts, lists and indexes) are not judged here.
-fn mixed_families(manifest: &RawBlob) -> Option<String> {
+pub fn mixed_families(manifest: &RawBlob) -> Option<String> {
     let other = match manifest.media_type.as_str() {
         media_type::DOCKER_MANIFEST => "application/vnd.oci.",
         media_type::OCI_MANIFEST => "application/vnd.docker.",

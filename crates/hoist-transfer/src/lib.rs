@@ -1,4 +1,5 @@
-//! Moves images from archives to registries, and back ([`pull`]: see `pull.rs`).
+//! Moves images from archives to registries, and back ([`pull`]: see
+//! `pull.rs`), and between registries ([`copy`]: see `copy.rs`).
 //!
 //! [`push`] takes an opened [`hoist_archive::Archive`], the destinations for
 //! each image ([`PushPlan`]) and a [`hoist_registry::Client`], and for every
@@ -24,6 +25,7 @@
 //! binary's makes Harbor projects); this crate knows no registry by name.
 
 mod cache;
+mod copy;
 mod error;
 mod learn;
 mod pipeline;
@@ -36,6 +38,7 @@ mod run;
 mod stream;
 
 pub use cache::{BlobCache, CachedBlob};
+pub use copy::{CopyError, CopyOptions, Side, copy};
 pub use error::PushError;
 pub use plan::{Destinations, PushRequest, plan, push_archive, summary};
 pub use provision::{Created, Provision, ProvisionError, Provisioned, provision_destination};

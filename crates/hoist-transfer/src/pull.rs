@@ -30,8 +30,8 @@ use hoist_archive::MAX_JSON_MEMBER;
 use hoist_archive::write::{ArchiveBuilder, ArchiveKind, ArchivePlan, Content, DockerImage, TarWriter};
 use hoist_oci::document::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 use hoist_oci::{
-    Compression, Descriptor, Digest, Document, ImageConfig, ImageManifest, IndexEntry, ManifestBuilder, ManifestFormat,
-    OciError, Platform, RawBlob, Reference, Sha256, media_type,
+    Compression, Descriptor, Digest, Document, ImageConfig, ImageIndex, ImageManifest, IndexEntry, ManifestBuilder,
+    ManifestFormat, OciError, Platform, RawBlob, Reference, Sha256, media_type,
 };
 use hoist_registry::{BlobSink, Client, DownloadError, RegistryError, Repository};
 use tokio::sync::{Semaphore, mpsc};
@@ -193,12 +193,12 @@ impl PullError {
 
 /// An image manifest with its config, resolved for one reference.
 #[derive(Clone, Debug)]
-struct ResolvedImage {
+pub(crate) struct ResolvedImage {
     manifest: ImageManifest,
     config: RawBlob,
     /// `None` for what is not an image (an attestation kept with a whole index).
     diff_ids: Option<Vec<Digest>>,
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
 }
 
 /// A reference, resolved.
@@ -272,24 +272,75 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// What a reference names, one platform chosen from an index unless the
+/// whole index is wanted; documents as the registry's bytes. Shared with
+/// `copy`, which keeps whole indexes by default.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per reference, matched at once: boxing would buy nothing
+pub(crate) enum Root {
+    /// An image manifest: the reference's own, or the entry chosen from its index.
+    Image {
+        manifest: ImageManifest,
+        chosen: Option<IndexEntry>,
+    },
+    Index(ImageIndex),
+}
+
+/// Reads the document `reference` names from `repository` and, unless
+/// `whole_index`, narrows an index to `wanted` (this machine's platform
+/// when `None`) as containerd chooses.
+pub(crate) async fn resolve_root(
+    repository: &Repository,
+    reference: &Reference,
+    wanted: Option<&Platform>,
+    whole_index: bool,
+) -> Result<Root, PullError> {
+    let name = reference.to_string();
+    let root = fetch_document(repository, &reference.tag_or_digest(), &name).await?;
+    let document_error = |source| PullError::Document { reference: name.clone(), source };
+    match Document::parse(root).map_err(document_error)? {
+        Document::Manifest(manifest) => Ok(Root::Image { manifest, chosen: None }),
+        Document::Index(index) if whole_index => Ok(Root::Index(index)),
+        Document::Index(index) => {
+            let wanted = wanted.cloned().unwrap_or_else(Platform::host);
+            let Some(entry) = index.choose(&wanted) else {
+                return Err(PullError::NoPlatform { reference: name, wanted, available: index.platforms() });
+            };
+            let child = fetch_document(repository, &entry.descriptor.digest.to_string(), &name).await?;
+            let Document::Manifest(manifest) = Document::parse(child).map_err(document_error)? else {
+                return Err(PullError::Inconsistent {
+                    reference: name,
+                    reason: format!("the entry for {wanted} is another index; nested indexes are not pulled"),
+                });
+            };
+            Ok(Root::Image { manifest, chosen: Some(entry.clone()) })
+        }
+    }
+}
+
+/// A single-platform image's `platform` against the one asked for.
+pub(crate) fn check_platform(reference: &str, wanted: Option<&Platform>, platform: &Platform) -> Result<(), PullError> {
+    match wanted.filter(|w| !w.matches(platform)) {
+        Some(wanted) => Err(PullError::NoPlatform {
+            reference: reference.to_owned(),
+            wanted: wanted.clone(),
+            available: vec![platform.clone()],
+        }),
+        None => Ok(()),
+    }
+}
+
 async fn resolve(client: &Client, reference: &Reference, options: &PullOptions) -> Result<Resolved, PullError> {
     let name = reference.to_string();
     let repository = client.repository_for_pull(reference);
-    let root = fetch_document(&repository, &reference.tag_or_digest(), &name).await?;
     let document_error = |source| PullError::Document { reference: name.clone(), source };
     let wanted = options.platform.clone();
     let whole_index = options.all_platforms && options.kind == ArchiveKind::Oci;
-    match Document::parse(root.clone()).map_err(document_error)? {
-        Document::Manifest(manifest) => {
+    match resolve_root(&repository, reference, wanted.as_ref(), whole_index).await? {
+        Root::Image { manifest, chosen: None } => {
             let image = resolve_image(&repository, &name, manifest, true).await?;
             let platform = image.platform.clone().unwrap_or_default();
-            if let Some(wanted) = wanted.as_ref().filter(|w| !w.matches(&platform)) {
-                return Err(PullError::NoPlatform {
-                    reference: name,
-                    wanted: wanted.clone(),
-                    available: vec![platform],
-                });
-            }
+            check_platform(&name, wanted.as_ref(), &platform)?;
             // As docker pull does: a single-platform image is taken, with a word if it will not run here.
             let host = Platform::host();
             if wanted.is_none() && !host.matches(&platform) {
@@ -303,7 +354,7 @@ async fn resolve(client: &Client, reference: &Reference, options: &PullOptions) 
                 images: vec![image],
             })
         }
-        Document::Index(index) if whole_index => {
+        Root::Index(index) => {
             let mut images = Vec::new();
             for entry in &index.manifests {
                 let child = fetch_document(&repository, &entry.descriptor.digest.to_string(), &name).await?;
@@ -331,18 +382,7 @@ async fn resolve(client: &Client, reference: &Reference, options: &PullOptions) 
                 images,
             })
         }
-        Document::Index(index) => {
-            let wanted = wanted.unwrap_or_else(Platform::host);
-            let Some(entry) = index.choose(&wanted) else {
-                return Err(PullError::NoPlatform { reference: name, wanted, available: index.platforms() });
-            };
-            let child = fetch_document(&repository, &entry.descriptor.digest.to_string(), &name).await?;
-            let Document::Manifest(manifest) = Document::parse(child).map_err(document_error)? else {
-                return Err(PullError::Inconsistent {
-                    reference: name,
-                    reason: format!("the entry for {wanted} is another index; nested indexes are not pulled"),
-                });
-            };
+        Root::Image { manifest, chosen: Some(entry) } => {
             let mut image = resolve_image(&repository, &name, manifest, true).await?;
             // The index says which platform this is; the config may say less (no variant).
             image.platform = entry.platform.clone().or(image.platform);
@@ -365,7 +405,7 @@ async fn fetch_document(repository: &Repository, tag_or_digest: &str, reference:
 }
 
 /// Fetches the config; for a runnable image checks it against the manifest.
-async fn resolve_image(
+pub(crate) async fn resolve_image(
     repository: &Repository,
     reference: &str,
     manifest: ImageManifest,

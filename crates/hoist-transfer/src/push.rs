@@ -145,7 +145,7 @@ pub struct BlobReport {
 }
 
 /// [`BlobReport::compression`] of a blob sent as the archive holds it.
-const STORED: &str = "stored";
+pub(crate) const STORED: &str = "stored";
 
 /// One reference that now points at a pushed image.
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ use hoist_codec::Codec;
 Examples, one per command:
   hoist push app.tar registry.example.com/team/app:1.0   push the image in app.tar there
   hoist pull registry.example.com/team/app:1.0 app.tar   write it to an archive `docker load` reads
+  hoist copy registry.example.com/team/app:1.0 other.example.com/app:1.0   copy it, digests kept
   hoist inspect app.tar                                  list its images, tags and layers
   hoist login -u ci --password-stdin registry.example.com   check a login, store it as docker does
   hoist logout registry.example.com                      forget it
@@ -78,6 +79,20 @@ Examples:
   hoist pull --platform linux/arm64 --format oci quay.io/x/y:2 y.tar"
     )]
     Pull(PullArgs),
+    /// Copy an image from one registry to another, every digest kept.
+    #[command(after_help = "\
+Manifests, indexes and manifest lists go up byte for byte, so DEST's digest is SRC's: a whole
+index by default (every platform, attestations included), one platform's with --platform. Blobs
+stream from a GET on SRC into an upload to DEST, hashed and checked on the way; nothing is staged.
+Inside one registry every blob is mounted; across registries, blobs DEST has are skipped.
+Credentials come from docker's and podman's logins per host, or --src-*/--dest-* (--username: both).
+On success one line per tag moved goes to stdout: DEST@sha256:<digest>.
+
+Examples:
+  hoist copy registry-a.example.com/team/app:1.0 registry-b.example.com/prod/app:1.0
+  hoist copy --platform linux/arm64 docker.io/library/alpine:3.20 127.0.0.1:5000/alpine:3.20
+  echo \"$TOKEN\" | hoist copy --dest-username ci --dest-password-stdin SRC DEST")]
+    Copy(CopyArgs),
     /// Log in to a registry: check the credentials, then store them as `docker login` does.
     #[command(
         mut_arg("username", |a| a.help("The user name to log in as (required; HOIST_USERNAME works too)")),
@@ -190,6 +205,74 @@ pub(crate) struct PullArgs {
     pub(crate) network: NetworkArgs,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The image to copy: `host[:port]/path/name[:tag|@digest]`, as with docker.
+    #[arg(value_name = "SRC")]
+    pub(crate) source: String,
+    /// Where to: `host[:port]/path/name[:tag]`.
+    #[arg(value_name = "DEST")]
+    pub(crate) destination: String,
+    /// Copy only this platform's image of a multi-platform index (its digest kept). Default: the whole index.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Also copy the artifacts that refer to the image (signatures, SBOMs, attestations), found through the
+    /// referrers API or the `sha256-<digest>` tags.
+    #[arg(long)]
+    pub(crate) referrers: bool,
+    /// Blobs to copy at once (each on its own connections).
+    #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: u16,
+    /// Upload blobs in chunks of SIZE bytes (`8MiB`, `512k`, …) instead of one request each.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) chunk_size: Option<u64>,
+    /// How to show progress on stderr: bars on a terminal, periodic lines otherwise (auto), or NDJSON events.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub(crate) progress: ProgressMode,
+    /// What to print on stdout: `DEST@DIGEST` lines, or one JSON summary.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+    #[command(flatten)]
+    pub(crate) logins: CopyLogins,
+    #[command(flatten)]
+    pub(crate) provision: ProvisionArgs,
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
+}
+
+/// Credentials for each side of a copy; each wins over `--username` and the stored logins.
+#[derive(Debug, Args)]
+#[allow(clippy::struct_field_names)] // the flags' own names
+pub(crate) struct CopyLogins {
+    /// SRC's registry: `USER[:PASSWORD]` (as skopeo's; a password here shows in `ps`); wins over
+    /// --src-username. Without `:PASSWORD`, the password comes as for --src-username.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub(crate) src_creds: Option<String>,
+    /// User name for SRC's registry; the password from --src-password-stdin, --src-password-file or
+    /// HOIST_SRC_PASSWORD.
+    #[arg(long, value_name = "USER", env = "HOIST_SRC_USERNAME")]
+    pub(crate) src_username: Option<String>,
+    /// Read SRC's password from standard input.
+    #[arg(long, conflicts_with = "src_password_file")]
+    pub(crate) src_password_stdin: bool,
+    /// Read SRC's password from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) src_password_file: Option<PathBuf>,
+    /// DEST's registry: `USER[:PASSWORD]`, as --src-creds; wins over --dest-username.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub(crate) dest_creds: Option<String>,
+    /// User name for DEST's registry; the password from --dest-password-stdin, --dest-password-file or
+    /// HOIST_DEST_PASSWORD.
+    #[arg(long, value_name = "USER", env = "HOIST_DEST_USERNAME")]
+    pub(crate) dest_username: Option<String>,
+    /// Read DEST's password from standard input.
+    #[arg(long, conflicts_with = "dest_password_file")]
+    pub(crate) dest_password_stdin: bool,
+    /// Read DEST's password from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dest_password_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ArchiveFormatArg {
     /// What `docker save` of Docker 25+ writes: an OCI layout plus manifest.json and repositories.
@@ -282,7 +365,7 @@ pub(crate) enum OutputFormat {
 #[derive(Debug, Args)]
 #[allow(clippy::struct_excessive_bools)] // each bool is an independent command-line switch
 pub(crate) struct NetworkArgs {
-    /// Talk plain HTTP to every destination registry (loopback registries are by default).
+    /// Talk plain HTTP to every registry named (loopback registries are by default).
     #[arg(long, conflicts_with = "https")]
     pub(crate) plain_http: bool,
     /// Talk HTTPS even to loopback registries (which otherwise get plain HTTP, as with docker).
@@ -297,7 +380,8 @@ pub(crate) struct NetworkArgs {
     /// Docker's per-registry TLS directory: DIR/HOST:PORT/*.crt (CAs), client.cert + client.key (mTLS).
     #[arg(long, value_name = "DIR", env = "HOIST_CERTS_D", default_value = "/etc/docker/certs.d")]
     pub(crate) certs_dir: PathBuf,
-    /// User name for the destination registries. Without it, docker's and podman's stored logins are used.
+    /// User name for the registries named (a copy's SRC and DEST both). Without it, docker's and podman's stored
+    /// logins are used.
     #[arg(short, long, value_name = "USER", env = "HOIST_USERNAME")]
     pub(crate) username: Option<String>,
     /// Read the password (or access token) from standard input.

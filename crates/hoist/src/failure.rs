@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use hoist_archive::ArchiveError;
 use hoist_harbor::{HarborError, HarborErrorKind};
 use hoist_registry::{ErrorKind, RegistryError};
-use hoist_transfer::{PullError, PushError};
+use hoist_transfer::{CopyError, ProvisionError, PullError, PushError};
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +142,14 @@ pub(crate) fn classify(error: &anyhow::Error) -> (Exit, Option<String>) {
         if let Some(push) = cause.downcast_ref::<PushError>() {
             return (push_exit(push), push.hint());
         }
+        if let Some(provision) = cause.downcast_ref::<ProvisionError>() {
+            return (provision_exit(provision), provision.hint());
+        }
         if let Some(pull) = cause.downcast_ref::<PullError>() {
             return (pull_exit(pull), pull.hint());
+        }
+        if let Some(copy) = cause.downcast_ref::<CopyError>() {
+            return (copy_exit(copy), copy.hint());
         }
         if let Some(oci) = cause.downcast_ref::<hoist_oci::OciError>() {
             return (Exit::BadArchive, Some(format!("the archive names something invalid: {oci}")));
@@ -166,9 +172,7 @@ fn push_exit(error: &PushError) -> Exit {
         PushError::NotPublished { cause, .. } => push_exit(cause),
         PushError::Plan { .. } | PushError::Reference(_) => Exit::Usage,
         // The provisioner is the binary's own (Harbor projects).
-        PushError::Provision(provision) => {
-            provision.inner().downcast_ref::<HarborError>().map_or(Exit::Bug, harbor_exit)
-        }
+        PushError::Provision(provision) => provision_exit(provision),
     }
 }
 
@@ -196,6 +200,24 @@ fn pull_exit(error: &PullError) -> Exit {
         PullError::Write { .. } => Exit::Local,
         _ => Exit::Bug,
     }
+}
+
+fn copy_exit(error: &CopyError) -> Exit {
+    match error {
+        CopyError::Source(pull) => pull_exit(pull),
+        CopyError::Registry(registry) => registry_exit(registry),
+        _ if error.is_verification() => Exit::Mismatch,
+        // What the source holds is not something hoist can copy as an image.
+        CopyError::Unusable { .. } => Exit::Protocol,
+        CopyError::OtherDigest { .. } => Exit::Usage,
+        CopyError::NotPublished { cause, .. } => copy_exit(cause),
+        _ => Exit::Bug,
+    }
+}
+
+/// A provisioner's error is its own (Harbor's).
+fn provision_exit(error: &ProvisionError) -> Exit {
+    error.inner().downcast_ref::<HarborError>().map_or(Exit::Bug, harbor_exit)
 }
 
 fn registry_exit(error: &RegistryError) -> Exit {

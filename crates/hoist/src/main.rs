@@ -62,7 +62,8 @@ fn main() -> ExitCode {
         }
     };
     // With NDJSON progress, log lines are events too: stderr stays one JSON object per line.
-    let json = matches!(&cli.command, cli::Command::Push(push) if push.progress == cli::ProgressMode::Json);
+    let json = matches!(&cli.command, cli::Command::Push(push) if push.progress == cli::ProgressMode::Json)
+        || matches!(&cli.command, cli::Command::Copy(copy) if copy.progress == cli::ProgressMode::Json);
     init_tracing(cli.global.verbose, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its flags into one library call.
 
 mod completions;
+mod copy;
 mod inspect;
 mod login;
 mod pull;
@@ -17,5 +18,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => pull::exec(args, &cli.global).await,
         Command::Login(args) => login::login(args).await,
         Command::Logout(args) => login::logout(&args).await,
+        Command::Copy(args) => copy::exec(args, &cli.global).await,
     }
 }

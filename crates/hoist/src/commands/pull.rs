@@ -8,7 +8,7 @@ use hoist_oci::{Platform, Reference};
 use hoist_registry::{Client, ClientOptions};
 use hoist_transfer::{PullOptions, PullOutput, PulledImage, Reporter};
 
-use crate::cli::{ArchiveFormatArg, GlobalArgs, OutputFormat, ProgressMode, PullArgs};
+use crate::cli::{ArchiveFormatArg, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PullArgs};
 use crate::failure::{Interrupted, Usage};
 use crate::reporter;
 
@@ -53,7 +53,7 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
     }
     let credentials = crate::commands::push::credentials(&args.network)?;
     let reporter = reporter::for_mode(args.progress, global.quiet);
-    let client = client(&args, &references, credentials, &reporter)?;
+    let client = client(&args.network, &references, credentials, &reporter)?;
     let options = PullOptions {
         jobs: usize::from(args.jobs),
         kind: match args.format {
@@ -114,14 +114,15 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
     }
 }
 
-/// The registry client: plain HTTP or HTTPS per flags, credentials, TLS material, time limits.
-fn client(
-    args: &PullArgs,
+/// The registry client for `references`: plain HTTP or HTTPS per flags,
+/// credentials, TLS material, time limits.
+pub(crate) fn client(
+    network: &NetworkArgs,
     references: &[Reference],
     credentials: hoist_registry::CredentialStore,
     reporter: &Arc<dyn Reporter>,
 ) -> anyhow::Result<Client> {
-    let connection = crate::commands::push::connection(&args.network);
+    let connection = crate::commands::push::connection(network);
     let registries = references.iter().map(|r| r.registry().to_owned());
     let mut options = ClientOptions::for_registries(&connection, registries, credentials);
     options.on_retry = Some(hoist_transfer::retry_observer(reporter));

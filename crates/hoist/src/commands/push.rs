@@ -10,7 +10,7 @@ use hoist_transfer::{
 };
 
 use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
-use crate::failure::{self, Interrupted, Usage};
+use crate::failure::{self, Usage};
 use crate::harbor::HarborProjects;
 use crate::reporter;
 
@@ -72,45 +72,30 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         options: options(&args),
         provision: Some(Arc::new(provision)),
     };
-    let outcome = tokio::select! {
-        outcome = push_archive(request, &run) => outcome.map_err(anyhow::Error::from),
-        signal = crate::interrupt::signal() => {
-            run.interrupt();
-            Err(Interrupted { signal, cleaned: String::new(), hint: AGAIN }.into())
-        }
-    };
-    // The push is dropped now; a signal leaves sessions and staging to clean.
-    let outcome = match outcome {
-        Err(error) if error.is::<Interrupted>() => {
-            let signal = error.downcast_ref::<Interrupted>().map_or("SIGINT", |i| i.signal);
-            let open = run.uploads().len();
-            run.clean_up().await;
-            let cleaned = match open {
-                0 => "no upload was open".to_owned(),
-                1 => "cancelled the upload that was open".to_owned(),
-                n => format!("cancelled the {n} uploads that were open"),
-            };
-            Err(Interrupted { signal, cleaned, hint: AGAIN }.into())
-        }
-        other => other,
-    };
-    finish(&args, &run, outcome)
+    let pushing = async { push_archive(request, &run).await.map_err(anyhow::Error::from) };
+    let outcome = crate::interrupt::interruptible(&run, Box::pin(pushing), AGAIN).await;
+    finish(args.progress, args.output, &run, outcome)
 }
 
 /// Prints what was published — every reference, also when the push failed
 /// or was interrupted — and returns the error naming what was not.
-fn finish(args: &PushArgs, run: &PushRun, outcome: anyhow::Result<Vec<PushedImage>>) -> anyhow::Result<()> {
+pub(crate) fn finish(
+    progress: ProgressMode,
+    output: OutputFormat,
+    run: &PushRun,
+    outcome: anyhow::Result<Vec<PushedImage>>,
+) -> anyhow::Result<()> {
     let (pushed, error) = match outcome {
         Ok(pushed) => (pushed, None),
         Err(error) => (run.published(), Some(name_unpublished(error, run))),
     };
     if let Some(error) = &error
-        && args.progress == ProgressMode::Json
+        && progress == ProgressMode::Json
     {
         let (_, hint) = failure::classify(error);
         reporter::emit_error(&failure::message(error.as_ref()), hint.as_deref());
     }
-    let written = write_output(args, &pushed, error.as_ref(), run);
+    let written = write_output(output, &pushed, error.as_ref(), run);
     match (error, written) {
         (Some(error), _) => Err(error),
         // A reader that stopped reading (`| head`) is not a failure of the push.
@@ -137,13 +122,13 @@ fn name_unpublished(error: anyhow::Error, run: &PushRun) -> anyhow::Error {
 }
 
 fn write_output(
-    args: &PushArgs,
+    output: OutputFormat,
     pushed: &[PushedImage],
     error: Option<&anyhow::Error>,
     run: &PushRun,
 ) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match args.output {
+    match output {
         OutputFormat::Text => {
             for image in pushed {
                 writeln!(stdout, "{}@{}", image.reference, image.digest)?;
@@ -188,36 +173,62 @@ fn options(args: &PushArgs) -> PushOptions {
 pub(crate) fn credentials(network: &NetworkArgs) -> anyhow::Result<CredentialStore> {
     let store = CredentialStore::from_environment();
     let password = if network.password_stdin {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the password from stdin")?;
-        let password = text.trim_end_matches(['\r', '\n']).to_owned();
-        if password.is_empty() {
-            return Err(Usage::new(
-                "--password-stdin read an empty password",
-                "pipe the password in: `echo \"$PASS\" | hoist push --username USER --password-stdin …`",
-            )
-            .into());
-        }
-        Some(password)
+        Some(password_from_stdin("--password-stdin")?)
     } else if let Some(password) = &network.password {
         eprintln!("warning: --password is visible to other users in `ps`; prefer --password-stdin or HOIST_PASSWORD");
         Some(password.clone())
     } else {
         std::env::var("HOIST_PASSWORD").ok().filter(|p| !p.is_empty())
     };
-    match (network.username.as_deref().filter(|u| !u.is_empty()), password) {
+    let flags = LoginFlags { username: "--username", password: "--password-stdin (or set HOIST_PASSWORD)" };
+    Ok(match login(network.username.as_deref(), password, &flags)? {
+        Some(credential) => store.with_explicit(credential),
+        None => store,
+    })
+}
+
+/// How one set of login flags is named in messages.
+pub(crate) struct LoginFlags {
+    /// The user-name flag, e.g. `--username`.
+    pub(crate) username: &'static str,
+    /// Where a password can come from, e.g. `--password-stdin (or set HOIST_PASSWORD)`.
+    pub(crate) password: &'static str,
+}
+
+/// The first line of standard input, for `flag`.
+pub(crate) fn password_from_stdin(flag: &str) -> anyhow::Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the password from stdin")?;
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(Usage::new(
+            format!("{flag} read an empty password"),
+            format!("pipe the password in: `echo \"$PASS\" | hoist … {flag}`"),
+        )
+        .into());
+    }
+    Ok(password)
+}
+
+/// A user name with its password, both or neither.
+pub(crate) fn login(
+    username: Option<&str>,
+    password: Option<String>,
+    flags: &LoginFlags,
+) -> anyhow::Result<Option<Credential>> {
+    match (username.filter(|u| !u.is_empty()), password) {
         (Some(username), Some(password)) => {
-            Ok(store
-                .with_explicit(Credential::Basic { username: username.to_owned(), password: Secret::new(password) }))
+            Ok(Some(Credential::Basic { username: username.to_owned(), password: Secret::new(password) }))
         }
         (Some(_), None) => {
-            Err(Usage::new("--username needs a password", "add --password-stdin (or set HOIST_PASSWORD)").into())
+            Err(Usage::new(format!("{} needs a password", flags.username), format!("add {}", flags.password)).into())
         }
-        (None, Some(_)) => {
-            Err(Usage::new("a password was given without --username", "add --username USER (or set HOIST_USERNAME)")
-                .into())
-        }
-        (None, None) => Ok(store),
+        (None, Some(_)) => Err(Usage::new(
+            format!("a password was given without {}", flags.username),
+            format!("add {} USER", flags.username),
+        )
+        .into()),
+        (None, None) => Ok(None),
     }
 }
 

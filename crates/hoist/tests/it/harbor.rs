@@ -312,3 +312,30 @@ fn secrets_never_appear_in_debug_output_with_harbor() {
 pub(crate) fn read_config(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// A copy into Harbor gets its project made as a push does (and refused
+/// with `--no-create`, before any blob).
+#[test]
+fn a_copy_into_a_new_project_creates_it() {
+    let harbor = TestHarbor::start();
+    let source = hoist_testkit::TestRegistry::start();
+    let scene = Scene::new();
+    let from = format!("{}/app:1.0", source.host());
+    run(&mut scene.hoist(&["push", "-q", path_str(&scene.archive), &from])).success();
+    let copy = |project: &str, extra: &[&str]| {
+        let dest = format!("{}/{project}/app:1.0", harbor.host());
+        let mut args = vec!["copy", "--dest-username", DEVELOPER.0, "--dest-password-stdin", &from, &dest];
+        args.extend_from_slice(extra);
+        (with_stdin(&mut scene.hoist(&args), DEVELOPER.1), dest)
+    };
+    let (refused, _) = copy("kept-out", &["--no-create"]);
+    refused.fails_with(5, "kept-out");
+    assert!(harbor.project("kept-out").is_none(), "no project was made");
+    nothing_pushed(&harbor);
+
+    let (copied, dest) = copy("copies", &[]);
+    copied.success();
+    assert!(copied.stderr.contains("created project `copies`"), "{}", copied.stderr);
+    assert!(harbor.project("copies").is_some());
+    copy_and_check_as(&dest, &scene.image, Some(&admin_creds()));
+}

@@ -5,6 +5,7 @@ mod archive_layouts;
 mod auth;
 mod cache;
 mod compression;
+mod copy;
 mod docker;
 mod errors;
 mod faults;

@@ -31,7 +31,13 @@ const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 // ---- registry content by hand-written HTTP ----
 
 /// One HTTP/1.0 request to the loopback registry; returns status, headers and body.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
@@ -52,7 +58,7 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u
 }
 
 /// Monolithic upload: POST, then PUT of the whole blob with its digest.
-fn put_blob(registry: &TestRegistry, repository: &str, bytes: &[u8]) -> Value {
+pub(crate) fn put_blob(registry: &TestRegistry, repository: &str, bytes: &[u8]) -> Value {
     let (status, head, _) = http(registry.port(), "POST", &format!("/v2/{repository}/blobs/uploads/"), &[], b"");
     assert_eq!(status, 202, "{head}");
     let location = head
@@ -76,7 +82,7 @@ fn put_blob(registry: &TestRegistry, repository: &str, bytes: &[u8]) -> Value {
 }
 
 /// PUT of a manifest or index; returns its descriptor.
-fn put_manifest(
+pub(crate) fn put_manifest(
     registry: &TestRegistry,
     repository: &str,
     reference: &str,
@@ -96,7 +102,7 @@ fn put_manifest(
 }
 
 /// An image's config and layers put by hand; returns its manifest's bytes.
-fn hand_image(
+pub(crate) fn hand_image(
     registry: &TestRegistry,
     repository: &str,
     fixture: &ImageFixture,
@@ -127,7 +133,7 @@ fn hand_image(
 // ---- images ----
 
 /// A root filesystem holding Debian's static busybox and `/etc/motd`.
-fn busybox_rootfs(motd: &str) -> Vec<u8> {
+pub(crate) fn busybox_rootfs(motd: &str) -> Vec<u8> {
     tools::require("busybox", "busybox-static");
     let busybox = ["/bin/busybox", "/usr/bin/busybox"].iter().find_map(|p| std::fs::read(p).ok()).unwrap();
     let mut tar = TarWriter::new();
@@ -139,11 +145,11 @@ fn busybox_rootfs(motd: &str) -> Vec<u8> {
 }
 
 /// A runnable image: busybox in one layer, `motd` in a second.
-fn runnable(motd: &str) -> ImageFixture {
+pub(crate) fn runnable(motd: &str) -> ImageFixture {
     ImageFixture::new().layer(busybox_rootfs("base\n")).layer(layer_tar(&[("etc/motd", motd.as_bytes())]))
 }
 
-fn unique(registry: &TestRegistry) -> String {
+pub(crate) fn unique(registry: &TestRegistry) -> String {
     format!("{}-{}", std::process::id(), registry.port())
 }
 
@@ -179,7 +185,7 @@ fn loads_and_runs(archive: &Path, tag: &str, motd: &str) {
     assert_eq!(said, motd, "{tag} runs");
 }
 
-fn run_in_docker(tag: &str) -> String {
+pub(crate) fn run_in_docker(tag: &str) -> String {
     let said = tools::run(Command::new("docker").args([
         "run",
         "--rm",
@@ -270,15 +276,15 @@ fn pulled_images_load_and_run_from_a_file_and_from_stdout() {
 /// Registry content no tool here writes, put by hand-written HTTP: a Docker
 /// v2 manifest, an OCI manifest with zstd layers, an OCI index with an arm64
 /// image and an attestation, a Docker manifest list, an image with no layers.
-struct HandWritten {
+pub(crate) struct HandWritten {
     /// (repository, motd if runnable, image) of each, all tagged `1`.
-    images: Vec<(&'static str, Option<String>, ImageFixture)>,
-    zstd_descriptor: Value,
-    index: Value,
-    index_entries: Vec<Value>,
+    pub(crate) images: Vec<(&'static str, Option<String>, ImageFixture)>,
+    pub(crate) zstd_descriptor: Value,
+    pub(crate) index: Value,
+    pub(crate) index_entries: Vec<Value>,
 }
 
-fn hand_written(registry: &TestRegistry) -> HandWritten {
+pub(crate) fn hand_written(registry: &TestRegistry) -> HandWritten {
     let id = unique(registry);
     let identity = |x: &[u8]| x.to_vec();
 

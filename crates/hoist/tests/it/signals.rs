@@ -20,13 +20,13 @@ fn image(big: usize) -> ImageFixture {
 }
 
 #[allow(unsafe_code)]
-fn send(child: &Child, signal: libc::c_int) {
+pub(crate) fn send(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on our own child's pid with a valid signal number.
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill");
 }
 
-fn finish(child: Child) -> Run {
+pub(crate) fn finish(child: Child) -> Run {
     let output = child.wait_with_output().unwrap();
     Run {
         code: output.status.code().unwrap_or(-1),
@@ -36,7 +36,7 @@ fn finish(child: Child) -> Run {
 }
 
 /// Waits up to 20 s for `ready`.
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
