@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hoist's tests need on a Debian machine: the real registry
 # (CNCF distribution), skopeo (the independent checker) and a static busybox
-# (the runnable image in the Docker round trip), and what building hoist needs
+# (the runnable image in the Docker round trip), curl and headless Chromium
+# with its WebDriver (hoist serve's API and page), and what building hoist needs
 # beyond the Rust toolchain. Idempotent and quiet.
 set -euo pipefail
 
@@ -10,6 +11,10 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils) # xz-wrapped archive fixtures
+command -v curl >/dev/null 2>&1 || need+=(curl)    # hoist serve's API, as its users call it
+# hoist serve's page, driven like a person would in a real headless browser.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # Building hoist: ISA-L (the fast gzip behind --compression gzip:1-3) is built
 # from the source isal-sys bundles, with its assembler and autotools.
 command -v nasm >/dev/null 2>&1 || need+=(nasm)

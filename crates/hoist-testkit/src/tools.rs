@@ -37,9 +37,18 @@ pub fn skopeo_inspect(reference: &str) -> serde_json::Value {
 
 /// The raw manifest as the registry serves it, via `skopeo inspect --raw`.
 pub fn skopeo_raw_manifest(reference: &str) -> Vec<u8> {
+    skopeo_raw_manifest_as(reference, None)
+}
+
+/// [`skopeo_raw_manifest`] with `user:password` credentials.
+pub fn skopeo_raw_manifest_as(reference: &str, creds: Option<&str>) -> Vec<u8> {
     require("skopeo", "skopeo");
-    let output =
-        run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]));
+    let mut command = Command::new("skopeo");
+    command.args(["inspect", "--raw", "--tls-verify=false"]);
+    if let Some(creds) = creds {
+        command.args(["--creds", creds]);
+    }
+    let output = run(command.arg(format!("docker://{reference}")));
     assert!(output.status.success(), "skopeo inspect --raw failed: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
 }

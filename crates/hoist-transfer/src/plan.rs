@@ -74,7 +74,7 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
             let registries = registries_of(&plans);
             let client = client(registries.clone())?;
             ready.check(&client, &registries).await?;
-            ready.provision(plans.iter().flat_map(|p| &p.destinations), run).await?;
+            ready.provision(&all_destinations(&plans), run).await?;
             crate::push(archive, &client, &plans, &options, run).await
         }
         ArchiveInput::Stream { reader, label } => {
@@ -92,7 +92,7 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
                 let registries = registries_of(&plans);
                 let client = client(registries.clone())?;
                 ready.check(&client, &registries).await?;
-                ready.provision(plans.iter().flat_map(|p| &p.destinations), run).await?;
+                ready.provision(&all_destinations(&plans), run).await?;
                 Ok::<_, PushError>((plans, client))
             };
             match planned.await {
@@ -126,6 +126,12 @@ fn client(
     }
     options.on_retry = Some(retry_observer(run.reporter()));
     Ok(Client::new(options)?)
+}
+
+/// Every destination of `plans`, collected: an iterator borrowed across an
+/// await would keep the push's future from being `Send` to spawn.
+fn all_destinations(plans: &[PushPlan]) -> Vec<Reference> {
+    plans.iter().flat_map(|p| p.destinations.iter().cloned()).collect()
 }
 
 fn registries_of(plans: &[PushPlan]) -> Vec<String> {

@@ -90,6 +90,11 @@ impl PushRun {
         self.interrupted.store(true, Ordering::Relaxed);
     }
 
+    /// Whether `other` is a handle on this same push.
+    pub fn same_as(&self, other: &PushRun) -> bool {
+        Arc::ptr_eq(&self.interrupted, &other.interrupted)
+    }
+
     pub fn is_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Relaxed)
     }

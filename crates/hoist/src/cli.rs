@@ -117,6 +117,20 @@ config.json names for it, and from the file's `auths` under every spelling docke
 Example:
   hoist logout registry.example.com")]
     Logout(LogoutArgs),
+    /// Serve a web page and HTTP API that push uploaded archives into the registries named.
+    #[command(after_help = "\
+The archive is the raw request body, streamed into the registry as it arrives (no copy on disk when
+dest= names the target). The uploader's HTTP basic credentials go to the registry for that push
+only; only the --registry registries can be targets; requests from other sites' pages are refused.
+The answer is the JSON of `hoist push --output json`. GET / is the upload page, GET /healthz the
+health check. SIGTERM or Ctrl-C stops accepting, lets uploads in flight finish (--shutdown-grace),
+then cancels the rest.
+
+Examples:
+  hoist serve --registry harbor.example.com --listen 0.0.0.0:8080
+  curl -u alice -T app.tar 'http://127.0.0.1:8080/api/push?dest=harbor.example.com/team/app:1.0'
+  docker save app:1 | curl -u alice -T - 'http://127.0.0.1:8080/api/push?dest=harbor.example.com/team/app:1'")]
+    Serve(ServeArgs),
     /// Print the completion script for a shell.
     #[command(after_help = "\
 Examples:
@@ -127,6 +141,43 @@ Examples:
     /// Write a man page for hoist and one for each command into DIR (for packaging).
     #[command(hide = true)]
     Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A registry uploads may go to: `[http://]HOST[:PORT][/PREFIX]` (repeatable). The first takes archives
+    /// pushed without `dest=`, their RepoTags re-homed there as `hoist push --registry` does.
+    #[arg(long = "registry", value_name = "REGISTRY", required = true)]
+    pub(crate) registries: Vec<String>,
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080", env = "HOIST_LISTEN")]
+    pub(crate) listen: String,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Refuse an upload larger than this (`20G`, `512M`; `0`: no limit) with 413.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_or_zero)]
+    pub(crate) max_size: u64,
+    /// Uploads pushed at once; more get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) max_uploads: u16,
+    /// Give up on an upload whose client sends nothing for this long (`60`, `5m`).
+    #[arg(long, value_name = "SECONDS", default_value = "5m", value_parser = parse_seconds)]
+    pub(crate) idle_timeout: std::time::Duration,
+    /// On SIGTERM or Ctrl-C, how long uploads in flight may go on before they are cancelled.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub(crate) shutdown_grace: std::time::Duration,
+    /// Layers processed at once per upload.
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: u16,
+    /// What layers stored uncompressed in the archive become: gzip[:1-9], zstd[:1-19] (OCI only) or none.
+    #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:2")]
+    pub(crate) compression: Codec,
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +398,11 @@ fn parse_size(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{value}` is out of range"))
 }
 
+/// [`parse_size`], or `0` for no limit.
+fn parse_size_or_zero(value: &str) -> Result<u64, String> {
+    if value.trim() == "0" { Ok(0) } else { parse_size(value) }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ProgressMode {
     Auto,
@@ -365,6 +421,23 @@ pub(crate) enum OutputFormat {
 #[derive(Debug, Args)]
 #[allow(clippy::struct_excessive_bools)] // each bool is an independent command-line switch
 pub(crate) struct NetworkArgs {
+    #[command(flatten)]
+    pub(crate) connection: ConnectionArgs,
+    /// User name for the registries named (a copy's SRC and DEST both). Without it, docker's and podman's stored
+    /// logins are used.
+    #[arg(short, long, value_name = "USER", env = "HOIST_USERNAME")]
+    pub(crate) username: Option<String>,
+    /// Read the password (or access token) from standard input.
+    #[arg(long, conflicts_with = "password")]
+    pub(crate) password_stdin: bool,
+    /// The password on the command line: other users can see it in `ps`. Prefer --password-stdin or HOIST_PASSWORD.
+    #[arg(long, value_name = "PASSWORD")]
+    pub(crate) password: Option<String>,
+}
+
+/// How to reach registries: the scheme, TLS trust and timeouts.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
     /// Talk plain HTTP to every registry named (loopback registries are by default).
     #[arg(long, conflicts_with = "https")]
     pub(crate) plain_http: bool,
@@ -380,16 +453,6 @@ pub(crate) struct NetworkArgs {
     /// Docker's per-registry TLS directory: DIR/HOST:PORT/*.crt (CAs), client.cert + client.key (mTLS).
     #[arg(long, value_name = "DIR", env = "HOIST_CERTS_D", default_value = "/etc/docker/certs.d")]
     pub(crate) certs_dir: PathBuf,
-    /// User name for the registries named (a copy's SRC and DEST both). Without it, docker's and podman's stored
-    /// logins are used.
-    #[arg(short, long, value_name = "USER", env = "HOIST_USERNAME")]
-    pub(crate) username: Option<String>,
-    /// Read the password (or access token) from standard input.
-    #[arg(long, conflicts_with = "password")]
-    pub(crate) password_stdin: bool,
-    /// The password on the command line: other users can see it in `ps`. Prefer --password-stdin or HOIST_PASSWORD.
-    #[arg(long, value_name = "PASSWORD")]
-    pub(crate) password: Option<String>,
     /// Give up on a request that makes no progress for this long (`30`, `30s`, `2m`); retrying one request
     /// stops after four times this.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, env = "HOIST_TIMEOUT")]

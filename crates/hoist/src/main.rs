@@ -51,6 +51,7 @@ mod failure;
 mod harbor;
 mod interrupt;
 mod reporter;
+mod serve;
 
 fn main() -> ExitCode {
     disable_transparent_huge_pages();

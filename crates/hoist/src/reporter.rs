@@ -338,26 +338,37 @@ impl Reporter for PlainReporter {
     }
 }
 
-/// NDJSON events on stderr, one object per line, for programs to follow.
-#[derive(Default)]
-struct JsonReporter {
+/// Progress as JSON events, one object each: NDJSON on stderr for programs
+/// to follow (`--progress json`), or a `hoist serve` page's event stream.
+pub(crate) struct JsonReporter {
     progress: Mutex<HashMap<BlobId, (u64, u64, Instant)>>,
     /// When the last `read` event went out.
     last_read: Mutex<Option<Instant>>,
+    /// At most one progress event per blob in this time.
+    every: Duration,
+    sink: Box<dyn Fn(&serde_json::Value) + Send + Sync>,
 }
 
-const JSON_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+impl Default for JsonReporter {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1), emit)
+    }
+}
+
+impl JsonReporter {
+    pub(crate) fn new(every: Duration, sink: impl Fn(&serde_json::Value) + Send + Sync + 'static) -> Self {
+        Self { progress: Mutex::default(), last_read: Mutex::default(), every, sink: Box::new(sink) }
+    }
+
+    fn emit(&self, event: &serde_json::Value) {
+        (self.sink)(event);
+    }
+}
 
 fn emit(event: &serde_json::Value) {
     let mut stderr = std::io::stderr().lock();
     let _ = serde_json::to_writer(&mut stderr, event);
     let _ = writeln!(stderr);
-}
-
-/// Writes a `warning` event of `--progress json` (also for log lines, so
-/// that stderr stays one JSON object per line).
-pub(crate) fn emit_warning(message: &str) {
-    emit(&serde_json::json!({ "event": "warning", "message": message }));
 }
 
 /// Writes the `error` event of `--progress json`.
@@ -367,29 +378,29 @@ pub(crate) fn emit_error(message: &str, hint: Option<&str>) {
 
 impl Reporter for JsonReporter {
     fn push_planned(&self, blobs: usize, bytes: u64) {
-        emit(&serde_json::json!({ "event": "plan", "blobs": blobs, "bytes": bytes }));
+        self.emit(&serde_json::json!({ "event": "plan", "blobs": blobs, "bytes": bytes }));
     }
 
     fn stream_read(&self, bytes: u64, finished: bool) {
         let mut last = self.last_read.lock().expect("reporter lock");
-        if finished || last.is_none_or(|last| last.elapsed() >= JSON_PROGRESS_EVERY) {
+        if finished || last.is_none_or(|last| last.elapsed() >= self.every) {
             *last = Some(Instant::now());
-            emit(&serde_json::json!({ "event": "read", "bytes": bytes, "finished": finished }));
+            self.emit(&serde_json::json!({ "event": "read", "bytes": bytes, "finished": finished }));
         }
     }
 
     fn blob_started(&self, id: &BlobId, repository: &str, size: u64) {
         self.progress.lock().expect("reporter lock").insert(id.clone(), (0, size, Instant::now()));
-        emit(&serde_json::json!({ "event": "start", "id": id, "repository": repository, "size": size }));
+        self.emit(&serde_json::json!({ "event": "start", "id": id, "repository": repository, "size": size }));
     }
 
     fn blob_progress(&self, id: &BlobId, bytes: u64) {
         let mut progress = self.progress.lock().expect("reporter lock");
         if let Some((done, size, last)) = progress.get_mut(id) {
             *done += bytes;
-            if last.elapsed() >= JSON_PROGRESS_EVERY || *done >= *size {
+            if last.elapsed() >= self.every || *done >= *size {
                 *last = Instant::now();
-                emit(&serde_json::json!({ "event": "progress", "id": id, "bytes": *done, "size": *size }));
+                self.emit(&serde_json::json!({ "event": "progress", "id": id, "bytes": *done, "size": *size }));
             }
         }
     }
@@ -401,15 +412,15 @@ impl Reporter for JsonReporter {
             BlobAction::Existed => "skipped",
             BlobAction::Mounted => "mounted",
         };
-        emit(&serde_json::json!({ "event": event, "id": id, "digest": digest }));
+        self.emit(&serde_json::json!({ "event": event, "id": id, "digest": digest }));
     }
 
     fn manifest_pushed(&self, reference: &Reference, digest: &Digest) {
-        emit(&serde_json::json!({ "event": "manifest", "reference": reference.to_string(), "digest": digest }));
+        self.emit(&serde_json::json!({ "event": "manifest", "reference": reference.to_string(), "digest": digest }));
     }
 
     fn retry(&self, event: &RetryEvent) {
-        emit(&serde_json::json!({
+        self.emit(&serde_json::json!({
             "event": "retry",
             "action": event.action,
             "attempt": event.attempt,
@@ -419,17 +430,17 @@ impl Reporter for JsonReporter {
     }
 
     fn warning(&self, message: &str) {
-        emit_warning(message);
+        self.emit(&serde_json::json!({ "event": "warning", "message": message }));
     }
 
     fn created(&self, created: &Created) {
         let mut event = created_value(created);
         event["event"] = "created".into();
-        emit(&event);
+        self.emit(&event);
     }
 
     fn image_resolved(&self, reference: &Reference, digest: &Digest, platform: Option<&Platform>) {
-        emit(&serde_json::json!({
+        self.emit(&serde_json::json!({
             "event": "resolved",
             "reference": reference.to_string(),
             "digest": digest,
@@ -447,7 +458,7 @@ impl Reporter for JsonReporter {
 
     fn download_finished(&self, digest: &Digest) {
         self.progress.lock().expect("reporter lock").remove(digest);
-        emit(&serde_json::json!({ "event": "downloaded", "id": digest, "digest": digest }));
+        self.emit(&serde_json::json!({ "event": "downloaded", "id": digest, "digest": digest }));
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) async fn exec(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<
     let (source_store, destination_store) = stores(&args)?;
     let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
     let reporter = run.reporter();
-    let connection = crate::commands::push::connection(&args.network);
+    let connection = crate::commands::push::connection(&args.network.connection);
     let provision = HarborProjects::new(&args.provision, &connection, destination_store.clone(), reporter)?;
     let source_client = client(&args.network, std::slice::from_ref(&source), source_store, reporter)?;
     let destination_client = client(&args.network, std::slice::from_ref(&destination), destination_store, reporter)?;

@@ -31,7 +31,7 @@ pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
         )
         .into());
     };
-    let mut options = ClientOptions::for_registries(&connection(&args.network), [registry.clone()], store);
+    let mut options = ClientOptions::for_registries(&connection(&args.network.connection), [registry.clone()], store);
     match scheme {
         Some(Scheme::Http) => options.plain_http.push(registry.clone()),
         Some(Scheme::Https) => options.https.push(registry.clone()),

@@ -5,7 +5,8 @@ mod copy;
 mod inspect;
 mod login;
 mod pull;
-mod push;
+pub(crate) mod push;
+mod serve;
 
 use crate::cli::{Cli, Command};
 
@@ -19,5 +20,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::login(args).await,
         Command::Logout(args) => login::logout(&args).await,
         Command::Copy(args) => copy::exec(args, &cli.global).await,
+        Command::Serve(args) => serve::exec(args).await,
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn client(
     credentials: hoist_registry::CredentialStore,
     reporter: &Arc<dyn Reporter>,
 ) -> anyhow::Result<Client> {
-    let connection = crate::commands::push::connection(network);
+    let connection = crate::commands::push::connection(&network.connection);
     let registries = references.iter().map(|r| r.registry().to_owned());
     let mut options = ClientOptions::for_registries(&connection, registries, credentials);
     options.on_retry = Some(hoist_transfer::retry_observer(reporter));

@@ -9,7 +9,7 @@ use hoist_transfer::{
     BlobCache, Destinations, PushError, PushOptions, PushRequest, PushRun, PushedImage, push_archive,
 };
 
-use crate::cli::{Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
+use crate::cli::{ConnectionArgs, Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
 use crate::failure::{self, Usage};
 use crate::harbor::HarborProjects;
 use crate::reporter;
@@ -61,7 +61,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         .into());
     }
     let run = PushRun::new(reporter::for_mode(args.progress, global.quiet));
-    let connection = connection(&args.network);
+    let connection = connection(&args.network.connection);
     let credentials = credentials(&args.network)?;
     let provision = HarborProjects::new(&args.provision, &connection, credentials.clone(), run.reporter())?;
     let request = PushRequest {
@@ -135,22 +135,28 @@ fn write_output(
             }
         }
         OutputFormat::Json => {
-            let mut document = hoist_transfer::summary(pushed);
-            let created = run.created();
-            if !created.is_empty() {
-                document["created"] = reporter::created_json(&created);
-            }
-            if let Some(error) = error {
-                let (_, hint) = failure::classify(error);
-                let missing: Vec<String> = run.not_published().iter().map(ToString::to_string).collect();
-                document["not_published"] = serde_json::json!(missing);
-                document["error"] = serde_json::json!({ "message": failure::message(error.as_ref()), "hint": hint });
-            }
-            serde_json::to_writer_pretty(&mut stdout, &document)?;
+            serde_json::to_writer_pretty(&mut stdout, &json_document(pushed, error, run))?;
             writeln!(stdout)?;
         }
     }
     stdout.flush()
+}
+
+/// What `--output json` prints (and `hoist serve` answers): the summary of
+/// what was published, with what was not and why when the push failed.
+pub(crate) fn json_document(pushed: &[PushedImage], error: Option<&anyhow::Error>, run: &PushRun) -> serde_json::Value {
+    let mut document = hoist_transfer::summary(pushed);
+    let created = run.created();
+    if !created.is_empty() {
+        document["created"] = reporter::created_json(&created);
+    }
+    if let Some(error) = error {
+        let (_, hint) = failure::classify(error);
+        let missing: Vec<String> = run.not_published().iter().map(ToString::to_string).collect();
+        document["not_published"] = serde_json::json!(missing);
+        document["error"] = serde_json::json!({ "message": failure::message(error.as_ref()), "hint": hint });
+    }
+    document
 }
 
 fn options(args: &PushArgs) -> PushOptions {
@@ -233,7 +239,7 @@ pub(crate) fn login(
 }
 
 /// The network flags, as the library takes them.
-pub(crate) fn connection(network: &NetworkArgs) -> Connection {
+pub(crate) fn connection(network: &ConnectionArgs) -> Connection {
     Connection {
         plain_http: network.plain_http,
         https: network.https,

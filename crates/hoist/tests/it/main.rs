@@ -18,6 +18,7 @@ mod output;
 mod pull;
 mod push;
 mod release;
+mod serve;
 mod signals;
 mod stream;
 mod support;
