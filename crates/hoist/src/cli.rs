@@ -18,6 +18,7 @@ Examples, one per command:
   hoist inspect app.tar                                  list its images, tags and layers
   hoist login -u ci --password-stdin registry.example.com   check a login, store it as docker does
   hoist logout registry.example.com                      forget it
+  hoist serve --registry registry.example.com            a web page and API that push uploaded archives
   hoist completions bash > ~/.local/share/bash-completion/completions/hoist
 
 `hoist help COMMAND` tells more about each."

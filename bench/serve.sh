@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# hoist serve benchmark: an upload through the service with curl against
+# `hoist push -` of the same file from the same disk, into a fresh loopback
+# registry each time, on the ~1.3 GB archive of bench/push.sh; then the
+# service's peak memory with four uploads in flight at once.
+#
+# Targets (issue 14): the upload through the service takes at most 1.2x the
+# time of `hoist push -`; the service stays at or under 100 MB with four uploads.
+#
+# Environment:
+#   HOIST_BENCH_DIR  work dir for the cached archive and registry storage (default /var/tmp/hoist-bench)
+#   RUNS             repetitions of the serve/push comparison (default 3)
+#   CARGO_TARGET_DIR where cargo builds hoist (default <repo>/target)
+set -Eeuo pipefail
+trap 'log "error: line $LINENO: $BASH_COMMAND failed"' ERR
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${HOIST_BENCH_DIR:-/var/tmp/hoist-bench}
+RUNS=${RUNS:-3}
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+HOIST=$TARGET/release/hoist
+RESULTS=$WORK/serve-results.tsv # label wall_s peak_rss_kb
+REG_PID="" REG_PORT="" SERVE_PID="" SERVE_PORT=""
+
+log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_registry() {
+    local dir=$WORK/serve-registry
+    stop_registry
+    rm -rf "$dir" && mkdir -p "$dir/storage"
+    REG_PORT=$(free_port)
+    cat >"$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:$REG_PORT
+  secret: hoist-bench-secret
+YAML
+    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+    REG_PID=$!
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" 2>/dev/null && return
+        sleep 0.1
+    done
+    die "docker-registry did not start: $(cat "$dir/registry.log")"
+}
+
+stop_registry() {
+    [[ -n $REG_PID ]] || return 0
+    kill "$REG_PID" 2>/dev/null || true
+    wait "$REG_PID" 2>/dev/null || true
+    REG_PID=""
+}
+
+# Starts `hoist serve` under GNU time (its peak memory goes to $WORK/serve.time).
+start_serve() {
+    SERVE_PORT=$(free_port)
+    /usr/bin/time -f '%e %M' -o "$WORK/serve.time" \
+        "$HOIST" serve --registry "127.0.0.1:$REG_PORT" --listen "127.0.0.1:$SERVE_PORT" \
+        >"$WORK/serve.log" 2>&1 &
+    SERVE_PID=$!
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$SERVE_PORT/healthz" 2>/dev/null && return
+        sleep 0.1
+    done
+    die "hoist serve did not start: $(cat "$WORK/serve.log")"
+}
+
+# Stops the service; prints its peak RSS in KiB.
+stop_serve() {
+    kill -TERM "$SERVE_PID"
+    wait "$SERVE_PID" 2>/dev/null || true
+    SERVE_PID=""
+    awk '{ print $2 }' "$WORK/serve.time"
+}
+
+cleanup() {
+    [[ -z $SERVE_PID ]] || kill "$SERVE_PID" 2>/dev/null || true
+    stop_registry
+}
+trap cleanup EXIT
+
+# Wall seconds of `hoist push -` of the archive into a fresh registry.
+round_push() {
+    start_registry
+    /usr/bin/time -f '%e %M' -o "$WORK/push.time" \
+        "$HOIST" push --progress none - "127.0.0.1:$REG_PORT/bench/app:1" <"$ARCHIVE" >/dev/null
+    read -r wall rss <"$WORK/push.time"
+    echo "push $wall $rss" >>"$RESULTS"
+    log "$(printf 'hoist push -   %6.2fs  %4d MB' "$wall" $((rss / 1024)))"
+}
+
+# Wall seconds of `curl -T` of the archive through the service into a fresh registry.
+round_serve() {
+    start_registry
+    start_serve
+    local code
+    code=$(/usr/bin/time -f '%e' -o "$WORK/curl.time" curl -sS -o "$WORK/answer.json" -w '%{http_code}' \
+        -T "$ARCHIVE" "http://127.0.0.1:$SERVE_PORT/api/push?dest=127.0.0.1:$REG_PORT/bench/app:1")
+    [[ $code == 200 ]] || die "the service answered $code: $(cat "$WORK/answer.json")"
+    local wall rss
+    wall=$(cat "$WORK/curl.time")
+    rss=$(stop_serve)
+    echo "serve $wall $rss" >>"$RESULTS"
+    log "$(printf 'curl -T serve  %6.2fs  service %4d MB' "$wall" $((rss / 1024)))"
+}
+
+# Four uploads at once into four repositories; the service's peak memory.
+round_four() {
+    start_registry
+    start_serve
+    local pids=() i
+    local started=$SECONDS
+    for i in 1 2 3 4; do
+        curl -sS -o "$WORK/answer-$i.json" -w '%{http_code}\n' -T "$ARCHIVE" \
+            "http://127.0.0.1:$SERVE_PORT/api/push?dest=127.0.0.1:$REG_PORT/bench/app$i:1" >"$WORK/code-$i" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    for i in 1 2 3 4; do
+        [[ $(cat "$WORK/code-$i") == 200 ]] || die "upload $i: $(cat "$WORK/answer-$i.json")"
+    done
+    local rss
+    rss=$(stop_serve)
+    echo "four $((SECONDS - started)) $rss" >>"$RESULTS"
+    log "four at once: $((SECONDS - started))s, service peak $((rss / 1024)) MB"
+}
+
+median() { awk -v l="$1" -v f="$2" '$1 == l { print $f }' "$RESULTS" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+report() {
+    local push serve ratio four_rss serve_rss
+    push=$(median push 2)
+    serve=$(median serve 2)
+    ratio=$(python3 -c "print(format($serve / $push, '.2f'))")
+    serve_rss=$(median serve 3)
+    four_rss=$(awk '$1 == "four" { print $3 }' "$RESULTS" | sort -n | tail -1)
+    cat <<EOF
+| measure | value | target |
+|---|---|---|
+| \`hoist push -\` of the archive (median of $RUNS) | ${push} s | |
+| \`curl -T\` through \`hoist serve\` (median of $RUNS) | ${serve} s | |
+| serve / push | ${ratio}x | <= 1.2x |
+| service peak memory, one upload (median) | $((serve_rss / 1024)) MB | |
+| service peak memory, four uploads at once | $((four_rss / 1024)) MB | <= 100 MB |
+
+Archive: $(du -h "$ARCHIVE" | cut -f1) ($ARCHIVE); machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%F).
+EOF
+}
+
+main() {
+    for tool in docker-registry curl python3; do command -v "$tool" >/dev/null || die "$tool is missing"; done
+    [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
+    mkdir -p "$WORK"
+    ARCHIVE=$("$REPO/bench/push.sh" archive)
+    log "building hoist (release)"
+    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -p hoist)
+    : >"$RESULTS"
+    for r in $(seq "$RUNS"); do
+        log "round $r of $RUNS"
+        # Who goes first alternates, so neither always meets the machine as the other left it.
+        if ((r % 2)); then round_push; round_serve; else round_serve; round_push; fi
+    done
+    round_four
+    report
+}
+
+main "$@"
