@@ -20,7 +20,7 @@ RUNS=${RUNS:-3}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 HOIST=$TARGET/release/hoist
 RESULTS=$WORK/serve-results.tsv # label wall_s peak_rss_kb
-REG_PID="" REG_PORT="" SERVE_PID="" SERVE_PORT=""
+REG_PID="" REG_PORT="" SERVE_PID="" SERVE_PORT="" SERVE_RSS=0
 
 log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -74,16 +74,17 @@ start_serve() {
     die "hoist serve did not start: $(cat "$WORK/serve.log")"
 }
 
-# Stops the service; prints its peak RSS in KiB.
+# Stops the service (SIGTERM to hoist, GNU time's child); sets SERVE_RSS, its peak in KiB.
+# Not in a $(subshell): only this shell can wait for its child.
 stop_serve() {
-    kill -TERM "$SERVE_PID"
+    pkill -TERM -P "$SERVE_PID" || true
     wait "$SERVE_PID" 2>/dev/null || true
     SERVE_PID=""
-    awk '{ print $2 }' "$WORK/serve.time"
+    SERVE_RSS=$(awk '{ print $2 }' "$WORK/serve.time")
 }
 
 cleanup() {
-    [[ -z $SERVE_PID ]] || kill "$SERVE_PID" 2>/dev/null || true
+    [[ -z $SERVE_PID ]] || pkill -TERM -P "$SERVE_PID" 2>/dev/null || true
     stop_registry
 }
 trap cleanup EXIT
@@ -108,7 +109,8 @@ round_serve() {
     [[ $code == 200 ]] || die "the service answered $code: $(cat "$WORK/answer.json")"
     local wall rss
     wall=$(cat "$WORK/curl.time")
-    rss=$(stop_serve)
+    stop_serve
+    rss=$SERVE_RSS
     echo "serve $wall $rss" >>"$RESULTS"
     log "$(printf 'curl -T serve  %6.2fs  service %4d MB' "$wall" $((rss / 1024)))"
 }
@@ -129,7 +131,8 @@ round_four() {
         [[ $(cat "$WORK/code-$i") == 200 ]] || die "upload $i: $(cat "$WORK/answer-$i.json")"
     done
     local rss
-    rss=$(stop_serve)
+    stop_serve
+    rss=$SERVE_RSS
     echo "four $((SECONDS - started)) $rss" >>"$RESULTS"
     log "four at once: $((SECONDS - started))s, service peak $((rss / 1024)) MB"
 }
