@@ -16,11 +16,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)    # hoist serve's API, as its u
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # Building hoist: ISA-L (the fast gzip behind --compression gzip:1-3) is built
-# from the source isal-sys bundles, with its assembler and autotools.
+# from source (vendor/isal-sys) with make and its assembler.
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
-command -v autoreconf >/dev/null 2>&1 || need+=(autoconf)
-command -v aclocal >/dev/null 2>&1 || need+=(automake)
-command -v libtoolize >/dev/null 2>&1 || need+=(libtool)
 command -v make >/dev/null 2>&1 || need+=(make)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -7,12 +7,12 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 if ! command -v docker-registry >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
-  || ! command -v nasm >/dev/null 2>&1 || ! command -v libtoolize >/dev/null 2>&1; then
-  say "installing the registry (Debian package docker-registry) and what building ISA-L needs (nasm, autotools)"
+  || ! command -v nasm >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+  say "installing the registry (Debian package docker-registry) and what building ISA-L needs (nasm, make)"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker-registry curl busybox-static \
-    nasm autoconf automake libtool make >/dev/null
+    nasm make >/dev/null
 fi
 
 say "building hoist (release)"

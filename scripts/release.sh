@@ -10,12 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for tool in nasm autoreconf aclocal libtoolize make; do
+for tool in nasm make; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "error: building ISA-L into hoist needs ${missing[*]}" >&2
-  echo "hint: apt-get install nasm autoconf automake libtool make" >&2
+  echo "hint: apt-get install nasm make" >&2
   exit 1
 fi
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
