@@ -97,7 +97,7 @@ pub(crate) async fn push(
     in_flight.finished();
     drop(permit);
     let received = body_state.received.load(Ordering::Relaxed);
-    let (status, document) = answer(&outcome, &run, &body_state, state.config.max_size);
+    let (status, document) = answer(&outcome, &run, &body_state, state.config.max_size, state.config.idle_timeout);
     if let Some((id, sender)) = progress {
         let _ =
             sender.send(bytes::Bytes::from(format!("data: {{\"event\":\"end\",\"status\":{}}}\n\n", status.as_u16())));
@@ -210,6 +210,7 @@ fn answer(
     run: &PushRun,
     body: &BodyState,
     max_size: Option<u64>,
+    idle: Duration,
 ) -> (StatusCode, serde_json::Value) {
     match outcome {
         Ok(pushed) => (StatusCode::OK, crate::commands::push::json_document(pushed, None, run)),
@@ -223,6 +224,10 @@ fn answer(
                 });
                 StatusCode::PAYLOAD_TOO_LARGE
             } else if body.stalled.load(Ordering::Relaxed) {
+                document["error"] = serde_json::json!({
+                    "message": format!("the client sent nothing for {}s, so the upload was given up", idle.as_secs()),
+                    "hint": "check the network between the client and this service; nothing was tagged",
+                });
                 StatusCode::REQUEST_TIMEOUT
             } else {
                 status_for(error)
@@ -271,10 +276,17 @@ fn status_for(error: &anyhow::Error) -> StatusCode {
         Exit::Usage | Exit::BadArchive | Exit::Mismatch => StatusCode::BAD_REQUEST,
         Exit::Auth => StatusCode::FORBIDDEN,
         Exit::NotFound => StatusCode::NOT_FOUND,
-        Exit::Unavailable if failure::message(error.as_ref()).contains("timed out") => StatusCode::GATEWAY_TIMEOUT,
+        Exit::Unavailable if registry_timed_out(error) => StatusCode::GATEWAY_TIMEOUT,
         Exit::Unavailable | Exit::Rejected | Exit::Protocol => StatusCode::BAD_GATEWAY,
         Exit::Local | Exit::Bug | Exit::Interrupted | Exit::Terminated => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Whether the registry stopped answering (the stall watchdog or a
+/// connection timeout), rather than failing outright.
+fn registry_timed_out(error: &anyhow::Error) -> bool {
+    let message = failure::message(error.as_ref());
+    message.contains("no progress for") || message.contains("timed out")
 }
 
 fn busy(message: &str, hint: &str) -> Response {

@@ -329,6 +329,11 @@ fn start_upload(service: &Service, dest: &str, body: &[u8], sent: usize) -> TcpS
 /// Sends the rest of the body and reads the answer's status and body.
 fn finish_upload(mut stream: TcpStream, rest: &[u8]) -> (u16, String) {
     stream.write_all(rest).unwrap();
+    read_answer(stream)
+}
+
+/// Reads an HTTP answer's status and body from `stream`.
+fn read_answer(stream: TcpStream) -> (u16, String) {
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut answer = Vec::new();
     let mut reader = BufReader::new(stream);
@@ -373,6 +378,34 @@ fn a_client_that_goes_away_cancels_its_push_and_the_service_stays_healthy() {
     let file = write(dir.path(), "app.tar", &body);
     let digest = upload(&service, &file, &dest, &[]).pushed(&dest);
     assert_manifest_digest(&dest, &digest);
+}
+
+#[test]
+fn a_client_that_stops_sending_is_answered_408_and_its_sessions_cancelled() {
+    let registry = TestRegistry::start();
+    let service = Service::start(&["--registry", &registry.host(), "--idle-timeout", "1"]);
+    let body = DockerSaveClassic::new().image(image("idle")).build();
+    let stream = start_upload(&service, &format!("{}/x:1", registry.host()), &body, body.len() / 2);
+    let started = Instant::now();
+    let (status, answer) = read_answer(stream);
+    assert_eq!(status, 408, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20), "answered after the idle timeout, not much later");
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert!(json["error"]["message"].as_str().unwrap().contains("sent nothing for 1s"), "{json}");
+    eventually(Duration::from_secs(10), "sessions cancelled", || registry.open_uploads() == 0);
+    assert_no_tag(&registry, "x", "1");
+}
+
+#[test]
+fn a_registry_that_stops_answering_is_a_gateway_timeout() {
+    let registry = TestRegistry::start();
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::always(Fault::Stall).method("PUT").path("/manifests/")]);
+    let service = Service::start(&["--registry", &proxy.host(), "--timeout", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "app.tar", &DockerSaveClassic::new().image(image("stall")).build());
+    let answer = upload(&service, &file, &format!("{}/team/app:1", proxy.host()), &[]);
+    answer.fails_with(504, "no progress");
+    assert_no_tag(&registry, "team/app", "1");
 }
 
 #[test]
@@ -667,7 +700,39 @@ fn the_page_pushes_an_archive_in_a_real_browser() {
         layers.matches("pushed").count() >= 2
     });
     assert!(browser.text("#upload-text").contains("pushed in"), "the upload's own progress");
+
     let shot = std::env::var_os("HOIST_SCREENSHOT").map_or_else(|| dir.path().join("serve.png"), PathBuf::from);
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot");
+
+    // Every other layout through the page too: a classic `docker save`, an
+    // OCI layout, podman's docker-archive, a zstd-wrapped archive.
+    let classic = DockerSaveClassic::new().image(fixture.clone()).build();
+    let layouts = [
+        ("classic.tar", classic.clone()),
+        ("oci.tar", OciArchive::new().image(fixture.clone()).build()),
+        ("podman.tar", DockerArchive::new().image(fixture.clone()).build()),
+        ("classic.tar.zst", zstd(&classic)),
+    ];
+    for (index, (name, bytes)) in layouts.iter().enumerate() {
+        let file = write(dir.path(), name, bytes);
+        let dest = format!("{}/team/app:layout-{index}", registry.host());
+        browser.type_into("#file", path(&file));
+        let field = browser.element("#dest");
+        browser.call("POST", &format!("/session/{{s}}/element/{field}/clear"), Some(&serde_json::json!({})));
+        browser.type_into("#dest", &dest);
+        browser.click("#push");
+        let mut shown = String::new();
+        eventually(Duration::from_secs(60), &format!("{name} pushed from the page"), || {
+            shown = browser.wait_for_text("#pushed code", Duration::from_secs(60));
+            shown.starts_with(&format!("{dest}@"))
+        });
+        let digest = shown.rsplit('@').next().unwrap();
+        assert_eq!(
+            hoist_testkit::sha256(&tools::skopeo_raw_manifest_as(&dest, Some("alice:browser-Pa55"))),
+            digest,
+            "{name}"
+        );
+        copy_and_check_as(&dest, &fixture, Some("alice:browser-Pa55"));
+    }
 }
