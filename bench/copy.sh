@@ -23,9 +23,7 @@ RESULTS=$WORK/copy-results.tsv   # label wall cpu rss_kb registries_cpu
 BLOBS=$WORK/copy-blobs           # the source's blobs as files, for curl's uploads
 SRC_PID="" SRC_PORT="" DST_PID="" DST_PORT=""
 
-log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-need() { command -v "$1" >/dev/null || die "$1 is missing (apt-get install $2)"; }
+source "$REPO/bench/lib.sh"
 
 check_tools() {
     need docker docker.io
@@ -38,53 +36,13 @@ check_tools() {
     docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (docker info fails); it builds the image and pulls the copy"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_registry NAME: a loopback registry with fresh storage under $WORK/NAME;
-# prints "PID PORT". Never the packaged config.
-start_registry() {
-    local dir=$WORK/$1 port pid i
-    rm -rf "$dir" && mkdir -p "$dir/storage"
-    port=$(free_port)
-    cat >"$dir/config.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$port
-  secret: hoist-bench-secret
-YAML
-    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    pid=$!
-    for i in $(seq 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-            echo "$pid $port"
-            return
-        fi
-        sleep 0.1
-    done
-    die "docker-registry did not start; its log: $(cat "$dir/registry.log")"
-}
-
-stop() {
-    if [[ -n $1 ]]; then
-        kill "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-    fi
-}
 
 # A fresh destination registry for the next run (the last one stopped).
 fresh_destination() {
-    stop "$DST_PID"
+    kill_wait "$DST_PID"
     sync
-    read -r DST_PID DST_PORT < <(start_registry copy-dst)
+    launch_registry "$WORK/copy-dst"
+    DST_PID=$LAUNCHED_PID DST_PORT=$LAUNCHED_PORT
 }
 
 cpu_of() {
@@ -268,11 +226,12 @@ report() {
 main() {
     check_tools
     mkdir -p "$WORK"
-    trap 'stop "$SRC_PID"; stop "$DST_PID"; rm -rf "$BLOBS"' EXIT
+    trap 'kill_wait "$SRC_PID"; kill_wait "$DST_PID"; rm -rf "$BLOBS"' EXIT
     log "building hoist (release)"
     (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -p hoist)
     ARCHIVE=$("$REPO/bench/push.sh" archive)
-    read -r SRC_PID SRC_PORT < <(start_registry copy-src)
+    launch_registry "$WORK/copy-src"
+    SRC_PID=$LAUNCHED_PID SRC_PORT=$LAUNCHED_PORT
     log "pushing the image into the source registry ($COMPRESSION)"
     "$HOIST" push --quiet --progress none --no-cache --compression "$COMPRESSION" "$ARCHIVE" "$(src)" >/dev/null
     # curl_file uploads the same blobs from files, read once here into the page cache.

@@ -22,9 +22,7 @@ RESULTS=$WORK/pull-results.tsv
 REG_PID=""
 REG_PORT=""
 
-log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-need() { command -v "$1" >/dev/null || die "$1 is missing (apt-get install $2)"; }
+source "$REPO/bench/lib.sh"
 
 check_tools() {
     need docker docker.io
@@ -37,44 +35,15 @@ check_tools() {
     docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (docker info fails); it builds the image and loads the result"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# A loopback registry with fresh storage, never the packaged config.
+# A loopback registry with fresh storage.
 start_registry() {
-    local dir=$WORK/pull-registry
-    rm -rf "$dir" && mkdir -p "$dir/storage"
-    REG_PORT=$(free_port)
-    cat >"$dir/config.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$REG_PORT
-  secret: hoist-bench-secret
-YAML
-    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    REG_PID=$!
-    local i
-    for i in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" 2>/dev/null && return
-        sleep 0.1
-    done
-    die "docker-registry did not start; its log: $(cat "$dir/registry.log")"
+    launch_registry "$WORK/pull-registry"
+    REG_PID=$LAUNCHED_PID REG_PORT=$LAUNCHED_PORT
 }
 
 stop_registry() {
-    if [[ -n $REG_PID ]]; then
-        kill "$REG_PID" 2>/dev/null || true
-        wait "$REG_PID" 2>/dev/null || true
-        REG_PID=""
-    fi
+    kill_wait "$REG_PID"
+    REG_PID=""
 }
 
 registry_cpu() {

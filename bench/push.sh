@@ -29,13 +29,7 @@ SYSLIB_BUDGET=$((480 * 1024 * 1024))
 TOOLCHAIN_BUDGET=$((540 * 1024 * 1024))
 RANDOM_BYTES=$((200 * 1024 * 1024))
 
-log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-need() {
-    local cmd=$1 pkg=$2
-    command -v "$cmd" >/dev/null || die "$cmd is missing (apt-get install $pkg)"
-}
+source "$REPO/bench/lib.sh"
 
 check_tools() {
     need docker docker.io
@@ -134,48 +128,16 @@ layer_files() {
         <(jq -r '.rootfs.diff_ids[]' "$LAYERS/$config")
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# A registry on loopback with fresh storage: like the testkit's TestRegistry, never
-# the packaged config (it listens on all interfaces).
+# A registry on loopback with fresh storage.
 start_registry() {
-    local dir=$WORK/registry
     stop_registry
-    rm -rf "$dir" && mkdir -p "$dir/storage"
-    REG_PORT=$(free_port)
-    cat >"$dir/config.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$REG_PORT
-  secret: hoist-bench-secret
-YAML
-    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    REG_PID=$!
-    local i
-    for i in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" 2>/dev/null && return
-        sleep 0.1
-    done
-    die "docker-registry did not start; its log: $(cat "$dir/registry.log")"
+    launch_registry "$WORK/registry"
+    REG_PID=$LAUNCHED_PID REG_PORT=$LAUNCHED_PORT
 }
 
 stop_registry() {
-    if [[ -n $REG_PID ]]; then
-        kill "$REG_PID" 2>/dev/null || true
-        wait "$REG_PID" 2>/dev/null || true
-        REG_PID=""
-    fi
+    kill_wait "$REG_PID"
+    REG_PID=""
 }
 
 # Sum of the layer sizes in the pushed manifest: the compressed bytes a tool wrote.

@@ -22,41 +22,16 @@ HOIST=$TARGET/release/hoist
 RESULTS=$WORK/serve-results.tsv # label wall_s peak_rss_kb
 REG_PID="" REG_PORT="" SERVE_PID="" SERVE_PORT="" SERVE_RSS=0
 
-log() { printf '[%s] %s\n' "$(date -u +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$REPO/bench/lib.sh"
 
 start_registry() {
-    local dir=$WORK/serve-registry
     stop_registry
-    rm -rf "$dir" && mkdir -p "$dir/storage"
-    REG_PORT=$(free_port)
-    cat >"$dir/config.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$REG_PORT
-  secret: hoist-bench-secret
-YAML
-    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
-    REG_PID=$!
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$REG_PORT/v2/" 2>/dev/null && return
-        sleep 0.1
-    done
-    die "docker-registry did not start: $(cat "$dir/registry.log")"
+    launch_registry "$WORK/serve-registry"
+    REG_PID=$LAUNCHED_PID REG_PORT=$LAUNCHED_PORT
 }
 
 stop_registry() {
-    [[ -n $REG_PID ]] || return 0
-    kill "$REG_PID" 2>/dev/null || true
-    wait "$REG_PID" 2>/dev/null || true
+    kill_wait "$REG_PID"
     REG_PID=""
 }
 
