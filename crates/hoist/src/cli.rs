@@ -123,6 +123,7 @@ Example:
 The archive is the raw request body, streamed into the registry as it arrives (no copy on disk when
 dest= names the target). The uploader's HTTP basic credentials go to the registry for that push
 only; only the --registry registries can be targets; requests from other sites' pages are refused.
+On Harbor, a missing project is created with the uploader's credentials (private unless --public).
 The answer is the JSON of `hoist push --output json`. GET / is the upload page, GET /healthz the
 health check. SIGTERM or Ctrl-C stops accepting, lets uploads in flight finish (--shutdown-grace),
 then cancels the rest.
@@ -178,6 +179,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:2")]
     pub(crate) compression: Codec,
     #[command(flatten)]
+    pub(crate) provision: ProvisionArgs,
+    #[command(flatten)]
     pub(crate) connection: ConnectionArgs,
 }
 
@@ -199,7 +202,7 @@ pub(crate) struct LogoutArgs {
 
 /// What to do about a destination that must exist before anything is
 /// pushed into it (a Harbor project).
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub(crate) struct ProvisionArgs {
     /// Create a Harbor project that does not exist as public (anyone may pull), not private.
     #[arg(long, conflicts_with = "no_create")]

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use super::events::{message, valid_id};
 use super::{AppState, LogNote};
 use crate::failure::{self, Exit};
+use crate::harbor::HarborProjects;
 use crate::reporter::JsonReporter;
 
 /// Progress events go to the page at most this often per layer.
@@ -76,13 +77,25 @@ pub(crate) async fn push(
     if let Some(credential) = credential {
         credentials = credentials.with_explicit_from(credential, "the upload's HTTP basic credentials");
     }
+    let provision = match HarborProjects::new(
+        &state.config.provision,
+        &state.config.connection,
+        credentials.clone(),
+        run.reporter(),
+    ) {
+        Ok(provision) => provision,
+        Err(error) => {
+            let message = failure::message(error.as_ref());
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, &message, "see the service's log", None);
+        }
+    };
     let request = PushRequest {
         input: ArchiveInput::Stream { reader: Box::new(reader), label: "the upload".into() },
         destinations: Destinations { references: dest.into_iter().collect(), rehome: Some(target), image: query.image },
         connection: state.config.connection.clone(),
         credentials,
         options: state.config.options.clone(),
-        provision: None,
+        provision: Some(Arc::new(provision)),
     };
     state.running().push(run.clone());
     let task = tokio::spawn({

@@ -56,6 +56,8 @@ pub(crate) struct ServeConfig {
     /// An upload whose client sends nothing for this long fails.
     pub(crate) idle_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    /// Harbor projects: made on demand with the uploader's credentials, as `hoist push` does.
+    pub(crate) provision: crate::cli::ProvisionArgs,
 }
 
 /// What every request handler shares.

@@ -736,3 +736,23 @@ fn the_page_pushes_an_archive_in_a_real_browser() {
         copy_and_check_as(&dest, &fixture, Some("alice:browser-Pa55"));
     }
 }
+
+#[test]
+fn an_upload_to_harbor_creates_its_project_with_the_uploader_credentials() {
+    use hoist_testkit::harbor::{ADMIN, DEVELOPER, TestHarbor};
+    let harbor = TestHarbor::start();
+    let service = Service::start(&["--registry", &harbor.host()]);
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = image("harbor");
+    let file = write(dir.path(), "app.tar", &DockerSaveClassic::new().image(fixture.clone()).build());
+    let developer = format!("{}:{}", DEVELOPER.0, DEVELOPER.1);
+    let dest = format!("{}/team/app:1.0", harbor.host());
+    let answer = upload(&service, &file, &dest, &["-u", &developer]);
+    answer.pushed(&dest);
+    let created = &answer.json()["created"];
+    assert_eq!(created[0]["name"], "team", "the answer says what was made: {created}");
+    let team = harbor.project("team").expect("the project exists");
+    assert!(!team.public, "private, as hoist push makes it");
+    assert_eq!(team.owner, DEVELOPER.0, "made as the uploader");
+    copy_and_check_as(&dest, &fixture, Some(&format!("{}:{}", ADMIN.0, ADMIN.1)));
+}
