@@ -57,12 +57,9 @@ pub(crate) async fn push(
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    let progress = query.progress.filter(|id| valid_id(id)).and_then(|id| {
-        let sender = state.events.channel(&id)?;
-        Some((id, sender))
-    });
+    let progress = query.progress.filter(|id| valid_id(id)).and_then(|id| state.events.channel(&id));
     let reporter: Arc<dyn Reporter> = match &progress {
-        Some((_, sender)) => {
+        Some(sender) => {
             let sender = Arc::clone(sender);
             Arc::new(JsonReporter::new(PROGRESS_EVERY, move |event| {
                 let _ = sender.send(message(event));
@@ -111,10 +108,9 @@ pub(crate) async fn push(
     drop(permit);
     let received = body_state.received.load(Ordering::Relaxed);
     let (status, document) = answer(&outcome, &run, &body_state, state.config.max_size, state.config.idle_timeout);
-    if let Some((id, sender)) = progress {
-        let _ =
-            sender.send(bytes::Bytes::from(format!("data: {{\"event\":\"end\",\"status\":{}}}\n\n", status.as_u16())));
-        state.events.release(&id, sender);
+    if let Some(sender) = progress {
+        let end = format!("data: {{\"event\":\"end\",\"status\":{}}}\n\n", status.as_u16());
+        let _ = sender.send(bytes::Bytes::from(end));
     }
     let mut response = (status, axum::Json(&document)).into_response();
     if status == StatusCode::UNAUTHORIZED && !headers.contains_key("x-hoist-page") {

@@ -4,7 +4,7 @@
 //! `--progress json`) to every page listening on that id.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,36 +28,25 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 type Sender = Arc<broadcast::Sender<Bytes>>;
 
-/// The progress channels by id.
+/// The progress channels by id. The map holds them weakly: a channel lives
+/// while a page listens or a push reports to it, and no longer.
 #[derive(Default)]
-pub(crate) struct Channels(Mutex<HashMap<String, Sender>>);
+pub(crate) struct Channels(Mutex<HashMap<String, Weak<broadcast::Sender<Bytes>>>>);
 
 impl Channels {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sender>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The channel for `id`, made if new; `None` when there are too many.
     pub(crate) fn channel(&self, id: &str) -> Option<Sender> {
-        let mut map = self.map();
-        if let Some(sender) = map.get(id) {
-            return Some(Arc::clone(sender));
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = map.get(id).and_then(Weak::upgrade) {
+            return Some(sender);
         }
+        map.retain(|_, sender| sender.strong_count() > 0);
         if map.len() >= MAX_CHANNELS {
             return None;
         }
         let sender = Arc::new(broadcast::channel(BACKLOG).0);
-        map.insert(id.to_owned(), Arc::clone(&sender));
+        map.insert(id.to_owned(), Arc::downgrade(&sender));
         Some(sender)
-    }
-
-    /// Forgets `id` once only the map holds its channel.
-    pub(crate) fn release(&self, id: &str, sender: Sender) {
-        let mut map = self.map();
-        drop(sender);
-        if map.get(id).is_some_and(|s| Arc::strong_count(s) == 1) {
-            map.remove(id);
-        }
     }
 }
 
@@ -100,7 +89,8 @@ pub(crate) async fn stream(State(state): State<Arc<AppState>>, Query(query): Que
         );
     };
     let receiver = sender.subscribe();
-    let guard = Release { state: Arc::clone(&state), id: query.id, sender: Some(sender) };
+    // The stream holds its channel; it is busy while a push holds it too.
+    let guard = sender;
     let shutting_down = state.shutting_down.clone();
     let events = futures_util::stream::unfold(
         (receiver, guard, shutting_down, false),
@@ -112,7 +102,7 @@ pub(crate) async fn stream(State(state): State<Arc<AppState>>, Query(query): Que
                 let next = tokio::select! {
                     message = receiver.recv() => Next::Received(message),
                     () = tokio::time::sleep(KEEP_ALIVE) => Next::Quiet,
-                    _ = shutting_down.wait_for(|stopping| *stopping), if !guard.busy() => Next::Stop,
+                    _ = shutting_down.wait_for(|stopping| *stopping), if Arc::strong_count(&guard) < 2 => Next::Stop,
                 };
                 match next {
                     Next::Quiet => {
@@ -151,24 +141,28 @@ enum Next {
     Stop,
 }
 
-/// Releases a stream's channel when the page goes away.
-struct Release {
-    state: Arc<AppState>,
-    id: String,
-    sender: Option<Sender>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Release {
-    /// Whether a push holds the channel too.
-    fn busy(&self) -> bool {
-        self.sender.as_ref().is_some_and(|s| Arc::strong_count(s) > 2)
+    #[test]
+    fn a_channel_lives_only_while_a_page_or_a_push_holds_it() {
+        let channels = Channels::default();
+        let held: Vec<Sender> = (0..MAX_CHANNELS).map(|i| channels.channel(&format!("id-{i:04}")).unwrap()).collect();
+        assert!(channels.channel("one-too-many").is_none(), "at most {MAX_CHANNELS} at once");
+        let again = channels.channel("id-0000").unwrap();
+        assert!(Arc::ptr_eq(&again, &held[0]), "the same id is the same channel");
+        drop(held);
+        drop(again);
+        assert!(channels.channel("a-fresh-id").is_some(), "channels nobody holds are forgotten");
+        assert_eq!(channels.0.lock().unwrap().len(), 1);
     }
-}
 
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.state.events.release(&self.id, sender);
-        }
+    #[test]
+    fn progress_ids_are_what_the_page_makes() {
+        assert!(valid_id("0123456789abcdef0123456789abcdef"));
+        assert!(!valid_id("short"));
+        assert!(!valid_id("../../etc/passwd-and-more"));
+        assert!(!valid_id(&"a".repeat(65)));
     }
 }
