@@ -68,8 +68,11 @@ impl HttpError {
         if let Some(hint) = tls_hint(&cause, url) {
             built = built.with_hint(hint);
         }
+        // A TLS peer that refuses our certificate (or whose certificate we
+        // refuse) will do so again: reported at once, like a refused connection.
+        let refused_tls = tls_refusal(&cause);
         let mut built = built.with_detail(cause);
-        built.0.no_connection = error.is_connect() && !error.is_timeout();
+        built.0.no_connection = (error.is_connect() && !error.is_timeout()) || refused_tls;
         built
     }
 
@@ -198,6 +201,15 @@ fn is_unparsable_answer(error: &reqwest::Error) -> bool {
         source = cause.source();
     }
     false
+}
+
+/// Whether a transport failure is a TLS certificate refusal, by either side:
+/// the same on every attempt.
+fn tls_refusal(cause: &str) -> bool {
+    let lower = cause.to_ascii_lowercase().replace(' ', "");
+    ["certificaterequired", "badcertificate", "unknownca", "invalidpeercertificate", "unknownissuer"]
+        .iter()
+        .any(|refusal| lower.contains(refusal))
 }
 
 /// A hint for TLS failures, which otherwise read as "is a server running?".
