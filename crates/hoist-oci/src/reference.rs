@@ -201,6 +201,11 @@ impl RegistryTarget {
         &self.registry
     }
 
+    /// The path prefix re-homed names go under (`team` of `host/team`).
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
     /// True when the user wrote `http://`: plain HTTP to this registry.
     pub fn plain_http(&self) -> bool {
         self.plain_http

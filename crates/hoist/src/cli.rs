@@ -154,6 +154,10 @@ pub(crate) struct ServeArgs {
     /// Where to listen.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080", env = "HOIST_LISTEN")]
     pub(crate) listen: String,
+    /// A host name the service is reached by (repeatable; a reverse proxy's public name). Requests naming any
+    /// other host are refused (DNS rebinding); IP addresses and localhost always work.
+    #[arg(long = "public-name", value_name = "HOST")]
+    pub(crate) public_names: Vec<String>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,

@@ -30,6 +30,7 @@ pub(crate) async fn exec(args: ServeArgs) -> anyhow::Result<()> {
         max_uploads: usize::from(args.max_uploads),
         idle_timeout: args.idle_timeout,
         shutdown_grace: args.shutdown_grace,
+        public_names: args.public_names.clone(),
         provision: args.provision.clone(),
     };
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());

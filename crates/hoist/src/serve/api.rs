@@ -1,6 +1,7 @@
 //! `PUT /api/push?dest=REF` (or `POST`): the request body is the archive,
 //! read while it arrives and pushed by the same library call as
-//! `hoist push -`.
+//! `hoist push -`. `POST /api/check` asks the same questions without a
+//! body, so the page can tell a refusal before it sends gigabytes.
 
 use std::io;
 use std::sync::Arc;
@@ -16,11 +17,11 @@ use base64::Engine;
 use futures_util::StreamExt;
 use hoist_archive::ArchiveInput;
 use hoist_oci::{Reference, RegistryTarget};
-use hoist_registry::{Credential, CredentialStore, ErrorKind, RegistryError, Secret};
+use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, ErrorKind, RegistryError, Secret};
 use hoist_transfer::{Destinations, NoReporter, PushError, PushRequest, PushRun, PushedImage, Reporter, push_archive};
 use serde::Deserialize;
 
-use super::events::{message, valid_id};
+use super::events::{Channel, valid_id};
 use super::{AppState, LogNote};
 use crate::failure::{self, Exit};
 use crate::harbor::HarborProjects;
@@ -29,6 +30,7 @@ use crate::reporter::JsonReporter;
 /// Progress events go to the page at most this often per layer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
+/// What the page and curl say about a push, in the query.
 #[derive(Deserialize)]
 pub(crate) struct PushQuery {
     /// Where the image goes; without it, the archive's RepoTags on the first registry.
@@ -37,6 +39,8 @@ pub(crate) struct PushQuery {
     image: Option<String>,
     /// The id of an event stream the page opened for this push's progress.
     progress: Option<String>,
+    /// `/api/check` only: the size of the file the page is about to send.
+    size: Option<u64>,
 }
 
 /// An error as JSON: `{"error": {"message", "hint"}}`, with the status.
@@ -47,33 +51,60 @@ pub(crate) fn error_response(status: StatusCode, message: &str, hint: &str, note
     response
 }
 
+/// `POST /api/check?dest=REF&size=N`: everything `PUT /api/push` checks
+/// before reading its body (the destination, the size, the registry and the
+/// credentials), answered without a body.
+pub(crate) async fn check(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<PushQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let (query, admitted) = match admit(&state, query, &headers) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    if let (Some(max), Some(size)) = (state.config.max_size, query.size)
+        && size > max
+    {
+        return too_large(max);
+    }
+    let credentials = credentials(admitted.credential.clone());
+    if let Err(refusal) = preflight(&state, &admitted, &credentials).await {
+        return with_challenge(*refusal, &headers);
+    }
+    let mut response = axum::Json(serde_json::json!({ "ok": true })).into_response();
+    response.extensions_mut().insert(LogNote(format!("user={}", admitted.user)));
+    response
+}
+
 pub(crate) async fn push(
     State(state): State<Arc<AppState>>,
     query: Result<Query<PushQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (query, Admitted { dest, target, credential, user, permit }) = match admit(&state, query, &headers) {
+    let (query, admitted) = match admit(&state, query, &headers) {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    let credentials = credentials(admitted.credential.clone());
+    // Before a byte of the body: the registry answers, and takes these
+    // credentials (or needs none). Nobody it would refuse gets to make this
+    // service read, stage or send anything.
+    if let Err(refusal) = preflight(&state, &admitted, &credentials).await {
+        return with_challenge(*refusal, &headers);
+    }
+    let Admitted { dest, target, user, permit, .. } = admitted;
     let progress = query.progress.filter(|id| valid_id(id)).and_then(|id| state.events.channel(&id));
     let reporter: Arc<dyn Reporter> = match &progress {
-        Some(sender) => {
-            let sender = Arc::clone(sender);
-            Arc::new(JsonReporter::new(PROGRESS_EVERY, move |event| {
-                let _ = sender.send(message(event));
-            }))
+        Some(channel) => {
+            let channel = Arc::clone(channel);
+            Arc::new(JsonReporter::new(PROGRESS_EVERY, move |event| channel.send(event)))
         }
         None => Arc::new(NoReporter),
     };
+    let mark = progress.as_ref().map(Channel::push_started);
     let run = PushRun::new(reporter);
-    let body_state = Arc::new(BodyState::default());
-    let reader = body_reader(body, Arc::clone(&body_state), state.config.max_size, state.config.idle_timeout);
-    let mut credentials = CredentialStore::anonymous();
-    if let Some(credential) = credential {
-        credentials = credentials.with_explicit_from(credential, "the upload's HTTP basic credentials");
-    }
     let provision = match HarborProjects::new(
         &state.config.provision,
         &state.config.connection,
@@ -86,6 +117,8 @@ pub(crate) async fn push(
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, &message, "see the service's log", None);
         }
     };
+    let body_state = Arc::new(BodyState::default());
+    let reader = body_reader(body, Arc::clone(&body_state), state.config.max_size, state.config.idle_timeout);
     let request = PushRequest {
         input: ArchiveInput::Stream { reader: Box::new(reader), label: "the upload".into() },
         destinations: Destinations { references: dest.into_iter().collect(), rehome: Some(target), image: query.image },
@@ -95,37 +128,115 @@ pub(crate) async fn push(
         provision: Some(Arc::new(provision)),
     };
     state.running().push(run.clone());
+    // The push owns its upload slot and ends on its own, also when this
+    // handler is dropped (the client went away): the guard below then only
+    // tells it to stop, and its failed read cleans up as any failure does.
     let task = tokio::spawn({
-        let run = run.clone();
-        async move { push_archive(request, &run).await }
+        let (run, state) = (run.clone(), Arc::clone(&state));
+        async move {
+            let outcome = push_archive(request, &run).await;
+            state.forget(&run);
+            drop(permit);
+            outcome
+        }
     });
-    let mut in_flight = InFlight { state: Arc::clone(&state), run: run.clone(), abort: Some(task.abort_handle()) };
+    let mut stop_if_dropped = StopIfDropped(Some(run.clone()));
     let outcome = match task.await {
         Ok(outcome) => outcome.map_err(anyhow::Error::from),
         Err(error) => Err(anyhow::anyhow!("the push task failed: {error}")),
     };
-    in_flight.finished();
-    drop(permit);
+    stop_if_dropped.0 = None;
     let received = body_state.received.load(Ordering::Relaxed);
-    let (status, document) = answer(&outcome, &run, &body_state, state.config.max_size, state.config.idle_timeout);
-    if let Some(sender) = progress {
-        let end = format!("data: {{\"event\":\"end\",\"status\":{}}}\n\n", status.as_u16());
-        let _ = sender.send(bytes::Bytes::from(end));
+    let shutting_down = *state.shutting_down.borrow();
+    let (status, document) = answer(&outcome, &run, &body_state, &state.config, shutting_down);
+    if let Some(channel) = &progress {
+        channel.end(status);
     }
-    let mut response = (status, axum::Json(&document)).into_response();
-    if status == StatusCode::UNAUTHORIZED && !headers.contains_key("x-hoist-page") {
-        // curl -u and other clients ask for credentials on this; the page asks in its own fields.
+    drop(mark);
+    let response = with_challenge((status, axum::Json(&document)).into_response(), &headers);
+    let result = match &outcome {
+        Ok(pushed) => pushed.iter().map(|p| format!("{}@{}", p.reference, p.digest)).collect::<Vec<_>>().join(","),
+        Err(error) => format!("error: {}", failure::message(error.as_ref())),
+    };
+    let mut response = response;
+    response.extensions_mut().insert(LogNote(format!("user={user} received={received} {result}")));
+    response
+}
+
+/// Tells a push to stop when dropped while it is set.
+struct StopIfDropped(Option<PushRun>);
+
+impl Drop for StopIfDropped {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run.interrupt();
+        }
+    }
+}
+
+/// A 401 asks curl and other clients for credentials; the page asks in its
+/// own fields (a challenge would make the browser pop up its dialog).
+fn with_challenge(mut response: Response, headers: &HeaderMap) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED && !headers.contains_key("x-hoist-page") {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"hoist serve: the registry's credentials\", charset=\"UTF-8\""),
         );
     }
-    let result = match &outcome {
-        Ok(pushed) => pushed.iter().map(|p| format!("{}@{}", p.reference, p.digest)).collect::<Vec<_>>().join(","),
-        Err(error) => format!("error: {}", failure::message(error.as_ref())),
-    };
-    response.extensions_mut().insert(LogNote(format!("user={user} received={received} {result}")));
     response
+}
+
+/// The store a push uses: the upload's Basic pair and nothing else (never
+/// the service's own logins).
+fn credentials(credential: Option<Credential>) -> CredentialStore {
+    let store = CredentialStore::anonymous();
+    match credential {
+        Some(credential) => store.with_explicit_from(credential, "the upload's HTTP basic credentials"),
+        None => store,
+    }
+}
+
+/// Asks the registry before the body is read: `/v2/` answers, and the
+/// credentials are good (or, with none, that it lets anyone in).
+async fn preflight(state: &AppState, admitted: &Admitted, credentials: &CredentialStore) -> Result<(), Box<Response>> {
+    let registry = admitted.target.registry().to_owned();
+    let mut options = ClientOptions::for_registries(&state.config.connection, [registry.clone()], credentials.clone());
+    if admitted.target.plain_http() {
+        options.plain_http.push(registry.clone());
+    }
+    if admitted.target.https() {
+        options.https.push(registry.clone());
+    }
+    let refused = |error: RegistryError| Box::new(refusal(&anyhow::Error::from(error)));
+    let client = Client::new(options).map_err(refused)?;
+    let probe = match &admitted.dest {
+        Some(dest) => dest.clone(),
+        None => Reference::from_parts(&registry, "hoist-serve-check", None)
+            .map_err(|e| Box::new(error_response(StatusCode::BAD_REQUEST, &e.to_string(), "check --registry", None)))?,
+    };
+    let check = client.check_registry(&probe).await.map_err(refused)?;
+    if admitted.credential.is_some() {
+        client.check_credentials(&probe).await.map_err(refused)?;
+    } else if check.status() == StatusCode::UNAUTHORIZED.as_u16() {
+        return Err(Box::new(error_response(
+            StatusCode::UNAUTHORIZED,
+            &format!("{registry} wants credentials, and the upload came without any"),
+            "send the registry's own user name and password with the upload (curl -u USER, or the page's \
+             Username and Password)",
+            None,
+        )));
+    }
+    Ok(())
+}
+
+/// A failure before the push, as the push's own failures are answered.
+fn refusal(error: &anyhow::Error) -> Response {
+    let status = status_for(error);
+    let hint = credentials_hint(error)
+        .map(str::to_owned)
+        .or_else(|| failure::classify(error).1)
+        .unwrap_or_else(|| "see the service's log".to_owned());
+    error_response(status, &failure::message(error.as_ref()), &hint, None)
 }
 
 /// What a push request was admitted with.
@@ -147,15 +258,12 @@ fn admit(
     query: Result<Query<PushQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<(PushQuery, Admitted), Box<Response>> {
+    let refuse = |status, message: &str, hint: &str| Box::new(error_response(status, message, hint, None));
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
-            return Err(Box::new(error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("the query is not understood: {}", rejection.body_text()),
-                "push to /api/push?dest=HOST/REPOSITORY:TAG",
-                None,
-            )));
+            let message = format!("the query is not understood: {}", rejection.body_text());
+            return Err(refuse(StatusCode::BAD_REQUEST, &message, "push to /api/push?dest=HOST/REPOSITORY:TAG"));
         }
     };
     if *state.shutting_down.borrow() {
@@ -165,26 +273,19 @@ fn admit(
         None => None,
         Some(Ok(dest)) => Some(dest),
         Some(Err(error)) => {
-            return Err(Box::new(error_response(
-                StatusCode::BAD_REQUEST,
-                &error.to_string(),
-                "write dest as HOST[:PORT]/PATH/NAME[:TAG], e.g. registry.example.com/team/app:1.0",
-                None,
-            )));
+            let hint = "write dest as HOST[:PORT]/PATH/NAME[:TAG], e.g. registry.example.com/team/app:1.0";
+            return Err(refuse(StatusCode::BAD_REQUEST, &error.to_string(), hint));
         }
     };
     let target = match &dest {
         None => state.config.registries[0].clone(),
-        Some(dest) => match state.config.registries.iter().find(|r| r.registry() == dest.registry()) {
+        Some(dest) => match state.config.registries.iter().find(|r| allows(r, dest)) {
             Some(target) => target.clone(),
             None => {
-                let allowed: Vec<&str> = state.config.registries.iter().map(RegistryTarget::registry).collect();
-                return Err(Box::new(error_response(
-                    StatusCode::FORBIDDEN,
-                    &format!("this service does not push to {}", dest.registry()),
-                    &format!("push to one of: {}", allowed.join(", ")),
-                    None,
-                )));
+                let allowed: Vec<String> = state.config.registries.iter().map(target_name).collect();
+                let message = format!("this service does not push to {}/{}", dest.registry(), dest.repository());
+                let hint = format!("push under one of: {}", allowed.join(", "));
+                return Err(refuse(StatusCode::FORBIDDEN, &message, &hint));
             }
         },
     };
@@ -193,14 +294,8 @@ fn admit(
     {
         return Err(Box::new(too_large(max)));
     }
-    let credential = basic_credential(headers).map_err(|message| {
-        Box::new(error_response(
-            StatusCode::BAD_REQUEST,
-            message,
-            "send the registry's user name and password as HTTP basic authentication",
-            None,
-        ))
-    })?;
+    let hint = "send the registry's user name and password as HTTP basic authentication";
+    let credential = basic_credential(headers).map_err(|message| refuse(StatusCode::BAD_REQUEST, message, hint))?;
     let user = match &credential {
         Some(Credential::Basic { username, .. }) => username.clone(),
         _ => "-".to_owned(),
@@ -212,50 +307,81 @@ fn admit(
     Ok((query, Admitted { dest, target, credential, user, permit }))
 }
 
+/// Whether `--registry target` lets `dest` be pushed: the same registry and,
+/// when the target names a prefix, a repository under it.
+fn allows(target: &RegistryTarget, dest: &Reference) -> bool {
+    target.registry() == dest.registry()
+        && target
+            .prefix()
+            .is_none_or(|prefix| dest.repository().strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// `host` or `host/prefix`, as `--registry` named it.
+fn target_name(target: &RegistryTarget) -> String {
+    match target.prefix() {
+        Some(prefix) => format!("{}/{prefix}/", target.registry()),
+        None => target.registry().to_owned(),
+    }
+}
+
 /// The status and JSON answer for a push's outcome: the document `hoist
 /// push --output json` prints.
 fn answer(
     outcome: &anyhow::Result<Vec<PushedImage>>,
     run: &PushRun,
     body: &BodyState,
-    max_size: Option<u64>,
-    idle: Duration,
+    config: &super::ServeConfig,
+    shutting_down: bool,
 ) -> (StatusCode, serde_json::Value) {
-    match outcome {
-        Ok(pushed) => (StatusCode::OK, crate::commands::push::json_document(pushed, None, run)),
-        Err(error) => {
-            let mut document = crate::commands::push::json_document(&run.published(), Some(error), run);
-            let status = if body.over_limit.load(Ordering::Relaxed) {
-                let max = max_size.unwrap_or_default();
-                document["error"] = serde_json::json!({
-                    "message": format!("the upload is larger than this service accepts ({max} bytes)"),
-                    "hint": "push a smaller archive, or ask the operator to raise --max-size",
-                });
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else if body.stalled.load(Ordering::Relaxed) {
-                document["error"] = serde_json::json!({
-                    "message": format!("the client sent nothing for {}s, so the upload was given up", idle.as_secs()),
-                    "hint": "check the network between the client and this service; nothing was tagged",
-                });
-                StatusCode::REQUEST_TIMEOUT
-            } else {
-                status_for(error)
-            };
-            // The CLI's hint names its flags; here the credentials come with the upload.
-            match refused_credentials(error) {
-                Some(ErrorKind::Unauthorized) => {
-                    document["error"]["hint"] = "the registry wants its own user name and password with the upload \
-                        (curl -u USER, or the page's Username and Password); these were missing or refused"
-                        .into();
-                }
-                Some(_) => {
-                    document["error"]["hint"] =
-                        "the registry knows this user but does not let it push there; ask its administrator".into();
-                }
-                None => {}
-            }
-            (status, document)
+    let error = match outcome {
+        Ok(pushed) => return (StatusCode::OK, crate::commands::push::json_document(pushed, None, run)),
+        Err(error) => error,
+    };
+    let mut document = crate::commands::push::json_document(&run.published(), Some(error), run);
+    let mut say = |message: String, hint: &str| {
+        document["error"] = serde_json::json!({ "message": message, "hint": hint });
+    };
+    let status = if body.over_limit.load(Ordering::Relaxed) {
+        let max = config.max_size.unwrap_or_default();
+        say(
+            format!("the upload is larger than this service accepts ({max} bytes)"),
+            "push a smaller archive, or ask the operator to raise --max-size",
+        );
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else if body.stalled.load(Ordering::Relaxed) {
+        say(
+            format!("the client sent nothing for {}s, so the upload was given up", config.idle_timeout.as_secs()),
+            "check the network between the client and this service; nothing was tagged",
+        );
+        StatusCode::REQUEST_TIMEOUT
+    } else if body.broken.load(Ordering::Relaxed) {
+        // Nobody reads this answer; the log says 499, as nginx does.
+        say("the client went away before the upload ended".to_owned(), "nothing was tagged");
+        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+    } else if run.is_interrupted() && shutting_down {
+        say(
+            "the service shut down before this push finished; it was cancelled".to_owned(),
+            "push again when the service is back",
+        );
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        if let Some(hint) = credentials_hint(error) {
+            document["error"]["hint"] = hint.into();
         }
+        status_for(error)
+    };
+    (status, document)
+}
+
+/// The CLI's hint for refused credentials names its flags; here they come
+/// with the upload.
+fn credentials_hint(error: &anyhow::Error) -> Option<&'static str> {
+    match refused_credentials(error)? {
+        ErrorKind::Unauthorized => Some(
+            "the registry wants its own user name and password with the upload (curl -u USER, or the page's \
+             Username and Password); these were missing or refused",
+        ),
+        _ => Some("the registry knows this user but does not let it push there; ask its administrator"),
     }
 }
 
@@ -318,18 +444,25 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The uploader's HTTP basic credentials, passed to the registry for this
-/// push only. Never logged: only the user name reaches the access log.
+/// push only. Never logged: only the user name reaches the access log, so
+/// a name with control characters (a forged log line) is refused.
 fn basic_credential(headers: &HeaderMap) -> Result<Option<Credential>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| "the Authorization header is not text")?;
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some((scheme, encoded)) = value.split_once(' ') else {
         return Err("only HTTP basic authentication is understood");
     };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err("only HTTP basic authentication is understood");
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| "the basic credentials are not base64")?;
     let text = String::from_utf8(decoded).map_err(|_| "the basic credentials are not UTF-8")?;
     let (username, password) = text.split_once(':').ok_or("the basic credentials have no `:`")?;
+    if username.chars().any(char::is_control) {
+        return Err("the user name holds control characters");
+    }
     if username.is_empty() {
         return Ok(None);
     }
@@ -342,6 +475,8 @@ struct BodyState {
     received: AtomicU64,
     over_limit: AtomicBool,
     stalled: AtomicBool,
+    /// The client went away mid-body.
+    broken: AtomicBool,
 }
 
 /// The request body as a blocking reader for the archive reader's thread:
@@ -364,7 +499,10 @@ fn body_reader(body: Body, state: Arc<BodyState>, max: Option<u64>, idle: Durati
                     fail(error, data, state)
                 }
                 Ok(None) => None,
-                Ok(Some(Err(error))) => fail(io::Error::other(format!("the upload broke off: {error}")), data, state),
+                Ok(Some(Err(error))) => {
+                    state.broken.store(true, Ordering::Relaxed);
+                    fail(io::Error::other(format!("the upload broke off: {error}")), data, state)
+                }
                 Ok(Some(Ok(bytes))) => {
                     let total = state.received.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
                     if max.is_some_and(|max| total > max) {
@@ -380,36 +518,28 @@ fn body_reader(body: Body, state: Arc<BodyState>, max: Option<u64>, idle: Durati
     tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(Box::pin(chunks)))
 }
 
-/// A push in flight. If the handler is dropped first (the client went
-/// away), the push is stopped and its upload sessions cancelled, as
-/// Ctrl-C does for `hoist push`.
-struct InFlight {
-    state: Arc<AppState>,
-    run: PushRun,
-    abort: Option<tokio::task::AbortHandle>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl InFlight {
-    fn finished(&mut self) {
-        self.abort = None;
-        self.forget();
+    #[test]
+    fn a_prefix_in_registry_bounds_the_destinations() {
+        let target = RegistryTarget::parse("registry.example.com/mirror").unwrap();
+        let dest = |text: &str| Reference::parse(text).unwrap();
+        assert!(allows(&target, &dest("registry.example.com/mirror/app:1")));
+        assert!(allows(&target, &dest("registry.example.com/mirror/team/app:1")));
+        assert!(!allows(&target, &dest("registry.example.com/other/app:1")));
+        assert!(!allows(&target, &dest("registry.example.com/mirrored/app:1")), "a prefix is a whole path part");
+        assert!(!allows(&target, &dest("other.example.com/mirror/app:1")));
+        let whole = RegistryTarget::parse("registry.example.com").unwrap();
+        assert!(allows(&whole, &dest("registry.example.com/anything/app:1")));
     }
 
-    fn forget(&self) {
-        let mut running = self.state.running();
-        if let Some(index) = running.iter().position(|r| r.same_as(&self.run)) {
-            running.swap_remove(index);
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let Some(abort) = self.abort.take() else { return };
-        self.forget();
-        self.run.interrupt();
-        abort.abort();
-        let run = self.run.clone();
-        tokio::spawn(async move { run.clean_up().await });
+    #[test]
+    fn a_user_name_cannot_forge_a_log_line() {
+        let mut headers = HeaderMap::new();
+        let forged = base64::engine::general_purpose::STANDARD.encode("alice\n127.0.0.1 GET /forged:pw");
+        headers.insert(header::AUTHORIZATION, format!("Basic {forged}").parse().unwrap());
+        assert!(basic_credential(&headers).is_err());
     }
 }

@@ -27,7 +27,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use hoist_oci::RegistryTarget;
 use hoist_registry::Connection;
 use hoist_transfer::{PushOptions, PushRun};
@@ -42,6 +42,8 @@ use crate::failure::Local;
 const HEADER_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(15);
+/// Connections open at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 512;
 
 /// What the service is allowed to do, from `hoist serve`'s flags.
 #[derive(Debug)]
@@ -56,6 +58,10 @@ pub(crate) struct ServeConfig {
     /// An upload whose client sends nothing for this long fails.
     pub(crate) idle_timeout: Duration,
     pub(crate) shutdown_grace: Duration,
+    /// Host names the service answers to besides IP addresses and
+    /// `localhost` (`--public-name`): a request for any other name is refused,
+    /// which keeps DNS rebinding from turning a page elsewhere into a local client.
+    pub(crate) public_names: Vec<String>,
     /// Harbor projects: made on demand with the uploader's credentials, as `hoist push` does.
     pub(crate) provision: crate::cli::ProvisionArgs,
 }
@@ -75,6 +81,14 @@ impl AppState {
     fn running(&self) -> std::sync::MutexGuard<'_, Vec<PushRun>> {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Forgets a push that ended.
+    fn forget(&self, run: &PushRun) {
+        let mut running = self.running();
+        if let Some(index) = running.iter().position(|r| r.same_as(run)) {
+            running.swap_remove(index);
+        }
+    }
 }
 
 /// The service's routes over `state`.
@@ -86,6 +100,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/registries", get(registries))
         .route("/api/events", get(events::stream))
+        .route("/api/check", post(api::check))
         .route("/api/push", put(api::push).post(api::push))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), same_origin_only))
         .layer(axum::middleware::from_fn(access_log))
@@ -115,13 +130,23 @@ pub(crate) async fn run(config: ServeConfig, listen: &str, tls: Option<(&Path, &
     });
     let app = router(Arc::clone(&state));
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let signal = crate::interrupt::signal();
     tokio::pin!(signal);
     let signal = loop {
         tokio::select! {
             signal = &mut signal => break signal,
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        eprintln!("hoist serve: cannot accept a connection: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else { continue };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 // The router as hyper's service for this connection, every request knowing its peer.
@@ -134,7 +159,10 @@ pub(crate) async fn run(config: ServeConfig, listen: &str, tls: Option<(&Path, &
                     None => {
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         let watched = graceful.watch(connection);
-                        tokio::spawn(watched);
+                        tokio::spawn(async move {
+                            let _ = watched.await;
+                            drop(slot);
+                        });
                     }
                     Some(acceptor) => {
                         let acceptor = acceptor.clone();
@@ -144,6 +172,7 @@ pub(crate) async fn run(config: ServeConfig, listen: &str, tls: Option<(&Path, &
                             else { return };
                             let connection = builder.serve_connection(TokioIo::new(stream), service);
                             let _ = watcher.watch(connection).await;
+                            drop(slot);
                         });
                     }
                 }
@@ -186,27 +215,67 @@ struct Peer(SocketAddr);
 pub(crate) struct LogNote(pub(crate) String);
 
 /// One line per request on stderr: when, who, what, the answer, how long.
-/// Never a header or a query value other than the destination.
+/// Never a credential; the path and what a handler notes are escaped, so
+/// nothing a client sends can start a line of its own.
 async fn access_log(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let peer = request.extensions().get::<Peer>().map_or_else(|| "-".to_owned(), |p| p.0.to_string());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let mut line = LogLine {
+        started: Instant::now(),
+        peer: request.extensions().get::<Peer>().map_or_else(|| "-".to_owned(), |p| p.0.to_string()),
+        method: request.method().to_string(),
+        path: request.uri().path().escape_debug().to_string(),
+        done: false,
+    };
     let response = next.run(request).await;
-    let note = response.extensions().get::<LogNote>().map(|n| format!(" {}", n.0)).unwrap_or_default();
-    eprintln!(
-        "{} {peer} {method} {path} {} {:.3}s{note}",
-        httpdate::fmt_http_date(std::time::SystemTime::now()),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let note = response.extensions().get::<LogNote>().map(|n| n.0.as_str()).unwrap_or_default();
+    line.write(&response.status().as_u16().to_string(), note);
+    line.done = true;
     response
+}
+
+/// A request's log line, written when it is answered, or (status 499, as
+/// nginx says) when the client went away first and its handler was dropped.
+struct LogLine {
+    started: Instant,
+    peer: String,
+    method: String,
+    path: String,
+    done: bool,
+}
+
+impl LogLine {
+    fn write(&self, status: &str, note: &str) {
+        let note = if note.is_empty() { String::new() } else { format!(" {}", note.escape_debug()) };
+        eprintln!(
+            "{} {} {} {} {status} {:.3}s{note}",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+            self.peer,
+            self.method,
+            self.path,
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.done {
+            self.write("499", "the client went away before the answer");
+        }
+    }
 }
 
 /// A browser's request from another site's page is refused: it would carry
 /// the user's remembered credentials. Requests without `Origin` (curl, the
 /// page's own GETs) pass; the registry still checks the credentials.
-async fn same_origin_only(State(_state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn same_origin_only(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(host) = foreign_host(request.headers(), &state.config.public_names) {
+        return api::error_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!("this service does not answer to the name {}", host.escape_debug()),
+            "reach it by its IP address, localhost, or a name given to it with --public-name",
+            None,
+        );
+    }
     if let Some(refusal) = cross_site(request.headers()) {
         return api::error_response(
             StatusCode::FORBIDDEN,
@@ -216,6 +285,25 @@ async fn same_origin_only(State(_state): State<Arc<AppState>>, request: Request,
         );
     }
     next.run(request).await
+}
+
+/// The `Host` a request names when it is not one this service answers to:
+/// an IP address, `localhost`, or a `--public-name`. A page elsewhere that
+/// rebinds its own name to this address still sends its own name.
+fn foreign_host(headers: &HeaderMap, public_names: &[String]) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().unwrap_or("?");
+    if let Some(bracketed) = host.strip_prefix('[') {
+        let address = bracketed.split(']').next().unwrap_or_default();
+        return address.parse::<std::net::Ipv6Addr>().is_err().then(|| host.to_owned());
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _port)| name);
+    let known = name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || public_names.iter().any(|public| {
+            let public = public.rsplit_once(':').map_or(public.as_str(), |(name, _port)| name);
+            public.eq_ignore_ascii_case(name)
+        });
+    (!known).then(|| host.to_owned())
 }
 
 /// Why the request comes from another site, if it does.

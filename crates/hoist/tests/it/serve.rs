@@ -237,6 +237,14 @@ fn without_dest_the_repotags_go_to_the_first_registry() {
     assert_manifest_digest(&reference, &digest);
     copy_and_check(&reference, &fixture);
     assert_eq!(second.blob_count(), 0, "only the first registry takes RepoTags");
+
+    // `--registry HOST/mirror` allows that prefix and nothing else there.
+    let outside = upload(&service, &file, &format!("{}/other/app:1", first.host()), &[]);
+    outside.fails_with(403, "does not push to");
+    let sibling = upload(&service, &file, &format!("{}/mirrored/app:1", first.host()), &[]);
+    sibling.fails_with(403, "does not push to");
+    let inside = format!("{}/mirror/team/app:2", first.host());
+    assert_manifest_digest(&inside, &upload(&service, &file, &inside, &[]).pushed(&inside));
 }
 
 #[test]
@@ -276,13 +284,29 @@ fn only_the_named_registries_and_the_service_own_page_may_push() {
     eventually(Duration::from_secs(10), "sessions cancelled", || registry.open_uploads() == 0);
 
     let broken = write(dir.path(), "broken.tar", b"#!/bin/sh\necho this is a script, not an archive\n");
-    let json = upload(&service, &broken, &dest, &[]).fails_with(400, "");
+    let json = upload(&service, &broken, &dest, &[]).fails_with(400, "script");
     assert!(json["images"].as_array().unwrap().is_empty(), "{json}");
+
+    // A name that is not the service's (DNS rebinding: a page elsewhere that
+    // points its own name here) is refused; the names it was given work.
+    let rebound = curl(&["-H", &format!("Host: evil.example:{}", service.port())], &service.url("/healthz"));
+    rebound.fails_with(421, "evil.example");
+    let named = Service::start(&["--registry", &registry.host(), "--public-name", "hoist.example"]);
+    let public = curl(&["-H", "Host: hoist.example"], &named.url("/healthz"));
+    assert_eq!(public.status, 200, "{public:?}");
+
+    // Nothing a client sends starts a log line of its own.
+    let forged = upload(&service, &file, "x%0A1.2.3.4%20GET%20/forged", &[]);
+    assert_eq!(forged.status, 400, "{forged:?}");
+    let log = service.log();
+    assert!(!log.lines().any(|l| l.starts_with("1.2.3.4")), "a forged line:\n{log}");
 }
 
 #[test]
 fn the_uploader_credentials_go_to_the_registry_and_nowhere_else() {
-    let registry = TestRegistry::builder().basic_auth("alice", "s3cret-Pa55").start();
+    let behind = TestRegistry::builder().basic_auth("alice", "s3cret-Pa55").start();
+    // A proxy that logs what reaches the registry.
+    let registry = FaultProxy::start(behind.port(), vec![]);
     let service = Service::start(&["--registry", &registry.host()]);
     let dir = tempfile::tempdir().unwrap();
     let fixture = image("creds");
@@ -298,16 +322,33 @@ fn the_uploader_credentials_go_to_the_registry_and_nowhere_else() {
     let page = upload(&service, &file, &dest, &["-u", "alice:wrong", "-H", "X-Hoist-Page: 1"]);
     assert_eq!(page.status, 401);
     assert!(!page.headers.to_ascii_lowercase().contains("www-authenticate"), "{page:?}");
-    assert_no_tag(&registry, "team/app", "1");
+    assert_no_tag(&behind, "team/app", "1");
+    assert_eq!(registry.count("POST", "/blobs/uploads"), 0, "refused before a byte of the archive went anywhere");
+    // The page asks before it sends the file, and hears the same.
+    let check = curl(
+        &["-X", "POST", "-u", "alice:wrong", "-H", "X-Hoist-Page: 1"],
+        &service.url(&format!("/api/check?dest={dest}&size=10")),
+    );
+    check.fails_with(401, "");
+    let good =
+        curl(&["-X", "POST", "-u", "alice:s3cret-Pa55"], &service.url(&format!("/api/check?dest={dest}&size=10")));
+    assert_eq!((good.status, good.json()["ok"].as_bool()), (200, Some(true)), "{good:?}");
 
     let right = upload(&service, &file, &dest, &["-u", "alice:s3cret-Pa55"]);
     right.pushed(&dest);
     copy_and_check_as(&dest, &fixture, Some("alice:s3cret-Pa55"));
 
+    // A user name that would forge a log line is refused.
+    let forged = upload(&service, &file, &dest, &["-u", "alice\n1.2.3.4 GET /forged 200:x"]);
+    forged.fails_with(400, "control characters");
+    // The log is read from the service's stderr as it comes.
+    eventually(Duration::from_secs(10), "every request logged", || {
+        service.log().lines().filter(|l| l.contains(" PUT /api/push ")).count() >= 5
+    });
     let log = service.log();
     assert!(!log.contains("s3cret-Pa55") && !log.contains("wrong-password"), "a password in the log:\n{log}");
     let requests: Vec<&str> = log.lines().filter(|l| l.contains(" PUT /api/push ")).collect();
-    assert_eq!(requests.len(), 4, "one log line per request:\n{log}");
+    assert_eq!(requests.len(), 5, "one log line per request:\n{log}");
     assert!(requests[3].contains(" 200 ") && requests[3].contains("user=alice"), "{}", requests[3]);
 }
 
@@ -363,9 +404,11 @@ fn a_client_that_goes_away_cancels_its_push_and_the_service_stays_healthy() {
     let fixture = image("cut");
     let body = DockerSaveClassic::new().image(fixture.clone()).build();
     let dest = format!("{}/team/app:1", registry.host());
-    let stream = start_upload(&service, &dest, &body, body.len() / 2);
-    // The first layer is in a held session before the client goes.
-    eventually(Duration::from_secs(20), "a session opened", || registry.open_uploads() > 0);
+    // Everything but the archive's last 100 bytes (end-of-archive padding,
+    // after manifest.json): the layers are held in sessions and the images
+    // known, yet the archive never ends, so nothing may be tagged.
+    let stream = start_upload(&service, &dest, &body, body.len() - 100);
+    eventually(Duration::from_secs(20), "the layers held", || registry.open_uploads() >= 2);
     drop(stream);
     eventually(Duration::from_secs(20), "every session cancelled", || registry.open_uploads() == 0);
     eventually(Duration::from_secs(10), "the push forgotten", || {
@@ -373,6 +416,9 @@ fn a_client_that_goes_away_cancels_its_push_and_the_service_stays_healthy() {
     });
     assert_no_tag(&registry, "team/app", "1");
     assert!(!service.log().contains("panicked"), "{}", service.log());
+    eventually(Duration::from_secs(10), "the request logged", || {
+        service.log().lines().any(|l| l.contains(" PUT /api/push 499 "))
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "app.tar", &body);
@@ -468,7 +514,7 @@ fn several_uploads_at_once_each_get_their_answer() {
 }
 
 #[test]
-fn uploads_over_the_limit_wait_their_turn_and_shutdown_lets_the_one_in_flight_finish() {
+fn an_upload_over_the_limit_is_refused_and_shutdown_lets_the_one_in_flight_finish() {
     let registry = TestRegistry::start();
     let mut service = Service::start(&["--registry", &registry.host(), "--max-uploads", "1"]);
     let fixture = image("grace");
@@ -616,26 +662,24 @@ impl Browser {
     }
 
     /// Waits for an element `css` to exist and show text, and returns it.
+    /// Read in one script: the page replaces elements as it goes, and a
+    /// reference found first could be gone when its text is asked.
     fn wait_for_text(&self, css: &str, limit: Duration) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e && e.offsetParent !== null ? e.innerText : '';",
+            serde_json::json!(css)
+        );
         let mut text = String::new();
         eventually(limit, &format!("text in {css}"), || {
-            let found = curl(
-                &[
-                    "-X",
-                    "POST",
-                    "-H",
-                    "Content-Type: application/json",
-                    "--data-binary",
-                    &serde_json::json!({"using": "css selector", "value": css}).to_string(),
-                ],
-                &format!("{}/session/{}/element", self.base, self.session),
-            );
-            if found.status == 200 {
-                text = self.text(css);
-            }
+            self.execute(&script).as_str().unwrap_or_default().clone_into(&mut text);
             !text.is_empty()
         });
         text
+    }
+
+    /// Runs `script` in the page; what it returns.
+    fn execute(&self, script: &str) -> serde_json::Value {
+        self.call("POST", "/session/{s}/execute/sync", Some(&serde_json::json!({ "script": script, "args": [] })))
     }
 
     fn screenshot(&self, to: &Path) {
@@ -700,6 +744,18 @@ fn the_page_pushes_an_archive_in_a_real_browser() {
         layers.matches("pushed").count() >= 2
     });
     assert!(browser.text("#upload-text").contains("pushed in"), "the upload's own progress");
+
+    // Usable at a phone's width: nothing wider than the window.
+    assert_eq!(browser.execute("return document.documentElement.scrollWidth <= window.innerWidth"), true);
+    // And with a keyboard: Tab goes from Destination to Username to Password.
+    browser.type_into("#dest", "\u{E004}");
+    assert_eq!(browser.execute("return document.activeElement.id"), "username");
+    browser.type_into("#username", "\u{E004}");
+    assert_eq!(browser.execute("return document.activeElement.id"), "password");
+    // The Copy button reacts (headless Chromium may refuse the clipboard: then it says to copy by hand).
+    browser.click("#pushed button");
+    let copy = browser.text("#pushed button");
+    assert!(copy == "Copied" || copy == "Select and copy it", "{copy}");
 
     let shot = std::env::var_os("HOIST_SCREENSHOT").map_or_else(|| dir.path().join("serve.png"), PathBuf::from);
     browser.screenshot(&shot);

@@ -133,18 +133,20 @@ function showResult(document_) {
 function copyText(text, button) {
   const done = () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = "Copy"; }, 1500); };
   if (navigator.clipboard && window.isSecureContext) {
-    navigator.clipboard.writeText(text).then(done, () => fallbackCopy(text, done));
+    navigator.clipboard.writeText(text).then(done, () => fallbackCopy(text, done, button));
   } else {
-    fallbackCopy(text, done);
+    fallbackCopy(text, done, button);
   }
 }
 
-function fallbackCopy(text, done) {
+function fallbackCopy(text, done, button) {
   const area = document.createElement("textarea");
   area.value = text;
   document.body.append(area);
   area.select();
-  try { document.execCommand("copy"); done(); } finally { area.remove(); }
+  let copied = false;
+  try { copied = document.execCommand("copy"); } catch { copied = false; } finally { area.remove(); }
+  if (copied) done(); else button.textContent = "Select and copy it";
 }
 
 function openEvents(id) {
@@ -173,6 +175,26 @@ async function push(event) {
   if (!dest) { fail("the destination is empty", "write HOST/REPOSITORY:TAG, e.g. " + $("dest").placeholder); $("dest").focus(); return; }
 
   busy(true);
+  const headers = { "X-Hoist-Page": "1" };
+  const user = $("username").value;
+  if (user) headers.Authorization = basic(user, $("password").value);
+  // Ask first: a refusal (destination, size, credentials) is told before a byte of the file is sent.
+  const query = `dest=${encodeURIComponent(dest)}`;
+  try {
+    const check = await fetch(`/api/check?${query}&size=${file.size}`, { method: "POST", headers });
+    if (!check.ok) {
+      let answer = null;
+      try { answer = await check.json(); } catch { answer = null; }
+      const error = answer && answer.error;
+      fail(error ? error.message : `the service answered ${check.status}`, error ? error.hint : "check the service's log");
+      busy(false);
+      return;
+    }
+  } catch {
+    fail("the service cannot be reached", "check the network, then push again");
+    busy(false);
+    return;
+  }
   layers.clear();
   $("layers").replaceChildren();
   $("upload-bar").value = 0;
@@ -184,11 +206,9 @@ async function push(event) {
   const xhr = new XMLHttpRequest();
   current = xhr;
   const started = performance.now();
-  xhr.open("PUT", `/api/push?dest=${encodeURIComponent(dest)}&progress=${id}`);
+  xhr.open("PUT", `/api/push?${query}&progress=${id}`);
   xhr.setRequestHeader("Content-Type", "application/octet-stream");
-  xhr.setRequestHeader("X-Hoist-Page", "1");
-  const user = $("username").value;
-  if (user) xhr.setRequestHeader("Authorization", basic(user, $("password").value));
+  for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
   xhr.upload.onprogress = (progress) => {
     const total = progress.lengthComputable ? progress.total : file.size;
     const seconds = (performance.now() - started) / 1000;
@@ -214,7 +234,10 @@ async function push(event) {
       error ? error.hint : "check the service's log");
   };
   xhr.onerror = () => { finish(); fail("the connection to the service broke off", "check the network, then push again"); };
-  xhr.onabort = () => { finish(); fail("the upload was cancelled; nothing was tagged", "push again when ready"); };
+  xhr.onabort = () => {
+    finish();
+    fail("the upload was cancelled", "the service stops the push and tags nothing, unless the whole file had already arrived");
+  };
   xhr.send(file);
 }
 
