@@ -10,6 +10,7 @@
 # Environment:
 #   HOIST_BENCH_DIR  work dir for the cached archive and registry storage (default /var/tmp/hoist-bench)
 #   RUNS             repetitions of the serve/push comparison (default 3)
+#   SERVE_ARGS       more flags for hoist serve (e.g. "--chunk-size 4M")
 #   CARGO_TARGET_DIR where cargo builds hoist (default <repo>/target)
 set -Eeuo pipefail
 trap 'log "error: line $LINENO: $BASH_COMMAND failed"' ERR
@@ -39,7 +40,7 @@ stop_registry() {
 start_serve() {
     SERVE_PORT=$(free_port)
     /usr/bin/time -f '%e %M' -o "$WORK/serve.time" \
-        "$HOIST" serve --registry "127.0.0.1:$REG_PORT" --listen "127.0.0.1:$SERVE_PORT" \
+        "$HOIST" serve --registry "127.0.0.1:$REG_PORT" --listen "127.0.0.1:$SERVE_PORT" ${SERVE_ARGS:-} \
         >"$WORK/serve.log" 2>&1 &
     SERVE_PID=$!
     for _ in $(seq 100); do

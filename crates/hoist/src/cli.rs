@@ -182,6 +182,10 @@ pub(crate) struct ServeArgs {
     /// What layers stored uncompressed in the archive become: gzip[:1-9], zstd[:1-19] (OCI only) or none.
     #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:2")]
     pub(crate) compression: Codec,
+    /// Send each layer to the registry in chunks of this size (`4M`); an upload keeps a few for resending, so
+    /// smaller chunks hold less memory per upload, at more requests.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) chunk_size: Option<u64>,
     #[command(flatten)]
     pub(crate) provision: ProvisionArgs,
     #[command(flatten)]

@@ -24,7 +24,7 @@ pub(crate) async fn exec(args: ServeArgs) -> anyhow::Result<()> {
             recompress: false,
             // A shared service keeps no blob cache: every upload proves its own layers.
             cache_dir: None,
-            chunk_size: None,
+            chunk_size: args.chunk_size,
         },
         max_size: (args.max_size > 0).then_some(args.max_size),
         max_uploads: usize::from(args.max_uploads),
