@@ -812,3 +812,40 @@ fn an_upload_to_harbor_creates_its_project_with_the_uploader_credentials() {
     assert_eq!(team.owner, DEVELOPER.0, "made as the uploader");
     copy_and_check_as(&dest, &fixture, Some(&format!("{}:{}", ADMIN.0, ADMIN.1)));
 }
+
+#[test]
+fn the_page_takes_a_dropped_file_and_cancels_an_upload() {
+    let behind = TestRegistry::start();
+    // A slow registry (every chunk waits), so the upload is still going when Cancel is pressed.
+    let registry = FaultProxy::start(behind.port(), vec![Rule::always(Fault::Delay { ms: 700 }).method("PATCH")]);
+    let service = Service::start(&["--registry", &registry.host()]);
+    let dir = tempfile::tempdir().unwrap();
+    // 24 MiB that does not compress: more than the sockets between page and service hold.
+    let big = ImageFixture::new().tag("big:1").layer(incompressible_layer(99, 24 << 20));
+    let file = write(dir.path(), "big.tar", &DockerSaveClassic::new().image(big).build());
+    let browser = Browser::start();
+    browser.call("POST", "/session/{s}/url", Some(&serde_json::json!({ "url": service.url("/") })));
+
+    // Drag and drop: a file dropped on the drop zone becomes the chosen file.
+    let dropped = browser.execute(
+        "const t = new DataTransfer(); t.items.add(new File(['x'], 'dropped.tar'));
+         document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: t, bubbles: true, cancelable: true }));
+         return document.getElementById('file').files[0].name;",
+    );
+    assert_eq!(dropped, "dropped.tar");
+
+    let dest = format!("{}/team/big:1", registry.host());
+    browser.type_into("#file", path(&file));
+    browser.type_into("#dest", &dest);
+    browser.click("#push");
+    eventually(Duration::from_secs(30), "the upload under way", || {
+        browser.execute("return document.getElementById('upload-bar').value > 0").as_bool() == Some(true)
+    });
+    browser.click("#cancel");
+    let message = browser.wait_for_text("#error-message", Duration::from_secs(30));
+    assert!(message.contains("cancelled"), "{message}");
+    eventually(Duration::from_secs(30), "the push stopped and its sessions cancelled", || {
+        behind.open_uploads() == 0 && curl(&[], &service.url("/healthz")).json()["uploads"] == 0
+    });
+    assert_no_tag(&behind, "team/big", "1");
+}
