@@ -31,14 +31,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let target = args
-        .registry
-        .as_deref()
-        .map(|r| {
-            RegistryTarget::parse(r)
-                .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
-        })
-        .transpose()?;
+    let target = args.registry.as_deref().map(registry_target).transpose()?;
     if args.format == Format::Docker && args.compression.media_type_suffix() == Some("zstd") {
         return Err(Usage::new(
             "zstd layers exist only in OCI images, and --format is docker",
@@ -75,6 +68,12 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     let pushing = async { push_archive(request, &run).await.map_err(anyhow::Error::from) };
     let outcome = crate::interrupt::interruptible(&run, Box::pin(pushing), AGAIN).await;
     finish(args.progress, args.output, &run, outcome)
+}
+
+/// `--registry [http://]HOST[:PORT][/PREFIX]`, as push and serve take it.
+pub(crate) fn registry_target(value: &str) -> Result<RegistryTarget, Usage> {
+    RegistryTarget::parse(value)
+        .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
 }
 
 /// Prints what was published — every reference, also when the push failed

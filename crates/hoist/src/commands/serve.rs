@@ -1,18 +1,14 @@
-use hoist_oci::{ManifestFormat, RegistryTarget};
+use hoist_oci::ManifestFormat;
 use hoist_transfer::PushOptions;
 
 use crate::cli::ServeArgs;
-use crate::failure::Usage;
 use crate::serve::{self, ServeConfig};
 
 pub(crate) async fn exec(args: ServeArgs) -> anyhow::Result<()> {
     let registries = args
         .registries
         .iter()
-        .map(|r| {
-            RegistryTarget::parse(r)
-                .map_err(|e| Usage::new(e.to_string(), "write --registry as `[http://]HOST[:PORT][/PREFIX]`"))
-        })
+        .map(|r| crate::commands::push::registry_target(r))
         .collect::<Result<Vec<_>, _>>()?;
     let config = ServeConfig {
         registries,
