@@ -5,11 +5,8 @@ use crate::cli::ServeArgs;
 use crate::serve::{self, ServeConfig};
 
 pub(crate) async fn exec(args: ServeArgs) -> anyhow::Result<()> {
-    let registries = args
-        .registries
-        .iter()
-        .map(|r| crate::commands::push::registry_target(r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let registries =
+        args.registries.iter().map(|r| crate::commands::push::registry_target(r)).collect::<Result<Vec<_>, _>>()?;
     let config = ServeConfig {
         registries,
         connection: crate::commands::push::connection(&args.connection),
