@@ -304,7 +304,10 @@ impl HostAuth {
         }
     }
 
-    async fn credential(&self, client: &Client) -> Result<Option<&(Credential, CredentialSource)>, RegistryError> {
+    pub(crate) async fn credential(
+        &self,
+        client: &Client,
+    ) -> Result<Option<&(Credential, CredentialSource)>, RegistryError> {
         let found = self
             .credential
             .get_or_try_init(|| async {

@@ -136,6 +136,18 @@ impl Client {
         Err(crate::repository::error_from(&action, &url, response).await)
     }
 
+    /// [`Client::check_credentials`] when this client holds credentials for
+    /// `reference`'s registry; `false` (nothing asked) when it holds none.
+    /// What a push does before reading its archive, so refused credentials
+    /// are said before a byte is read, staged or sent.
+    pub async fn check_held_credentials(&self, reference: &Reference) -> Result<bool, RegistryError> {
+        if !self.repository(reference).holds_credentials().await? {
+            return Ok(false);
+        }
+        self.check_credentials(reference).await?;
+        Ok(true)
+    }
+
     /// A sharper hint where the transport error says more than "no registry".
     fn explain(&self, error: RegistryError, reference: &Reference) -> RegistryError {
         let cause = error.details().detail.clone().unwrap_or_default().to_ascii_lowercase();

@@ -70,6 +70,12 @@ impl Repository {
         self
     }
 
+    /// Whether credentials are held for this registry (found once, then kept
+    /// with its auth session, as every request uses them).
+    pub(crate) async fn holds_credentials(&self) -> Result<bool, RegistryError> {
+        Ok(self.auth.credential(&self.client).await?.is_some())
+    }
+
     /// `/v2/` on this registry.
     pub(crate) fn api_root(&self) -> Url {
         self.base.join("v2/").expect("a registry base URL takes a path")

@@ -28,9 +28,13 @@ pub struct Destinations {
 impl Destinations {
     /// Every registry these destinations name before the archive is read.
     fn named_registries(&self) -> Vec<String> {
-        let mut registries: Vec<String> = self.references.iter().map(|r| r.registry().to_owned()).collect();
-        registries.extend(self.rehome.iter().map(|t| t.registry().to_owned()));
-        registries.dedup();
+        let mut registries: Vec<String> = Vec::new();
+        let named = self.references.iter().map(Reference::registry).chain(self.rehome.iter().map(RegistryTarget::registry));
+        for registry in named {
+            if !registries.iter().any(|r| r == registry) {
+                registries.push(registry.to_owned());
+            }
+        }
         registries
     }
 }
@@ -58,11 +62,11 @@ pub struct PushRequest {
 pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<PushedImage>, PushError> {
     let PushRequest { input, destinations, connection, credentials, options, provision } = request;
     let named = destinations.named_registries();
-    let client = |registries: Vec<String>| client(&connection, &destinations, registries, credentials.clone(), run);
+    let mut clients =
+        Clients { connection: &connection, destinations: &destinations, credentials, run, made: Vec::new() };
     let mut ready = Readiness { provision, checks: HashMap::new(), provisioned: Vec::new() };
     if !named.is_empty() {
-        ready.check(&client(named.clone())?, &named).await?;
-        ready.provision(&destinations.references, run).await?;
+        ready.check(&clients.covering(&named)?, &named).await?;
     }
     match input {
         ArchiveInput::Seekable(path) => {
@@ -72,12 +76,15 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
             let archive = Arc::new(archive);
             let plans = plan(archive.images(), archive.path(), &destinations)?;
             let registries = registries_of(&plans);
-            let client = client(registries.clone())?;
+            let client = clients.covering(&registries)?;
             ready.check(&client, &registries).await?;
             ready.provision(&all_destinations(&plans), run).await?;
             crate::push(archive, &client, &plans, &options, run).await
         }
         ArchiveInput::Stream { reader, label } => {
+            // Layers go into sessions in the destinations before the stream
+            // ends: those must exist first (a Harbor project, say).
+            ready.provision(&destinations.references, run).await?;
             let first = destinations.references.first();
             // Sessions in the first DEST's repository, when every DEST can mount from it.
             let hold = match first {
@@ -86,11 +93,11 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
                 }
                 _ => Hold::Stage(None),
             };
-            let streamed = read_stream(reader, label, &client(named.clone())?, hold, &options, run).await?;
+            let streamed = read_stream(reader, label, &clients.covering(&named)?, hold, &options, run).await?;
             let planned = async {
                 let plans = plan(streamed.images(), streamed.archive().label(), &destinations)?;
                 let registries = registries_of(&plans);
-                let client = client(registries.clone())?;
+                let client = clients.covering(&registries)?;
                 ready.check(&client, &registries).await?;
                 ready.provision(&all_destinations(&plans), run).await?;
                 Ok::<_, PushError>((plans, client))
@@ -104,6 +111,46 @@ pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<Pus
             }
         }
     }
+}
+
+/// A push's registry clients, one per set of registries and reused for any
+/// set it covers, so credentials are looked up and tokens fetched once.
+struct Clients<'a> {
+    connection: &'a Connection,
+    destinations: &'a Destinations,
+    credentials: CredentialStore,
+    run: &'a PushRun,
+    /// The registries each client was made for.
+    made: Vec<(Vec<String>, Client)>,
+}
+
+impl Clients<'_> {
+    fn covering(&mut self, registries: &[String]) -> Result<Client, PushError> {
+        if let Some((_, client)) = self.made.iter().find(|(covered, _)| registries.iter().all(|r| covered.contains(r)))
+        {
+            return Ok(client.clone());
+        }
+        let made = client(self.connection, self.destinations, registries.to_vec(), self.credentials.clone(), self.run)?;
+        self.made.push((registries.to_vec(), made.clone()));
+        Ok(made)
+    }
+}
+
+/// What [`push_archive`] checks before it reads the archive, without one:
+/// each registry the destinations name answers `/v2/` and takes the
+/// credentials held for it. Returns what each `/v2/` answered, by registry.
+/// For a caller that must decide before it accepts an archive (a service
+/// taking uploads).
+pub async fn check_destinations(
+    destinations: &Destinations,
+    connection: &Connection,
+    credentials: CredentialStore,
+    run: &PushRun,
+) -> Result<HashMap<String, RegistryCheck>, PushError> {
+    let named = destinations.named_registries();
+    let mut ready = Readiness { provision: None, checks: HashMap::new(), provisioned: Vec::new() };
+    ready.check(&client(connection, destinations, named.clone(), credentials, run)?, &named).await?;
+    Ok(ready.checks)
 }
 
 /// The registry client for `registries`: `connection`'s choices for each, a
@@ -157,7 +204,9 @@ struct Readiness {
 impl Readiness {
     /// Asks each registry not asked yet for `/v2/` (see
     /// [`Client::check_registry`]): a mistyped or unreachable one is the
-    /// first thing said.
+    /// first thing said; then whether it takes the credentials held for it
+    /// ([`Client::check_held_credentials`]), so refused ones are said before
+    /// the archive is read.
     async fn check(&mut self, client: &Client, registries: &[String]) -> Result<(), PushError> {
         for registry in registries {
             if self.checks.contains_key(registry) {
@@ -165,6 +214,7 @@ impl Readiness {
             }
             let probe = Reference::from_parts(registry, "v2", None)?;
             let check = client.check_registry(&probe).await?;
+            client.check_held_credentials(&probe).await?;
             self.checks.insert(registry.clone(), check);
         }
         Ok(())

@@ -17,8 +17,10 @@ use base64::Engine;
 use futures_util::StreamExt;
 use hoist_archive::ArchiveInput;
 use hoist_oci::{Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions, Credential, CredentialStore, ErrorKind, RegistryError, Secret};
-use hoist_transfer::{Destinations, NoReporter, PushError, PushRequest, PushRun, PushedImage, Reporter, push_archive};
+use hoist_registry::{Credential, CredentialStore, ErrorKind, RegistryError, Secret};
+use hoist_transfer::{
+    Destinations, NoReporter, PushError, PushRequest, PushRun, PushedImage, Reporter, check_destinations, push_archive,
+};
 use serde::Deserialize;
 
 use super::events::{Channel, valid_id};
@@ -88,13 +90,15 @@ pub(crate) async fn push(
         Err(refusal) => return *refusal,
     };
     let credentials = credentials(admitted.credential.clone());
-    // Before a byte of the body: the registry answers, and takes these
-    // credentials (or needs none). Nobody it would refuse gets to make this
-    // service read, stage or send anything.
-    if let Err(refusal) = preflight(&state, &admitted, &credentials).await {
+    // Given credentials are checked by the push itself before it reads the
+    // body; an anonymous upload is checked here first (see `preflight`).
+    if admitted.credential.is_none()
+        && let Err(refusal) = preflight(&state, &admitted, &credentials).await
+    {
         return with_challenge(*refusal, &headers);
     }
-    let Admitted { dest, target, user, permit, .. } = admitted;
+    let destinations = admitted.destinations(query.image);
+    let Admitted { user, permit, .. } = admitted;
     let progress = query.progress.filter(|id| valid_id(id)).and_then(|id| state.events.channel(&id));
     let reporter: Arc<dyn Reporter> = match &progress {
         Some(channel) => {
@@ -121,7 +125,7 @@ pub(crate) async fn push(
     let reader = body_reader(body, Arc::clone(&body_state), state.config.max_size, state.config.idle_timeout);
     let request = PushRequest {
         input: ArchiveInput::Stream { reader: Box::new(reader), label: "the upload".into() },
-        destinations: Destinations { references: dest.into_iter().collect(), rehome: Some(target), image: query.image },
+        destinations,
         connection: state.config.connection.clone(),
         credentials,
         options: state.config.options.clone(),
@@ -196,28 +200,19 @@ fn credentials(credential: Option<Credential>) -> CredentialStore {
     }
 }
 
-/// Asks the registry before the body is read: `/v2/` answers, and the
-/// credentials are good (or, with none, that it lets anyone in).
+/// What the push itself checks before it reads a byte (see
+/// [`check_destinations`]: the registry answers, and takes the credentials),
+/// plus this service's own rule: with no credentials, a registry whose
+/// `/v2/` wants some is refused here, so an anonymous upload is never read
+/// or staged only to fail at the registry.
 async fn preflight(state: &AppState, admitted: &Admitted, credentials: &CredentialStore) -> Result<(), Box<Response>> {
-    let registry = admitted.target.registry().to_owned();
-    let mut options = ClientOptions::for_registries(&state.config.connection, [registry.clone()], credentials.clone());
-    if admitted.target.plain_http() {
-        options.plain_http.push(registry.clone());
-    }
-    if admitted.target.https() {
-        options.https.push(registry.clone());
-    }
-    let refused = |error: RegistryError| Box::new(refusal(&anyhow::Error::from(error)));
-    let client = Client::new(options).map_err(refused)?;
-    let probe = match &admitted.dest {
-        Some(dest) => dest.clone(),
-        None => Reference::from_parts(&registry, "hoist-serve-check", None)
-            .map_err(|e| Box::new(error_response(StatusCode::BAD_REQUEST, &e.to_string(), "check --registry", None)))?,
-    };
-    let check = client.check_registry(&probe).await.map_err(refused)?;
-    if admitted.credential.is_some() {
-        client.check_credentials(&probe).await.map_err(refused)?;
-    } else if check.status() == StatusCode::UNAUTHORIZED.as_u16() {
+    let destinations = admitted.destinations(None);
+    let run = PushRun::new(Arc::new(NoReporter));
+    let checks = check_destinations(&destinations, &state.config.connection, credentials.clone(), &run)
+        .await
+        .map_err(|error| Box::new(refusal(&anyhow::Error::from(error))))?;
+    let registry = admitted.target.registry();
+    if admitted.credential.is_none() && checks.get(registry).is_some_and(|c| c.status() == 401) {
         return Err(Box::new(error_response(
             StatusCode::UNAUTHORIZED,
             &format!("{registry} wants credentials, and the upload came without any"),
@@ -248,6 +243,13 @@ struct Admitted {
     /// The user name, for the log.
     user: String,
     permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// Where the push goes, as the library takes it.
+    fn destinations(&self, image: Option<String>) -> Destinations {
+        Destinations { references: self.dest.iter().cloned().collect(), rehome: Some(self.target.clone()), image }
+    }
 }
 
 /// Checks a push request before a byte of its body is read: the query, the

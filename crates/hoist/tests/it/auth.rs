@@ -317,3 +317,20 @@ fn secrets_never_appear_in_debug_output() {
         }
     }
 }
+
+#[test]
+fn refused_credentials_are_said_before_the_archive_is_read() {
+    // Pushed from standard input with no DEST, the layers would be staged
+    // first: the credentials are checked before a byte of the stream is read.
+    let registry = basic_registry();
+    let proxy = hoist_testkit::FaultProxy::start(registry.port(), vec![]);
+    let archive = DockerSaveClassic::new().image(image()).build();
+    let run = crate::support::hoist_stdin(
+        &["push", "-", "--registry", &proxy.host(), "--username", USER, "--password", "not-the-password"],
+        archive,
+        None,
+    );
+    run.fails_with(4, "401");
+    assert!(!run.stderr.contains("staged"), "nothing was staged: {}", run.stderr);
+    assert_eq!(proxy.count("POST", "/blobs/uploads"), 0, "no upload was started");
+}

@@ -83,9 +83,11 @@ fn a_token_registry_checks_the_login_with_its_token_service() {
     login(&scene, &registry.host(), USER, "wrong").fails_with(4, "token");
     assert!(!scene.docker_config().exists());
     login(&scene, &registry.host(), USER, PASSWORD).success();
-    push(&scene, &format!("{}/team/app:1.0", registry.host())).success();
     let login_tokens: Vec<_> = issuer.issued().into_iter().filter(|i| i.scopes.is_empty()).collect();
     assert_eq!(login_tokens.len(), 1, "login asks for a token for no scope");
+    push(&scene, &format!("{}/team/app:1.0", registry.host())).success();
+    let checks = issuer.issued().into_iter().filter(|i| i.scopes.is_empty()).count();
+    assert_eq!(checks, 2, "the push checks the stored login the same way before it reads the archive");
 }
 
 #[test]
