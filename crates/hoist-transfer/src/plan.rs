@@ -29,7 +29,8 @@ impl Destinations {
     /// Every registry these destinations name before the archive is read.
     fn named_registries(&self) -> Vec<String> {
         let mut registries: Vec<String> = Vec::new();
-        let named = self.references.iter().map(Reference::registry).chain(self.rehome.iter().map(RegistryTarget::registry));
+        let named =
+            self.references.iter().map(Reference::registry).chain(self.rehome.iter().map(RegistryTarget::registry));
         for registry in named {
             if !registries.iter().any(|r| r == registry) {
                 registries.push(registry.to_owned());
@@ -61,6 +62,7 @@ pub struct PushRequest {
 /// (every destination on one registry) or staged.
 pub async fn push_archive(request: PushRequest, run: &PushRun) -> Result<Vec<PushedImage>, PushError> {
     let PushRequest { input, destinations, connection, credentials, options, provision } = request;
+    options.validate()?;
     let named = destinations.named_registries();
     let mut clients =
         Clients { connection: &connection, destinations: &destinations, credentials, run, made: Vec::new() };

@@ -33,6 +33,20 @@ pub struct PushOptions {
     pub chunk_size: Option<u64>,
 }
 
+impl PushOptions {
+    /// Refuses options no push can honour: zstd layers in a Docker manifest,
+    /// which has no zstd layer type (no client would read the image).
+    pub fn validate(&self) -> Result<(), PushError> {
+        if self.format == ManifestFormat::Docker && self.compression.media_type_suffix() == Some("zstd") {
+            return Err(PushError::plan(
+                "zstd layers exist only in OCI images, and the manifest format is docker",
+                "push with the OCI format (`--format oci`), or compress with gzip",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PushOptions {
     fn default() -> Self {
         Self {

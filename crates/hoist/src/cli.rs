@@ -179,7 +179,8 @@ pub(crate) struct ServeArgs {
     /// Layers processed at once per upload.
     #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) jobs: u16,
-    /// What layers stored uncompressed in the archive become: gzip[:1-9], zstd[:1-19] (OCI only) or none.
+    /// What layers stored uncompressed in the archive become: gzip[:1-9] or none (images go up in Docker's
+    /// format, which has no zstd layers).
     #[arg(long, value_name = "CODEC[:LEVEL]", default_value = "gzip:2")]
     pub(crate) compression: Codec,
     /// Send each layer to the registry in chunks of this size (`4M`); an upload keeps a few for resending, so

@@ -32,13 +32,6 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
         })
         .collect::<Result<Vec<_>, _>>()?;
     let target = args.registry.as_deref().map(registry_target).transpose()?;
-    if args.format == Format::Docker && args.compression.media_type_suffix() == Some("zstd") {
-        return Err(Usage::new(
-            "zstd layers exist only in OCI images, and --format is docker",
-            "add `--format oci`, or use `--compression gzip`",
-        )
-        .into());
-    }
     if target.is_some() && !destinations.is_empty() {
         return Err(Usage::new(
             "--registry re-homes RepoTags and cannot be combined with DEST",

@@ -26,6 +26,8 @@ pub(crate) async fn exec(args: ServeArgs) -> anyhow::Result<()> {
         public_names: args.public_names.clone(),
         provision: args.provision.clone(),
     };
+    // Said at start, not on every upload.
+    config.options.validate()?;
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     serve::run(config, &args.listen, tls).await
 }

@@ -849,3 +849,12 @@ fn the_page_takes_a_dropped_file_and_cancels_an_upload() {
     });
     assert_no_tag(&behind, "team/big", "1");
 }
+
+#[test]
+fn settings_no_upload_could_use_are_refused_at_start() {
+    // Images go up in Docker's format, which has no zstd layers.
+    let zstd = crate::support::hoist_run(&["serve", "--registry", "127.0.0.1:5000", "--compression", "zstd"]);
+    zstd.fails_with(2, "zstd");
+    let registry = crate::support::hoist_run(&["serve", "--registry", "not a registry"]);
+    registry.fails_with(2, "not a registry");
+}
