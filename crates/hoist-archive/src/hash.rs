@@ -56,8 +56,7 @@ impl LayerHasher {
                 decoder.finish()?.finish()
             }
             Compression::Zstd => {
-                let mut decoder = zstd::stream::write::Decoder::new(Sha256::new())?;
-                decoder.window_log_max(crate::ZSTD_WINDOW_LOG_MAX)?;
+                let mut decoder = crate::zstd_writer(Sha256::new())?;
                 pump(&mut reader, buffer, |chunk| {
                     stored.update(chunk);
                     decoder.write_all(chunk)

@@ -66,6 +66,22 @@ pub mod write;
 /// window asks for.
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 31;
 
+/// A zstd decoder reading from `inner` that takes every window up to
+/// [`ZSTD_WINDOW_LOG_MAX`]: the one way hoist reads zstd, so an archive,
+/// a pushed layer and a pulled one are read alike.
+pub fn zstd_reader<R: std::io::BufRead>(inner: R) -> std::io::Result<zstd::stream::read::Decoder<'static, R>> {
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(inner)?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+    Ok(decoder)
+}
+
+/// [`zstd_reader`] for bytes written in: decodes into `inner`.
+pub fn zstd_writer<W: std::io::Write>(inner: W) -> std::io::Result<zstd::stream::write::Decoder<'static, W>> {
+    let mut decoder = zstd::stream::write::Decoder::new(inner)?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+    Ok(decoder)
+}
+
 pub use archive::Archive;
 pub use error::ArchiveError;
 pub use hash::{LayerHasher, LayerHashes};

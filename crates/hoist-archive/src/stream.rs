@@ -177,11 +177,7 @@ pub fn read_stream<'r>(
     let tar: Box<dyn Read + 'r> = match wrapper {
         Wrapper::None => Box::new(raw),
         Wrapper::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        Wrapper::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| ArchiveError::io(label, e))?;
-            decoder.window_log_max(crate::ZSTD_WINDOW_LOG_MAX).map_err(|e| ArchiveError::io(label, e))?;
-            Box::new(decoder)
-        }
+        Wrapper::Zstd => Box::new(crate::zstd_reader(raw).map_err(|e| ArchiveError::io(label, e))?),
         Wrapper::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(raw)),
     };
     let members = pass(tar, label, wrapper, visitor)?;

@@ -245,11 +245,7 @@ pub(crate) fn transform<W: Write>(
             let mut tar: Box<dyn Read + '_> = match compression {
                 Compression::None => Box::new(reader),
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-                Compression::Zstd => {
-                    let mut decoder = zstd::stream::read::Decoder::new(reader)?;
-                    decoder.window_log_max(hoist_archive::ZSTD_WINDOW_LOG_MAX)?;
-                    Box::new(decoder)
-                }
+                Compression::Zstd => Box::new(hoist_archive::zstd_reader(io::BufReader::new(reader))?),
             };
             let mut diff = Sha256::new();
             let mut encoder = codec.encoder(sink)?;
@@ -282,8 +278,7 @@ pub(crate) fn transform<W: Write>(
                     decoder.finish()?.finish()
                 }
                 Compression::Zstd => {
-                    let mut decoder = zstd::stream::write::Decoder::new(Sha256::new())?;
-                    decoder.window_log_max(hoist_archive::ZSTD_WINDOW_LOG_MAX)?;
+                    let mut decoder = hoist_archive::zstd_writer(Sha256::new())?;
                     pump(&mut reader, &mut buffer, |chunk| {
                         sink.write_all(chunk)?;
                         decoder.write_all(chunk)

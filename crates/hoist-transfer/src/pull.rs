@@ -640,7 +640,7 @@ async fn decompress_to(
 ) -> Result<u64, PullError> {
     let target = || format!("the temporary file {}", path.display());
     let file = File::create(path).map_err(|source| PullError::Write { target: target(), source })?;
-    let decoder = zstd::stream::write::Decoder::new(HashingFile {
+    let decoder = hoist_archive::zstd_writer(HashingFile {
         file: io::BufWriter::with_capacity(CHUNK, file),
         hash: Sha256::new(),
     })
@@ -718,7 +718,7 @@ impl DiffIdCheck {
         Ok(match compression {
             Compression::None => Self::Plain(Sha256::new()),
             Compression::Gzip => Self::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Sha256::new()))),
-            Compression::Zstd => Self::Zstd(Box::new(zstd::stream::write::Decoder::new(Sha256::new())?)),
+            Compression::Zstd => Self::Zstd(Box::new(hoist_archive::zstd_writer(Sha256::new())?)),
         })
     }
 

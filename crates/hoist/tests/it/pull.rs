@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, TarWriter, gzip, layer_tar, zstd};
+use hoist_testkit::fixtures::{DockerSaveClassic, ImageFixture, TarWriter, gzip, layer_tar, zstd, zstd_long};
 use hoist_testkit::{Fault, FaultProxy, IssuerConfig, Rule, TestRegistry, TokenIssuer, sha256, tools};
 use serde_json::{Value, json};
 
@@ -742,6 +742,18 @@ fn verify_checks_diff_ids_while_downloading() {
     for format in ["oci", "docker"] {
         let archive = dir.path().join(format!("sound-{format}.tar"));
         pull(&["--verify", "--format", format, &format!("{}/verify/zstd:1", registry.host()), path_str(&archive)])
+            .success();
+        inspect_verified(&archive);
+    }
+
+    // Made with `zstd --long=31`: a pull reads it as a push does (a 2 GiB
+    // window, past zstd's default limit), decompressed for docker too.
+    let long = ImageFixture::new().layer(layer_tar(&[("l", b"zstd --long")]));
+    let manifest = hand_image(&registry, "verify/long", &long, true, zstd_long, OCI_ZSTD);
+    put_manifest(&registry, "verify/long", "1", OCI_MANIFEST, &manifest);
+    for format in ["oci", "docker"] {
+        let archive = dir.path().join(format!("long-{format}.tar"));
+        pull(&["--verify", "--format", format, &format!("{}/verify/long:1", registry.host()), path_str(&archive)])
             .success();
         inspect_verified(&archive);
     }
