@@ -77,8 +77,8 @@ enum Held {
 #[derive(Debug, Default)]
 struct HeldLayers {
     made: HashMap<String, Made>,
-    /// Sessions of entries whose name came again later (the later one counts).
-    superseded: Vec<PendingBlob>,
+    /// Entries made so far, repeats included: names each staged file.
+    entries: usize,
 }
 
 impl HeldLayers {
@@ -88,9 +88,6 @@ impl HeldLayers {
             if let Held::Session(pending) = std::mem::replace(&mut made.held, Held::Gone) {
                 pending.cancel().await;
             }
-        }
-        for pending in self.superseded.drain(..) {
-            pending.cancel().await;
         }
     }
 }
@@ -494,10 +491,15 @@ impl LayerVisitor for Visitor {
         };
         match result {
             Ok(made) => {
-                if let Some(previous) = self.held.made.insert(blob.name.to_owned(), made)
-                    && let Held::Session(pending) = previous.held
-                {
-                    self.held.superseded.push(*pending);
+                self.held.entries += 1;
+                // A name that comes again replaces the earlier entry (as tar
+                // extracts): its session is let go now, so repeats hold none open.
+                match self.held.made.insert(blob.name.to_owned(), made).map(|previous| previous.held) {
+                    Some(Held::Session(pending)) => self.handle.block_on(pending.cancel()),
+                    Some(Held::Staged(path)) => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Some(Held::Gone) | None => {}
                 }
                 Ok(())
             }
@@ -595,7 +597,7 @@ impl Visitor {
     /// Streams one entry through the pipeline into a staging file.
     fn stage_to_file(&mut self, dir: &Path, blob: &StreamedBlob<'_>, bytes: &mut dyn Read) -> Result<Made, PushError> {
         let encode = self.options.encoding_for_stored(blob.compression);
-        let path = dir.join(format!("layer-{}", self.held.made.len() + self.held.superseded.len() + 1));
+        let path = dir.join(format!("layer-{}", self.held.entries + 1));
         let staging = |e: io::Error| PushError::Staging(format!("cannot write {}: {e}", path.display()));
         let file = File::create(&path).map_err(staging)?;
         let sink = HashingWriter { inner: BufWriter::with_capacity(1024 * 1024, file), hasher: Sha256::new() };

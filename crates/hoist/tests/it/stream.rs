@@ -342,3 +342,33 @@ fn an_unwritable_staging_directory_is_a_clear_error() {
     assert!(push.stderr.contains("point TMPDIR at a disk with room"), "{}", push.stderr);
     assert_eq!(committed_blobs(&registry), 0, "nothing was sent");
 }
+
+#[test]
+fn an_entry_name_that_comes_again_replaces_the_earlier_one_held_or_staged() {
+    // `a/layer.tar` twice (tar's rule: the later one counts), then `b/layer.tar`.
+    let fixture = image();
+    let config = fixture.config();
+    let config_name = format!("{}.json", hoist_testkit::sha256_hex(&config));
+    let mut tar = TarWriter::new();
+    tar.file("a/layer.tar", &layer_tar(&[("earlier", b"an earlier entry of the same name")]));
+    tar.file("a/layer.tar", &fixture.layers[0]);
+    tar.file("b/layer.tar", &fixture.layers[1]);
+    tar.file(&config_name, &config);
+    let manifest =
+        format!(r#"[{{"Config":"{config_name}","RepoTags":["app:1.0"],"Layers":["a/layer.tar","b/layer.tar"]}}]"#);
+    tar.file("manifest.json", manifest.as_bytes());
+    let archive = tar.finish();
+
+    let registry = TestRegistry::start();
+    // Held in sessions (a DEST), and staged (RepoTags re-homed by --registry).
+    let held = format!("{}/team/app:1.0", registry.host());
+    let push = hoist_stdin(&["push", "-", &held], archive.clone(), None);
+    assert_image(&held, &printed(&push.success(), &held), &fixture);
+    let tmp = tempfile::tempdir().unwrap();
+    let push =
+        hoist_stdin(&["push", "-", "--registry", &format!("{}/staged", registry.host())], archive, Some(tmp.path()));
+    let staged = format!("{}/staged/app:1.0", registry.host());
+    assert_image(&staged, &printed(&push.success(), &staged), &fixture);
+    assert_eq!(registry.open_uploads(), 0, "the replaced entry's session was cancelled");
+    assert_eq!(tmp.path().read_dir().unwrap().count(), 0, "no staging left behind");
+}
