@@ -363,12 +363,12 @@ fn an_entry_name_that_comes_again_replaces_the_earlier_one_held_or_staged() {
     // Held in sessions (a DEST), and staged (RepoTags re-homed by --registry).
     let held = format!("{}/team/app:1.0", registry.host());
     let push = hoist_stdin(&["push", "-", &held], archive.clone(), None);
-    assert_image(&held, &printed(&push.success(), &held), &fixture);
+    assert_image(&held, &printed(push.success(), &held), &fixture);
     let tmp = tempfile::tempdir().unwrap();
     let push =
         hoist_stdin(&["push", "-", "--registry", &format!("{}/staged", registry.host())], archive, Some(tmp.path()));
     let staged = format!("{}/staged/app:1.0", registry.host());
-    assert_image(&staged, &printed(&push.success(), &staged), &fixture);
+    assert_image(&staged, &printed(push.success(), &staged), &fixture);
     assert_eq!(registry.open_uploads(), 0, "the replaced entry's session was cancelled");
     assert_eq!(tmp.path().read_dir().unwrap().count(), 0, "no staging left behind");
 }
