@@ -619,7 +619,7 @@ impl<'a> Uploader<'a> {
                 || error.has_code("BLOB_UPLOAD_INVALID") =>
             {
                 self.pause(plan.recoveries, Duration::ZERO, format!("{reason}; starting a new upload")).await;
-                *session = Session::open(self.repo, &self.retries, self.options.track.as_ref()).await?;
+                self.restart(session).await?;
                 plan.offset = 0;
             }
             _ if error.is_retryable() => {
@@ -639,13 +639,22 @@ impl<'a> Uploader<'a> {
         match session.status(&self.retries).await? {
             Some(stands) => plan.offset = stands,
             None => {
-                *session = Session::open(self.repo, &self.retries, self.options.track.as_ref()).await?;
+                self.restart(session).await?;
                 plan.offset = 0;
             }
         }
         if plan.offset > 0 {
             plan.mode = Mode::Chunked;
         }
+        Ok(())
+    }
+
+    /// Replaces `session` with a new one; the old one is cancelled (a
+    /// registry that said it was gone may still hold it) and no longer
+    /// recorded as open.
+    async fn restart(&self, session: &mut Session) -> Result<(), RegistryError> {
+        let fresh = Session::open(self.repo, &self.retries, self.options.track.as_ref()).await?;
+        std::mem::replace(session, fresh).cancel().await;
         Ok(())
     }
 

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hoist_oci::{Digest, Reference};
 use hoist_registry::{
-    BlobSource, BlobStream, BytesSource, Client, ClientOptions, RetryEvent, RetryObserver, RetryPolicy, UploadAction,
-    UploadOptions,
+    BlobSource, BlobStream, BytesSource, Client, ClientOptions, OpenUploads, RetryEvent, RetryObserver, RetryPolicy,
+    UploadAction, UploadOptions,
 };
 use hoist_testkit::{Fault, FaultProxy, Rule, TestRegistry};
 
@@ -394,11 +394,15 @@ async fn a_lost_session_starts_a_new_upload() {
     let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, lost).method("PATCH")]);
     let client = client();
     let bytes = blob(150_000);
-    let options = UploadOptions { chunk_size: Some(102_400), ..UploadOptions::default() };
+    let open = OpenUploads::new();
+    let options = UploadOptions { chunk_size: Some(102_400), track: Some(open.clone()), ..UploadOptions::default() };
     let outcome = repo(&client, &proxy.host(), "app").upload_blob(&LateDigest::new(bytes.clone()), &options).await;
     assert_eq!(outcome.unwrap().action, UploadAction::Uploaded);
     assert_eq!(proxy.count("POST", "/blobs/uploads/"), 2, "a new session after the lost one");
     assert_stored(&registry, "app", &bytes);
+    // The one said to be lost is cancelled all the same, and not left recorded as open.
+    assert_eq!(proxy.count("DELETE", "/blobs/uploads/"), 1);
+    assert_eq!(open.len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
