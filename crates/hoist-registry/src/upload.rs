@@ -544,6 +544,16 @@ impl<'a> Uploader<'a> {
                     },
                 },
                 Err(Failure::Source(error)) => return Err(give_up(session, UploadError::Source(error)).await),
+                // A one-PUT upload also commits: if its answer was lost, the
+                // blob may be in already (a HEAD says), and the whole blob is
+                // not sent again.
+                Err(Failure::Registry(error)) if plan.mode == Mode::Monolithic => match self.committed_anyway().await {
+                    Some(outcome) => {
+                        session.finished();
+                        return Ok(Done::Committed(outcome));
+                    }
+                    None => error,
+                },
                 Err(Failure::Registry(error)) => error,
             };
             if plan.offset > furthest {

@@ -406,6 +406,21 @@ async fn a_lost_session_starts_a_new_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_to_a_one_put_upload_is_not_sent_again() {
+    let registry = TestRegistry::start();
+    // The registry stores the blob; its answer never comes back.
+    let proxy = FaultProxy::start(registry.port(), vec![Rule::first(1, Fault::LoseAnswer).method("PUT")]);
+    let client = client();
+    let bytes = blob(5000);
+    let outcome = repo(&client, &proxy.host(), "app")
+        .upload_blob(&BytesSource::new(bytes.clone()), &UploadOptions::default())
+        .await;
+    assert_eq!(outcome.unwrap().action, UploadAction::Uploaded);
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 1, "a HEAD found it; the blob was not sent twice");
+    assert_stored(&registry, "app", &bytes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn giving_up_cancels_the_session() {
     let registry = TestRegistry::start();
     let invalid = Fault::ErrorCode {
