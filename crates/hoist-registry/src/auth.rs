@@ -311,7 +311,8 @@ impl HostAuth {
         let found = self
             .credential
             .get_or_try_init(|| async {
-                let store = client.options().credentials.clone();
+                // A helper gets as long as two stalled requests would.
+                let store = client.options().credentials.clone().with_helper_deadline(client.options().timeout * 2);
                 let registry = self.registry.clone();
                 // Helpers are processes; keep them off the async workers.
                 let found = tokio::task::spawn_blocking(move || store.lookup(&registry)).await.map_err(|e| {

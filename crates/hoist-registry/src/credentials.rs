@@ -19,9 +19,10 @@
 //! the same files and helpers.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -84,6 +85,8 @@ pub struct CredentialStore {
     explicit: Option<(Credential, CredentialSource)>,
     docker_config: Option<PathBuf>,
     podman_auth: Option<PathBuf>,
+    /// How long a credential helper may take; `None`: [`HELPER_DEADLINE`].
+    helper_deadline: Option<Duration>,
 }
 
 impl CredentialStore {
@@ -100,7 +103,7 @@ impl CredentialStore {
         let docker_config = store::docker_config_path();
         let podman_auth =
             var("REGISTRY_AUTH_FILE").or_else(|| var("XDG_RUNTIME_DIR").map(|dir| dir.join("containers/auth.json")));
-        Self { explicit: None, docker_config, podman_auth }
+        Self { explicit: None, docker_config, podman_auth, helper_deadline: None }
     }
 
     /// Credentials that win over every file (flags or environment).
@@ -115,6 +118,14 @@ impl CredentialStore {
     #[must_use]
     pub fn with_explicit_from(mut self, credential: Credential, flags: impl Into<String>) -> Self {
         self.explicit = Some((credential, CredentialSource::Given(flags.into())));
+        self
+    }
+
+    /// Gives a credential helper at most `deadline` to answer (a keychain
+    /// prompt waits for a person, but not forever).
+    #[must_use]
+    pub fn with_helper_deadline(mut self, deadline: Duration) -> Self {
+        self.helper_deadline = Some(deadline);
         self
     }
 
@@ -139,7 +150,7 @@ impl CredentialStore {
         }
         for path in [&self.docker_config, &self.podman_auth].into_iter().flatten() {
             if let Some(config) = AuthConfig::load(path)?
-                && let Some(found) = config.lookup(path, registry)?
+                && let Some(found) = config.lookup(path, registry, self.helper_deadline.unwrap_or(HELPER_DEADLINE))?
             {
                 return Ok(Some(found));
             }
@@ -185,12 +196,17 @@ impl AuthConfig {
         serde_json::from_slice(&text).map(Some).map_err(|e| config_error(path, &e.to_string()))
     }
 
-    fn lookup(&self, path: &Path, registry: &str) -> Result<Option<(Credential, CredentialSource)>, RegistryError> {
+    fn lookup(
+        &self,
+        path: &Path,
+        registry: &str,
+        deadline: Duration,
+    ) -> Result<Option<(Credential, CredentialSource)>, RegistryError> {
         let keys = lookup_keys(registry);
         let server_url = keys[0].clone();
         let helper = keys.iter().find_map(|k| self.cred_helpers.get(k)).or(self.creds_store.as_ref());
         if let Some(helper) = helper.filter(|h| !h.is_empty())
-            && let Some(credential) = call_helper(helper, &server_url)?
+            && let Some(credential) = call_helper(helper, &server_url, deadline)?
         {
             return Ok(Some((credential, CredentialSource::Helper(helper.clone()))));
         }
@@ -271,21 +287,19 @@ struct HelperAnswer {
 /// Runs `docker-credential-<helper> get` with `server_url` on stdin.
 /// Written by hand: the protocol is one process call and one JSON object,
 /// and the crates that wrap it do not report "not found" apart from failure.
-fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, RegistryError> {
+fn call_helper(helper: &str, server_url: &str, deadline: Duration) -> Result<Option<Credential>, RegistryError> {
     let program = format!("docker-credential-{helper}");
     let failed = |detail: String| {
         RegistryError::new(ErrorKind::Local, format!("get credentials for {server_url} from {program}"))
             .with_detail(detail)
             .with_hint(format!("check that `{program}` is installed and logged in, or remove it from config.json"))
     };
-    let output = helper_process(&program, "get", server_url, Stdio::inherit()).map_err(failed)?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = helper_process(&program, "get", server_url, Stdio::inherit(), deadline).map_err(failed)?;
     if !output.status.success() {
-        if stdout.trim() == HELPER_NOT_FOUND {
+        if String::from_utf8_lossy(&output.stdout).trim() == HELPER_NOT_FOUND {
             return Ok(None);
         }
-        // Helpers print their error on stdout; it names no secret.
-        return Err(failed(format!("it failed ({}): {}", output.status, stdout.trim())));
+        return Err(failed(format!("it failed ({}): {}", output.status, helper_said(&output.stdout))));
     }
     let answer: HelperAnswer = serde_json::from_slice(&output.stdout)
         .map_err(|e| failed(format!("its answer is not the JSON expected: {e}")))?;
@@ -299,9 +313,22 @@ fn call_helper(helper: &str, server_url: &str) -> Result<Option<Credential>, Reg
     }))
 }
 
-/// Runs `program verb` with `input` on its stdin, to its end. Helpers
-/// speak one request and one answer; their stderr goes where `stderr` says.
-fn helper_process(program: &str, verb: &str, input: &str, stderr: Stdio) -> Result<std::process::Output, String> {
+/// How long a credential helper may take by default.
+pub const HELPER_DEADLINE: Duration = Duration::from_secs(60);
+/// The most kept of what a helper prints: its answer is one small JSON object.
+const HELPER_OUTPUT_MAX: u64 = 64 * 1024;
+
+/// Runs `program verb` with `input` on its stdin, to its end or `deadline`
+/// (then it is killed). Helpers speak one request and one answer; their
+/// stderr goes where `stderr` says; of what they print, the first
+/// [`HELPER_OUTPUT_MAX`] bytes are kept.
+fn helper_process(
+    program: &str,
+    verb: &str,
+    input: &str,
+    stderr: Stdio,
+    deadline: Duration,
+) -> Result<std::process::Output, String> {
     let mut child = Command::new(program)
         .arg(verb)
         .stdin(Stdio::piped())
@@ -313,7 +340,43 @@ fn helper_process(program: &str, verb: &str, input: &str, stderr: Stdio) -> Resu
         // A helper that exits without reading its input is its own business.
         let _ = stdin.write_all(input.as_bytes());
     }
-    child.wait_with_output().map_err(|e| e.to_string())
+    let stdout = child.stdout.take().map(read_capped);
+    let stderr = child.stderr.take().map(read_capped);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("it did not answer within {} s, so it was stopped", deadline.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let joined = |reader: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        reader.map(|r| r.join().unwrap_or_default()).unwrap_or_default()
+    };
+    Ok(std::process::Output { status, stdout: joined(stdout), stderr: joined(stderr) })
+}
+
+/// Reads a pipe on a thread of its own: the first [`HELPER_OUTPUT_MAX`]
+/// bytes kept, the rest drained so the writer is never blocked.
+fn read_capped(pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut kept = Vec::new();
+        let _ = (&mut pipe).take(HELPER_OUTPUT_MAX).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        kept
+    })
+}
+
+/// What a helper printed, for an error: helpers print their error on
+/// stdout and it names no secret (the secret goes in on stdin), but it is
+/// kept short and printable.
+pub(crate) fn helper_said(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout).trim().chars().take(300).map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn config_error(path: &Path, detail: &str) -> RegistryError {

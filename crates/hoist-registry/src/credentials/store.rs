@@ -194,19 +194,15 @@ fn run_helper(helper: &str, verb: &str, input: &str, server: &str) -> Result<boo
             .with_hint(format!("check that `{program}` is installed and works, or remove it from config.json"))
     };
     // The helper's stderr is kept out of the terminal: what it says goes in the error.
-    let output = super::helper_process(&program, verb, input, Stdio::piped()).map_err(failed)?;
+    let output =
+        super::helper_process(&program, verb, input, Stdio::piped(), super::HELPER_DEADLINE).map_err(failed)?;
     if output.status.success() {
         return Ok(true);
     }
-    // Helpers print their error on stdout; it names no secret (the secret
-    // went in on stdin), but keep it short.
-    let said = String::from_utf8_lossy(&output.stdout);
-    let said = said.trim();
-    if verb == "erase" && said == HELPER_NOT_FOUND {
+    if verb == "erase" && String::from_utf8_lossy(&output.stdout).trim() == HELPER_NOT_FOUND {
         return Ok(false);
     }
-    let said: String = said.chars().take(300).map(|c| if c.is_control() { ' ' } else { c }).collect();
-    Err(failed(format!("it failed ({}): {said}", output.status)))
+    Err(failed(format!("it failed ({}): {}", output.status, super::helper_said(&output.stdout))))
 }
 
 #[cfg(test)]

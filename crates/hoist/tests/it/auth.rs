@@ -334,3 +334,23 @@ fn refused_credentials_are_said_before_the_archive_is_read() {
     assert!(!run.stderr.contains("staged"), "nothing was staged: {}", run.stderr);
     assert_eq!(proxy.count("POST", "/blobs/uploads"), 0, "no upload was started");
 }
+
+#[test]
+fn a_credential_helper_that_never_answers_is_stopped() {
+    let registry = basic_registry();
+    let scene = Scene::new(image());
+    let bin = scene.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Waits as a keychain prompt nobody answers would, and prints far more than an answer.
+    crate::support::write_executable(
+        &bin.join("docker-credential-stuck"),
+        "#!/bin/sh\nhead -c 1000000 /dev/zero | tr '\\0' 'x'\nexec sleep 600\n",
+    );
+    scene.write_docker_config(r#"{"credsStore":"stuck"}"#);
+    let dest = format!("{}/team/app:1.0", registry.host());
+    let started = std::time::Instant::now();
+    let run = run(scene.push(&[&dest, "--timeout", "1"]).env("PATH", path_with(&bin)));
+    run.fails_with(10, "did not answer within 2 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "stopped at its deadline");
+    assert!(run.stderr.len() < 5000, "what it printed is not all repeated: {} bytes", run.stderr.len());
+}
