@@ -187,9 +187,9 @@ pub async fn push(
     let groups = group_by_repository(plans);
     let (blob_count, byte_count) = planned_work(&archive, &groups);
     reporter.push_planned(blob_count, byte_count);
-    let cache = Arc::new(open_cache(options, reporter));
+    let cache = open_cache(options, reporter).await;
     let result = push_all(&archive, client, groups, options, &jobs, &cache, run).await;
-    save_cache(&cache, reporter);
+    save_cache(cache, reporter).await;
     if result.is_err() {
         // Layers still in flight when another failed left their sessions open.
         run.cancel_uploads().await;
@@ -198,17 +198,27 @@ pub async fn push(
 }
 
 /// The blob cache `options` name (or a disabled one), its warnings told.
-pub(crate) fn open_cache(options: &PushOptions, reporter: &Arc<dyn Reporter>) -> BlobCache {
-    let cache = options.cache_dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open);
+/// Read off the async workers: it is a file of up to 64 MiB.
+pub(crate) async fn open_cache(options: &PushOptions, reporter: &Arc<dyn Reporter>) -> Arc<BlobCache> {
+    let dir = options.cache_dir.clone();
+    let cache = tokio::task::spawn_blocking(move || dir.as_deref().map_or_else(BlobCache::disabled, BlobCache::open))
+        .await
+        .unwrap_or_else(|_| BlobCache::disabled());
     for warning in cache.take_warnings() {
         reporter.warning(&warning);
     }
-    cache
+    Arc::new(cache)
 }
 
-pub(crate) fn save_cache(cache: &BlobCache, reporter: &Arc<dyn Reporter>) {
-    if let Err(error) = cache.save(&|waiting| reporter.warning(waiting)) {
-        reporter.warning(&format!("could not save the blob cache: {error}"));
+/// Saves the cache off the async workers: it may wait for another
+/// process's lock (up to `cache::LOCK_WAIT`).
+pub(crate) async fn save_cache(cache: Arc<BlobCache>, reporter: &Arc<dyn Reporter>) {
+    let told = Arc::clone(reporter);
+    let saved = tokio::task::spawn_blocking(move || cache.save(&|waiting| told.warning(waiting))).await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => reporter.warning(&format!("could not save the blob cache: {error}")),
+        Err(error) => reporter.warning(&format!("could not save the blob cache: {error}")),
     }
 }
 

@@ -307,12 +307,12 @@ impl StreamedPush {
         let mut done: HashMap<(String, Digest), BlobReport> = HashMap::new();
         // Every layer placed is recorded, committed sessions included, so a
         // later push of the same layers mounts them.
-        let cache = push::open_cache(options, reporter);
+        let cache = push::open_cache(options, reporter).await;
         let mut placed = self.commit_sessions(&needed, options, &cache, reporter, &mut done).await;
         if placed.is_ok() {
             placed = self.place_layers(client, &groups, options, &cache, run, &mut done).await;
         }
-        push::save_cache(&cache, reporter);
+        push::save_cache(Arc::clone(&cache), reporter).await;
         placed?;
         self.put_images(client, groups, options, run, &done).await
     }
