@@ -145,6 +145,18 @@ Examples:
     Manpages(ManpagesArgs),
 }
 
+impl Command {
+    /// How the command shows progress, for those that do.
+    pub(crate) fn progress(&self) -> Option<ProgressMode> {
+        match self {
+            Self::Push(args) => Some(args.progress),
+            Self::Pull(args) => Some(args.progress),
+            Self::Copy(args) => Some(args.progress),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// A registry uploads may go to: `[http://]HOST[:PORT][/PREFIX]` (repeatable). The first takes archives

@@ -99,6 +99,13 @@ pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
+/// [`report`] as the `error` event of `--progress json` (message and hint).
+pub(crate) fn report_as_event(error: &anyhow::Error) -> ExitCode {
+    let (exit, hint) = classify(error);
+    crate::reporter::emit_error(&message(error.as_ref()), hint.as_deref());
+    ExitCode::from(exit as u8)
+}
+
 /// The error and its causes, `: `-joined, leaving out a cause whose text an
 /// earlier message already quotes (many say what went wrong underneath).
 pub(crate) fn message(error: &(dyn std::error::Error + 'static)) -> String {

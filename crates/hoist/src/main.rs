@@ -62,9 +62,9 @@ fn main() -> ExitCode {
             return if error.use_stderr() { failure::usage_exit() } else { ExitCode::SUCCESS };
         }
     };
-    // With NDJSON progress, log lines are events too: stderr stays one JSON object per line.
-    let json = matches!(&cli.command, cli::Command::Push(push) if push.progress == cli::ProgressMode::Json)
-        || matches!(&cli.command, cli::Command::Copy(copy) if copy.progress == cli::ProgressMode::Json);
+    // With NDJSON progress, log lines and the final error are events too:
+    // stderr stays one JSON object per line.
+    let json = cli.command.progress() == Some(cli::ProgressMode::Json);
     init_tracing(cli.global.verbose, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if json => failure::report_as_event(&error),
         Err(error) => failure::report(&error),
     }
 }

@@ -54,7 +54,7 @@ pub(crate) async fn exec(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<
         Ok(hoist_transfer::copy(from, to, &options, &run).await?)
     };
     let outcome = crate::interrupt::interruptible(&run, Box::pin(copying), AGAIN).await;
-    finish(args.progress, args.output, &run, outcome)
+    finish(args.output, &run, outcome)
 }
 
 /// The credential stores for SRC's and DEST's registries: each side's own

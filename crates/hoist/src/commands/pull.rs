@@ -8,7 +8,7 @@ use hoist_oci::{Platform, Reference};
 use hoist_registry::{Client, ClientOptions};
 use hoist_transfer::{PullOptions, PullOutput, PulledImage, Reporter};
 
-use crate::cli::{ArchiveFormatArg, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PullArgs};
+use crate::cli::{ArchiveFormatArg, GlobalArgs, NetworkArgs, OutputFormat, PullArgs};
 use crate::failure::{Interrupted, Usage};
 use crate::reporter;
 
@@ -81,16 +81,7 @@ pub(crate) async fn exec(args: PullArgs, global: &GlobalArgs) -> anyhow::Result<
             Err(Interrupted { signal, cleaned: cleaned.into(), hint: "run the same pull again" }.into())
         }
     };
-    let pulled = match pulled {
-        Ok(pulled) => pulled,
-        Err(error) => {
-            if args.progress == ProgressMode::Json {
-                let (_, hint) = crate::failure::classify(&error);
-                reporter::emit_error(&crate::failure::message(error.as_ref()), hint.as_deref());
-            }
-            return Err(error);
-        }
-    };
+    let pulled = pulled?;
 
     // Results go to stdout, unless the archive went there.
     let mut results: Box<dyn Write> =

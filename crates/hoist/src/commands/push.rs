@@ -9,7 +9,7 @@ use hoist_transfer::{
     BlobCache, Destinations, PushError, PushOptions, PushRequest, PushRun, PushedImage, push_archive,
 };
 
-use crate::cli::{ConnectionArgs, Format, GlobalArgs, NetworkArgs, OutputFormat, ProgressMode, PushArgs};
+use crate::cli::{ConnectionArgs, Format, GlobalArgs, NetworkArgs, OutputFormat, PushArgs};
 use crate::failure::{self, Usage};
 use crate::harbor::HarborProjects;
 use crate::reporter;
@@ -60,7 +60,7 @@ pub(crate) async fn exec(args: PushArgs, global: &GlobalArgs) -> anyhow::Result<
     };
     let pushing = async { push_archive(request, &run).await.map_err(anyhow::Error::from) };
     let outcome = crate::interrupt::interruptible(&run, Box::pin(pushing), AGAIN).await;
-    finish(args.progress, args.output, &run, outcome)
+    finish(args.output, &run, outcome)
 }
 
 /// `--registry [http://]HOST[:PORT][/PREFIX]`, as push and serve take it.
@@ -72,7 +72,6 @@ pub(crate) fn registry_target(value: &str) -> Result<RegistryTarget, Usage> {
 /// Prints what was published — every reference, also when the push failed
 /// or was interrupted — and returns the error naming what was not.
 pub(crate) fn finish(
-    progress: ProgressMode,
     output: OutputFormat,
     run: &PushRun,
     outcome: anyhow::Result<Vec<PushedImage>>,
@@ -81,12 +80,6 @@ pub(crate) fn finish(
         Ok(pushed) => (pushed, None),
         Err(error) => (run.published(), Some(name_unpublished(error, run))),
     };
-    if let Some(error) = &error
-        && progress == ProgressMode::Json
-    {
-        let (_, hint) = failure::classify(error);
-        reporter::emit_error(&failure::message(error.as_ref()), hint.as_deref());
-    }
     let written = write_output(output, &pushed, error.as_ref(), run);
     match (error, written) {
         (Some(error), _) => Err(error),

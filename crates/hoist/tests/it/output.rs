@@ -218,6 +218,30 @@ fn warnings_are_events_in_progress_json() {
     assert!(events.iter().any(|e| e["event"] == "log"), "-v log lines are events too");
 }
 
+/// Failures in `--progress json` are one `error` event (with its hint) and
+/// nothing else, for push, pull and copy, usage errors included.
+#[test]
+fn failures_are_one_error_event_in_progress_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = archive(dir.path());
+    let out = dir.path().join("out.tar");
+    let cases: [(&[&str], i32); 4] = [
+        (&["push", "--progress", "json", path_str(&path), "127.0.0.1:9/app:1"], 6),
+        (&["push", "--progress", "json", path_str(&path), "not//a:reference"], 2),
+        (&["pull", "--progress", "json", "127.0.0.1:9/app:1", path_str(&out)], 6),
+        (&["copy", "--progress", "json", "127.0.0.1:9/app:1", "127.0.0.1:9/other:1"], 6),
+    ];
+    for (args, code) in cases {
+        let run = hoist_run(args);
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
+        let events = ndjson(&run.stderr);
+        let errors: Vec<_> = events.iter().filter(|e| e["event"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{args:?}: one error event: {}", run.stderr);
+        assert!(!errors[0]["hint"].as_str().unwrap_or_default().is_empty(), "{args:?}: {}", errors[0]);
+        assert_eq!(events.last(), Some(errors[0]), "{args:?}: the error comes last");
+    }
+}
+
 /// A reader that stops reading (`| head -0`) is not a failure of the push.
 #[test]
 fn a_closed_stdout_after_a_successful_push_is_quiet() {
