@@ -669,12 +669,17 @@ impl Browser {
             "const e = document.querySelector({}); return e && e.offsetParent !== null ? e.innerText : '';",
             serde_json::json!(css)
         );
-        let mut text = String::new();
-        eventually(limit, &format!("text in {css}"), || {
-            self.execute(&script).as_str().unwrap_or_default().clone_into(&mut text);
-            !text.is_empty()
-        });
-        text
+        let started = Instant::now();
+        loop {
+            let text = self.execute(&script).as_str().unwrap_or_default().to_owned();
+            if !text.is_empty() {
+                return text;
+            }
+            // On a timeout, say what the page shows.
+            let shown = self.execute("return document.querySelector('main').innerText");
+            assert!(started.elapsed() < limit, "no text in {css} within {limit:?}; the page shows:\n{shown}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Runs `script` in the page; what it returns.
