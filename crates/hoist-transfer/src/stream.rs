@@ -69,6 +69,9 @@ enum Held {
     /// An open session holding exactly the blob's bytes.
     Session(Box<PendingBlob>),
     Staged(PathBuf),
+    /// Already in the held repository when its upload started (the digest
+    /// was known by then, and the registry had the blob): nothing to hold.
+    Placed(UploadOutcome),
     /// Already committed or cancelled.
     Gone,
 }
@@ -426,28 +429,40 @@ impl StreamedPush {
         names.sort_by_key(|name| !needed.contains(name));
         for name in names {
             let made = self.held.made.get_mut(&name).expect("a known name");
-            let Held::Session(pending) = std::mem::replace(&mut made.held, Held::Gone) else { continue };
+            let held = match std::mem::replace(&mut made.held, Held::Gone) {
+                Held::Session(pending) => Ok(pending),
+                Held::Placed(outcome) => Err(outcome),
+                other => {
+                    made.held = other;
+                    continue;
+                }
+            };
             let key = (location.clone(), made.blob.digest.clone());
             if !needed.contains(&name) || done.contains_key(&key) {
-                pending.cancel().await;
+                if let Ok(pending) = held {
+                    pending.cancel().await;
+                }
                 continue;
             }
             let started = Instant::now();
             reporter.blob_started(&made.diff_id, repo.name(), made.stored_size);
-            // A cancelled session costs nothing; a second copy costs storage.
-            let outcome = match repo.blob_exists(&made.blob.digest).await? {
-                Some(size) => {
-                    let outcome = UploadOutcome {
-                        action: UploadAction::Existed,
-                        digest: made.blob.digest.clone(),
-                        size: Some(size),
-                        bytes_sent: pending.bytes_sent(),
-                        retries: pending.retries(),
-                    };
-                    pending.cancel().await;
-                    outcome
-                }
-                None => pending.commit().await?,
+            let outcome = match held {
+                Err(placed) => placed,
+                // A cancelled session costs nothing; a second copy costs storage.
+                Ok(pending) => match repo.blob_exists(&made.blob.digest).await? {
+                    Some(size) => {
+                        let outcome = UploadOutcome {
+                            action: UploadAction::Existed,
+                            digest: made.blob.digest.clone(),
+                            size: Some(size),
+                            bytes_sent: pending.bytes_sent(),
+                            retries: pending.retries(),
+                        };
+                        pending.cancel().await;
+                        outcome
+                    }
+                    None => pending.commit().await?,
+                },
             };
             let action = BlobAction::from(outcome.action);
             reporter.blob_progress(&made.diff_id, made.stored_size);
@@ -499,7 +514,7 @@ impl LayerVisitor for Visitor {
                     Some(Held::Staged(path)) => {
                         let _ = std::fs::remove_file(path);
                     }
-                    Some(Held::Gone) | None => {}
+                    Some(Held::Placed(_) | Held::Gone) | None => {}
                 }
                 Ok(())
             }
@@ -567,9 +582,16 @@ impl Visitor {
                 let sent = SentBlob::made(digest, size, suffix);
                 Ok(self.made(blob, diff_id, sent, Held::Session(pending)))
             }
-            (Ok(_), Ok(Staged::Placed(_))) => {
-                Err(PushError::Internal(format!("layer `{}` was placed before its digest was known", blob.name)))
+            // The layer was read to its end before the upload task first
+            // looked (a small layer, a busy machine), and the repository
+            // already had it.
+            (Ok((diff_id, digest, size, suffix)), Ok(Staged::Placed(outcome))) if outcome.digest == digest => {
+                Ok(self.made(blob, diff_id, SentBlob::made(digest, size, suffix), Held::Placed(outcome)))
             }
+            (Ok(_), Ok(Staged::Placed(outcome))) => Err(PushError::Internal(format!(
+                "layer `{}` was found as {}, not as what was read",
+                blob.name, outcome.digest
+            ))),
             // The engine saw the failed body and cancelled the session.
             (Err(error), Err(UploadError::Registry(registry))) if error.kind() == io::ErrorKind::BrokenPipe => {
                 Err(registry.into())
