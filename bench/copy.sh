@@ -19,22 +19,13 @@ RUNS=${RUNS:-3}
 COMPRESSION=${COMPRESSION:-gzip:2}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 HOIST=$TARGET/release/hoist
-RESULTS=$WORK/copy-results.tsv   # label wall cpu rss_kb registries_cpu
+RESULTS=$WORK/copy-results.tsv   # label wall cpu rss_kb registries_cpu (both)
 BLOBS=$WORK/copy-blobs           # the source's blobs as files, for curl's uploads
 SRC_PID="" SRC_PORT="" DST_PID="" DST_PORT=""
 
 source "$REPO/bench/lib.sh"
 
-check_tools() {
-    need docker docker.io
-    need docker-registry docker-registry
-    need skopeo skopeo
-    need curl curl
-    need jq jq
-    need python3 python3
-    [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
-    docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (docker info fails); it builds the image and pulls the copy"
-}
+check_tools() { need_bench_tools "it builds the image and pulls the copy"; }
 
 
 # A fresh destination registry for the next run (the last one stopped).
@@ -45,32 +36,7 @@ fresh_destination() {
     DST_PID=$LAUNCHED_PID DST_PORT=$LAUNCHED_PORT
 }
 
-cpu_of() {
-    if [[ -n $1 && -r /proc/$1/stat ]]; then
-        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
-    else
-        echo 0
-    fi
-}
-registries_cpu() { echo "$(cpu_of "$SRC_PID") + $(cpu_of "$DST_PID")" | bc; }
-
-# timed LABEL CMD...: GNU time; appends "LABEL wall cpu rss_kb registries_cpu".
-timed() {
-    local label=$1
-    shift
-    local t=$WORK/time.out out=$WORK/cmd.log reg0 reg
-    reg0=$(registries_cpu)
-    if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$out" 2>&1; then
-        log "FAILED: $label: $*"
-        tail -5 "$out" >&2
-        return 1
-    fi
-    reg=$(echo "$(registries_cpu) - $reg0" | bc)
-    read -r wall user sys rss <"$t"
-    printf '%s %s %s %s %s\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$reg" >>"$RESULTS"
-    log "$(printf '%-13s wall %6.2fs  cpu %6.2fs  rss %4d MB  registries cpu %6.2fs' "$label" "$wall" \
-        "$(echo "$user + $sys" | bc)" $((rss / 1024)) "$reg")"
-}
+servers_cpu() { echo "$(cpu_of "$SRC_PID") + $(cpu_of "$DST_PID")" | bc; }
 
 src() { echo "127.0.0.1:$SRC_PORT/bench/app:1"; }
 dst() { echo "127.0.0.1:$DST_PORT/bench/app:1"; }

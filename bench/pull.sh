@@ -24,16 +24,7 @@ REG_PORT=""
 
 source "$REPO/bench/lib.sh"
 
-check_tools() {
-    need docker docker.io
-    need docker-registry docker-registry
-    need skopeo skopeo
-    need curl curl
-    need jq jq
-    need python3 python3
-    [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
-    docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (docker info fails); it builds the image and loads the result"
-}
+check_tools() { need_bench_tools "it builds the image and loads the result"; }
 
 # A loopback registry with fresh storage.
 start_registry() {
@@ -46,31 +37,7 @@ stop_registry() {
     REG_PID=""
 }
 
-registry_cpu() {
-    if [[ -n $REG_PID && -r /proc/$REG_PID/stat ]]; then
-        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$REG_PID/stat"
-    else
-        echo 0
-    fi
-}
-
-# timed LABEL CMD...: GNU time; appends "LABEL wall cpu rss_kb registry_cpu".
-timed() {
-    local label=$1
-    shift
-    local t=$WORK/time.out out=$WORK/cmd.log reg0 reg
-    reg0=$(registry_cpu)
-    if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$out" 2>&1; then
-        log "FAILED: $label: $*"
-        tail -5 "$out" >&2
-        return 1
-    fi
-    reg=$(echo "$(registry_cpu) - $reg0" | bc)
-    read -r wall user sys rss <"$t"
-    printf '%s %s %s %s %s\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$reg" >>"$RESULTS"
-    log "$(printf '%-13s wall %6.2fs  cpu %6.2fs  rss %4d MB  registry cpu %6.2fs' "$label" "$wall" \
-        "$(echo "$user + $sys" | bc)" $((rss / 1024)) "$reg")"
-}
+servers_cpu() { cpu_of "$REG_PID"; }
 
 ref() { echo "127.0.0.1:$REG_PORT/bench/app:1"; }
 

@@ -31,17 +31,7 @@ RANDOM_BYTES=$((200 * 1024 * 1024))
 
 source "$REPO/bench/lib.sh"
 
-check_tools() {
-    need docker docker.io
-    need docker-registry docker-registry
-    need skopeo skopeo
-    need curl curl
-    need jq jq
-    need python3 python3
-    # The shell keyword `time` cannot report peak memory; GNU time can.
-    [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
-    docker info >/dev/null 2>&1 || die "the Docker Engine is not reachable (docker info fails); it builds the archive"
-}
+check_tools() { need_bench_tools "it builds the archive"; }
 
 build_hoist() {
     log "building hoist (release)"
@@ -148,36 +138,9 @@ layer_bytes() {
         "http://127.0.0.1:$REG_PORT/v2/$repo/manifests/$tag" | jq '[.layers[].size] | add'
 }
 
-# CPU seconds the registry process has used so far (user + system, all threads).
-registry_cpu() {
-    if [[ -n $REG_PID && -r /proc/$REG_PID/stat ]]; then
-        # Fields 14-15 are utime and stime in clock ticks; the command name (field 2) has no spaces here.
-        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$REG_PID/stat"
-    else
-        echo 0
-    fi
-}
-
-# timed LABEL CMD...: runs CMD under GNU time and appends
-# "LABEL wall cpu rss_kb registry_cpu -" to the results; record_bytes fills in the
-# last field. The registry's CPU is counted too: on two cores it competes with the
-# tool, so it explains wall times that CPU time alone does not.
-timed() {
-    local label=$1
-    shift
-    local t=$WORK/time.out out=$WORK/cmd.log reg0 reg
-    reg0=$(registry_cpu)
-    if ! /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" >"$out" 2>&1; then
-        log "FAILED: $label: $*"
-        tail -5 "$out" >&2
-        return 1
-    fi
-    reg=$(echo "$(registry_cpu) - $reg0" | bc)
-    read -r wall user sys rss <"$t"
-    printf '%s %s %s %s %s -\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$reg" >>"$RESULTS"
-    log "$(printf '%-12s wall %6.2fs  cpu %6.2fs  rss %4d MB  registry cpu %6.2fs' "$label" "$wall" \
-        "$(echo "$user + $sys" | bc)" $((rss / 1024)) "$reg")"
-}
+servers_cpu() { cpu_of "$REG_PID"; }
+# Each line gets a "-" byte field; record_bytes fills it in.
+TIMED_TAIL=" -"
 
 # Replaces the "-" byte field of the last results line.
 record_bytes() {

@@ -43,11 +43,7 @@ start_serve() {
         "$HOIST" serve --registry "127.0.0.1:$REG_PORT" --listen "127.0.0.1:$SERVE_PORT" ${SERVE_ARGS:-} \
         >"$WORK/serve.log" 2>&1 &
     SERVE_PID=$!
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$SERVE_PORT/healthz" 2>/dev/null && return
-        sleep 0.1
-    done
-    die "hoist serve did not start: $(cat "$WORK/serve.log")"
+    answers "http://127.0.0.1:$SERVE_PORT/healthz" || die "hoist serve did not start: $(cat "$WORK/serve.log")"
 }
 
 # Stops the service (SIGTERM to hoist, GNU time's child); sets SERVE_RSS, its peak in KiB.
