@@ -29,21 +29,20 @@ impl std::fmt::Debug for ArchiveInput {
 }
 
 impl ArchiveInput {
-    /// `-` is standard input; a file whose first bytes say gzip, zstd or xz
-    /// is read as a stream; anything else is a seekable tar (a file that
-    /// cannot be opened gets its error from [`crate::Archive::open`]).
+    /// `-` is standard input; a pipe (`<(zcat app.tar.gz)`, a FIFO) and a
+    /// file whose first bytes say gzip, zstd or xz are read as a stream;
+    /// a regular file is a seekable tar (a file that cannot be opened gets
+    /// its error from [`crate::Archive::open`]).
     pub fn open(path: &Path) -> Self {
         if path == Path::new("-") {
             return Self::Stream { reader: Box::new(std::io::stdin()), label: path.to_owned() };
         }
-        let wrapped = File::open(path).ok().filter(|file| {
-            let mut file = file.try_clone().ok();
-            file.as_mut().is_some_and(|f| Wrapper::sniff_file(f).is_ok_and(|w| w != Wrapper::None))
-        });
-        match wrapped {
-            Some(file) => Self::Stream { reader: Box::new(file), label: path.to_owned() },
-            None => Self::Seekable(path.to_owned()),
+        let Ok(mut file) = File::open(path) else { return Self::Seekable(path.to_owned()) };
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        if !regular || Wrapper::sniff_file(&mut file).is_ok_and(|w| w != Wrapper::None) {
+            return Self::Stream { reader: Box::new(file), label: path.to_owned() };
         }
+        Self::Seekable(path.to_owned())
     }
 
     /// The input's name in messages.

@@ -372,3 +372,23 @@ fn an_entry_name_that_comes_again_replaces_the_earlier_one_held_or_staged() {
     assert_eq!(registry.open_uploads(), 0, "the replaced entry's session was cancelled");
     assert_eq!(tmp.path().read_dir().unwrap().count(), 0, "no staging left behind");
 }
+
+#[test]
+fn a_named_pipe_is_read_as_a_stream() {
+    // `hoist push <(zcat app.tar.gz) DEST` hands hoist a pipe: it cannot be
+    // indexed by seeking, and its first bytes must not be lost to a sniff.
+    let registry = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("archive.fifo");
+    tools::run_ok(Command::new("mkfifo").arg(&fifo));
+    let fixture = image();
+    let bytes = DockerSaveClassic::new().image(fixture.clone()).build();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let dest = format!("{}/team/piped:1", registry.host());
+    let push = run(hoist().args(["push", path_str(&fifo), &dest]));
+    writer.join().unwrap();
+    assert_image(&dest, &printed(push.success(), &dest), &fixture);
+}
