@@ -43,6 +43,10 @@ use crate::{BlobAction, BlobReport, PullError, PushRun, PushedImage, Reporter};
 const MAX_DEPTH: usize = 4;
 /// Artifacts referring to artifacts are followed this many levels down.
 const MAX_REFERRER_DEPTH: usize = 3;
+/// The most referrers one copy follows (signatures, attestations, SBOMs are
+/// a handful per image): each costs requests, and the source decides how
+/// many it lists.
+const MAX_REFERRERS: usize = 1000;
 /// cosign's tags for what it attaches to `sha256-<hex>` without the referrers API.
 const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
 
@@ -409,11 +413,21 @@ impl Referrers {
         let mut found = Self::default();
         let mut queue: VecDeque<(Digest, usize)> = graph.documents.iter().map(|d| (d.digest.clone(), 0)).collect();
         let mut asked: HashSet<Digest> = HashSet::new();
+        let mut followed = 0;
         while let Some((subject, depth)) = queue.pop_front() {
             if !asked.insert(subject.clone()) {
                 continue;
             }
             let (mut entries, mut tag_index) = listed(source, name, &subject).await?;
+            followed += entries.len();
+            if followed > MAX_REFERRERS {
+                return Err(CopyError::Unusable {
+                    reference: name.into(),
+                    reason: format!(
+                        "the source lists more than {MAX_REFERRERS} referrers; hoist copies at most that many"
+                    ),
+                });
+            }
             let mut kept = Vec::with_capacity(entries.len());
             for entry in entries.drain(..) {
                 let digest = entry_digest(name, &entry)?;

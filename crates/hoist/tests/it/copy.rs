@@ -517,6 +517,18 @@ fn referrers_are_copied_with_their_digests() {
     assert_eq!(manifest_at(&to, "native/app", &format!("sha256-{hex}")).0, 404);
     assert_eq!(manifest_at(&to, "native/app", &digest(&s.sbom)).0, 200);
     assert_eq!(manifest_at(&to, "native/app", &s.legacy_tag).0, 200);
+
+    // A source listing more referrers than any image has is refused before
+    // one of them is fetched: the source does not decide how many requests
+    // a copy makes.
+    let flood: Vec<Value> = (0..1001)
+        .map(|i| json!({"mediaType": OCI_MANIFEST, "digest": sha256(format!("{i}").as_bytes()), "size": 2}))
+        .collect();
+    let api = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": flood});
+    let flooding = serving_index(&from, &format!("/referrers/{}", digest(&s.image)), &api);
+    let source = format!("{}/signed/app:1", flooding.host());
+    copy(&["--referrers", &source, &format!("{}/flood/app:1", to.host())]).fails_with(9, "more than 1000 referrers");
+    assert_eq!(flooding.count("GET", "/manifests/sha256:"), 0, "none of them fetched");
 }
 
 /// A list naming a referrer the source does not have (a signature deleted,
