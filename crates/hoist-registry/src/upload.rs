@@ -571,15 +571,25 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// Every byte is sent: the session, as a [`PendingBlob`], once the
-    /// registry is seen to hold exactly what was sent.
+    /// Every byte is sent: the session, as a [`PendingBlob`], once the bytes
+    /// that went into it (every chunk the registry took) are as many as the
+    /// source says the blob has.
     async fn pending(&self, session: Session) -> Result<PendingBlob, UploadError> {
         let Some(digest) = self.source.digest() else {
             let error = RegistryError::new(ErrorKind::Protocol, self.action.clone())
                 .with_detail("the blob's source did not tell its digest after it was read");
             return Err(give_up(session, error.into()).await);
         };
-        let size = self.source.size().or_else(|| self.reader.as_ref().map(|r| r.pos)).unwrap_or(0);
+        let in_session = self.reader.as_ref().map(|r| r.pos);
+        let size = match (self.source.size(), in_session) {
+            (Some(size), Some(sent)) if size != sent => {
+                let error = RegistryError::new(ErrorKind::Mismatch, self.action.clone())
+                    .with_detail(format!("the session holds {sent} bytes, and the blob has {size}"));
+                return Err(give_up(session, error.into()).await);
+            }
+            (Some(size), _) | (None, Some(size)) => size,
+            (None, None) => 0,
+        };
         Ok(PendingBlob {
             session,
             digest,

@@ -14,8 +14,10 @@
 //! names. The file is the user's own, like their shell history; one that
 //! others may write (group- or world-writable, or in such a directory) is
 //! ignored. Even so an entry is a hint the registry can overrule: it is used
-//! only if the registry holds a blob of that digest with the recorded size
-//! (a HEAD), and an entry the registry contradicts is dropped.
+//! only if the registry holds a blob of that digest (a HEAD in the
+//! destination, or a mount from a repository the entry names, which the
+//! registry does only for a blob it stores under that digest); a size the
+//! registry contradicts drops the entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};

@@ -13,8 +13,9 @@ use crate::{Created, PushedImage, Reporter};
 /// the upload sessions it holds open, and the references it has published.
 ///
 /// A push can be stopped midway (a signal, a client that went away): call
-/// [`PushRun::interrupt`], which makes its archive reads fail at once, drop
-/// its future, then [`PushRun::clean_up`] to cancel the upload sessions it
+/// [`PushRun::interrupt`], which makes a streamed archive's reads fail at
+/// once (a seekable archive's layer reads run to their end), drop its
+/// future, then [`PushRun::clean_up`] to cancel the upload sessions it
 /// left open and delete its staging directory (dropping cannot send
 /// requests, and a thread may still be writing there).
 /// [`PushRun::published`] tells which tags moved before it stopped. A push

@@ -35,7 +35,7 @@ pub(crate) struct GlobalArgs {
     /// More log output on stderr (-v: debug for hoist, -vv: everything). `HOIST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
-    /// Print only results and errors.
+    /// Print only results and errors (push, pull, copy: no progress).
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
 }
@@ -363,8 +363,9 @@ pub(crate) struct PushArgs {
     /// gzip-, zstd- and xz-wrapped archives are read as they are, in one pass.
     pub(crate) archive: PathBuf,
     /// Where to push: `host[:port]/path/name[:tag]`, as with docker. Several are allowed.
+    #[arg(value_name = "DEST")]
     pub(crate) destinations: Vec<String>,
-    /// Re-home RepoTags to `[http://]HOST[:PORT][/PREFIX]` when no DEST is given.
+    /// Re-home RepoTags to `[http://|https://]HOST[:PORT][/PREFIX]` when no DEST is given.
     #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
     pub(crate) registry: Option<String>,
     /// Which image of a multi-image archive to push: its 1-based number or one of its tags.
@@ -475,7 +476,7 @@ pub(crate) struct ConnectionArgs {
     /// Also trust the CA certificates in this PEM file (may hold several; repeatable).
     #[arg(long, value_name = "FILE")]
     pub(crate) ca_cert: Vec<PathBuf>,
-    /// Docker's per-registry TLS directory: DIR/HOST:PORT/*.crt (CAs), client.cert + client.key (mTLS).
+    /// Docker's per-registry TLS directory: DIR/HOST:PORT/*.crt (CAs), NAME.cert + NAME.key (mTLS).
     #[arg(long, value_name = "DIR", env = "HOIST_CERTS_D", default_value = "/etc/docker/certs.d")]
     pub(crate) certs_dir: PathBuf,
     /// Give up on a request that makes no progress for this long (`30`, `30s`, `2m`); retrying one request
