@@ -193,6 +193,10 @@ impl AuthConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(config_error(path, &e.to_string())),
         };
+        // An empty file is no logins, as docker (and `hoist login`, writing it) read it.
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
         serde_json::from_slice(&text).map(Some).map_err(|e| config_error(path, &e.to_string()))
     }
 
@@ -454,5 +458,12 @@ mod tests {
         assert!(error.to_string().contains("config.json"), "{error}");
         let path = write(dir.path(), r#"{"auths":{"r":{"auth":"!!!"}}}"#);
         assert!(CredentialStore::anonymous().with_docker_config(&path).lookup("r").is_err());
+    }
+
+    #[test]
+    fn an_empty_file_holds_no_logins_as_hoist_login_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), " \n");
+        assert!(CredentialStore::anonymous().with_docker_config(&path).lookup("r").unwrap().is_none());
     }
 }

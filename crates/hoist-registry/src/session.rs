@@ -76,9 +76,11 @@ impl Session {
             Ok(response) => response,
             // A 401 that a fresh token did not cure comes back as an error:
             // the account may push here but not read `from` (Harbor says 401
-            // for a project it cannot read). A refused mount, not a refused
-            // upload; wrong credentials fail the upload's own POST next.
-            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied) => {
+            // for a project it cannot read, and 401 "project … not found",
+            // a not-found error, for one that is gone). A refused mount, not
+            // a refused upload; wrong credentials or a missing destination
+            // fail the upload's own POST next.
+            Err(error) if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Denied | ErrorKind::NotFound) => {
                 tracing::debug!(%error, "mount refused; uploading instead");
                 return Ok(MountAnswer::Refused);
             }

@@ -470,17 +470,7 @@ impl<'a> Uploader<'a> {
                 return Ok(Ok(self.outcome(UploadAction::Existed, digest, Some(size))));
             }
             if let Some(from) = self.options.mount_from.as_deref().filter(|from| *from != self.repo.name()) {
-                let answer = match Session::mount(self.repo, &digest, from, &self.retries, track).await {
-                    // Harbor's 401 "project … not found" (a not-found error, see
-                    // `error.rs`) for a source in a project that is gone: a
-                    // refused mount too. A missing destination fails the upload next.
-                    Err(error) if error.kind() == crate::ErrorKind::NotFound => {
-                        tracing::debug!(%error, "mount refused; uploading instead");
-                        MountAnswer::Refused
-                    }
-                    answer => answer?,
-                };
-                match answer {
+                match Session::mount(self.repo, &digest, from, &self.retries, track).await? {
                     MountAnswer::Mounted => {
                         return Ok(Ok(self.outcome(UploadAction::Mounted, digest, self.source.size())));
                     }

@@ -102,9 +102,7 @@ pub enum CopyError {
     Internal(String),
 }
 
-fn join(references: &[Reference]) -> String {
-    references.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-}
+use crate::error::join;
 
 impl CopyError {
     pub fn hint(&self) -> Option<String> {

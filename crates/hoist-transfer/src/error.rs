@@ -35,7 +35,8 @@ pub enum PushError {
     NotPublished { references: Vec<Reference>, cause: Box<PushError> },
 }
 
-fn join(references: &[Reference]) -> String {
+/// References as `a, b, c`, for messages.
+pub(crate) fn join(references: &[Reference]) -> String {
     references.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 

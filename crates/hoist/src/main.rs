@@ -100,8 +100,8 @@ fn init_tracing(verbose: u8, json: bool) {
     }
 }
 
-/// Log lines as NDJSON events: `{"event":"warning","message":…}` (or
-/// `"log"` with its `level`, below warnings).
+/// Log lines as NDJSON events: `{"event":"warning","message":…}`, or
+/// `"log"` with its `level` for the rest (`error` is kept for the failure).
 struct JsonEvent;
 
 impl<S, N> FormatEvent<S, N> for JsonEvent
@@ -118,8 +118,10 @@ where
         let mut message = String::new();
         ctx.field_format().format_fields(Writer::new(&mut message), event)?;
         let level = *event.metadata().level();
-        let line = if level <= Level::WARN {
-            serde_json::json!({ "event": if level == Level::ERROR { "error" } else { "warning" }, "message": message })
+        // An `error` event is the command's failure (with its hint); a
+        // log line at ERROR level is a log event like the rest.
+        let line = if level == Level::WARN {
+            serde_json::json!({ "event": "warning", "message": message })
         } else {
             serde_json::json!({ "event": "log", "level": level.as_str().to_ascii_lowercase(), "message": message })
         };
