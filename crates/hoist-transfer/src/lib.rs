@@ -40,7 +40,7 @@ mod stream;
 pub use cache::{BlobCache, CachedBlob};
 pub use copy::{CopyError, CopyOptions, Side, copy};
 pub use error::PushError;
-pub use plan::{Destinations, PushRequest, check_destinations, plan, push_archive, summary};
+pub use plan::{Destinations, PushRequest, check_destinations, plan, push_archive, registry_client, summary};
 pub use provision::{Created, Provision, ProvisionError, Provisioned, provision_destination};
 pub use pull::{PullError, PullOptions, PullOutput, PulledBlob, PulledImage, pull};
 pub use push::{BlobAction, BlobReport, PushOptions, PushPlan, PushedImage, push};

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use hoist_archive::{Archive, ArchiveInput, Image};
 use hoist_oci::{Reference, RegistryTarget};
-use hoist_registry::{Client, ClientOptions, Connection, CredentialStore, RegistryCheck};
+use hoist_registry::{Client, ClientOptions, Connection, CredentialStore, RegistryCheck, RegistryError};
 
 use crate::provision::Provision;
-use crate::{Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, read_stream, retry_observer};
+use crate::{Hold, PushError, PushOptions, PushPlan, PushRun, PushedImage, Reporter, read_stream, retry_observer};
 
 /// Where an archive's images go, as the user said it.
 #[derive(Clone, Debug, Default)]
@@ -155,8 +155,7 @@ pub async fn check_destinations(
     Ok(ready.checks)
 }
 
-/// The registry client for `registries`: `connection`'s choices for each, a
-/// `--registry` scheme for its registry, retries reported to `run`.
+/// The registry client for a push's `registries`, its `--registry` scheme kept.
 fn client(
     connection: &Connection,
     destinations: &Destinations,
@@ -164,8 +163,21 @@ fn client(
     credentials: CredentialStore,
     run: &PushRun,
 ) -> Result<Client, PushError> {
+    Ok(registry_client(connection, registries, credentials, destinations.rehome.as_ref(), run.reporter())?)
+}
+
+/// The registry client every command uses for `registries`: `connection`'s
+/// choices for each, `target`'s scheme (`http://`, `https://`) for its
+/// registry, retries reported to `reporter`.
+pub fn registry_client(
+    connection: &Connection,
+    registries: impl IntoIterator<Item = String>,
+    credentials: CredentialStore,
+    target: Option<&RegistryTarget>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Client, RegistryError> {
     let mut options = ClientOptions::for_registries(connection, registries, credentials);
-    if let Some(target) = &destinations.rehome {
+    if let Some(target) = target {
         if target.plain_http() {
             options.plain_http.push(target.registry().to_owned());
         }
@@ -173,8 +185,8 @@ fn client(
             options.https.push(target.registry().to_owned());
         }
     }
-    options.on_retry = Some(retry_observer(run.reporter()));
-    Ok(Client::new(options)?)
+    options.on_retry = Some(retry_observer(reporter));
+    Client::new(options)
 }
 
 /// Every destination of `plans`, collected: an iterator borrowed across an

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hoist_archive::write::ArchiveKind;
 use hoist_oci::{Platform, Reference};
-use hoist_registry::{Client, ClientOptions};
+use hoist_registry::Client;
 use hoist_transfer::{PullOptions, PullOutput, PulledImage, Reporter};
 
 use crate::cli::{ArchiveFormatArg, GlobalArgs, NetworkArgs, OutputFormat, PullArgs};
@@ -115,9 +115,7 @@ pub(crate) fn client(
 ) -> anyhow::Result<Client> {
     let connection = crate::commands::push::connection(&network.connection);
     let registries = references.iter().map(|r| r.registry().to_owned());
-    let mut options = ClientOptions::for_registries(&connection, registries, credentials);
-    options.on_retry = Some(hoist_transfer::retry_observer(reporter));
-    Ok(Client::new(options)?)
+    Ok(hoist_transfer::registry_client(&connection, registries, credentials, None, reporter)?)
 }
 
 /// The `--output json` document.
